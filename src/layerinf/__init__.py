@@ -1,0 +1,10 @@
+"""layerinf: layer-wise data influence for LoRA-fine-tuned language models.
+
+Sign convention, everywhere: a HIGHER score means a MORE HELPFUL training example; filtering removes the bottom.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import LayerinfError  # noqa: E402
+
+__all__ = ["LayerinfError", "__version__"]
