@@ -8,3 +8,7 @@ __version__ = "0.1.0"
 from .errors import LayerinfError  # noqa: E402
 
 __all__ = ["LayerinfError", "__version__"]
+
+from .api import finetune, prepare  # noqa: E402
+
+__all__ += ["prepare", "finetune"]

@@ -151,6 +151,15 @@ def load_tokenizer(src: ModelSource | str, *, trust_remote_code: bool = False):
     return tok
 
 
+_BASE_CACHE: dict[tuple, nn.Module] = {}
+_BASE_CACHE_SIZE = 1
+
+
+def clear_model_cache() -> None:
+    """Drop the in-process cache of loaded base models."""
+    _BASE_CACHE.clear()
+
+
 def load_base_model(
     src: ModelSource | str,
     num_labels: int,
@@ -159,26 +168,59 @@ def load_base_model(
     trust_remote_code: bool = False,
     pad_token_id: int | None = None,
 ):
-    """An ``AutoModelForSequenceClassification`` in float32 with a freshly (seeded) initialised head."""
+    """An ``AutoModelForSequenceClassification`` in float32 with a freshly (seeded) initialised head.
+
+    The pretrained weights are loaded once per process and copied afterwards (GGUF de-quantisation alone
+    takes seconds); the head is always re-initialised from ``seed``, so a cached copy equals a fresh load.
+    """
+    import copy
+
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     src = resolve_source(src) if isinstance(src, str) else src
-    kwargs: dict[str, Any] = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
-    if src.gguf_file:
-        kwargs["gguf_file"] = src.gguf_file
-    torch.manual_seed(seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected, not news
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(src.path, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _unknown_model(src, exc) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    key = (src.path, src.gguf_file, num_labels, trust_remote_code)
+    if key not in _BASE_CACHE:
+        kwargs: dict[str, Any] = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
+        if src.gguf_file:
+            kwargs["gguf_file"] = src.gguf_file
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected, not news
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(src.path, dtype=torch.float32, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise _unknown_model(src, exc) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        while len(_BASE_CACHE) >= _BASE_CACHE_SIZE:
+            _BASE_CACHE.pop(next(iter(_BASE_CACHE)))
+        _BASE_CACHE[key] = model
+    model = copy.deepcopy(_BASE_CACHE[key])
+    reset_head(model, seed)
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     return model
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classification head of a HF sequence classifier (``classifier`` or ``score``)."""
+    for name in ("classifier", "score"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise LayerinfError(f"cannot find the classification head of {type(model).__name__}", "use a standard HF classifier")
+
+
+def reset_head(model: nn.Module, seed: int) -> None:
+    """Seeded re-initialisation of every Linear in the head: N(0, initializer_range) weights, zero biases."""
+    std = float(getattr(model.config, "initializer_range", 0.02) or 0.02)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in head_module(model).modules():
+            if isinstance(mod, nn.Linear):
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * std)
+                if mod.bias is not None:
+                    mod.bias.zero_()
 
 
 def find_lora_targets(model: nn.Module) -> list[str]:
@@ -302,15 +344,16 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Save the trainable state as safetensors (atomic: temp file, then rename)."""
+def save_adapter(state: nn.Module | dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Save a model's trainable state (or a state dict) as safetensors (atomic: temp file, then rename)."""
     from safetensors.torch import save_file
 
+    tensors = trainable_state(state) if isinstance(state, nn.Module) else {k: v.contiguous() for k, v in state.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     meta = {"format": ADAPTER_FORMAT, **(metadata or {})}
-    save_file(trainable_state(model), str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
     os.replace(tmp, path)
 
 

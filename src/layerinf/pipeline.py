@@ -1,0 +1,209 @@
+"""The pipeline's stages as Python functions, each writing one folder of a run directory.
+
+``prepare`` → ``data/``, ``finetune`` → ``finetune/``, ``grads`` → ``grads/``, ``score`` → ``scores/``.
+Each stage reads only what earlier stages wrote, records its configuration (including the hash of the
+stages it depends on), and is reused on a rerun when nothing changed. The CLI is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import RunDir
+from .config import DataConfig, GradsConfig, ModelConfig, TrainConfig, resolve_lr
+from .errors import LayerinfError
+
+log = logging.getLogger("layerinf")
+
+
+def _run(run_dir: str | Path | RunDir) -> RunDir:
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+
+
+def _merge(cfg, overrides: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cfg)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise LayerinfError(f"unknown option(s) {', '.join(bad)}", f"valid: {', '.join(sorted(known))}")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def _upstream_hash(run: RunDir, stage: str) -> str:
+    return run.stage_info(stage)["config_hash"]
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+
+
+def prepare(run_dir, config: DataConfig | None = None, *, force: bool = False, **overrides):
+    """Load a data source, split it (train / influence / test) and inject label noise into train.
+
+    Writes ``data/{train,infl,test}.parquet`` and ``data/meta.json``; returns the ``PreparedData``.
+    """
+    from . import data as data_mod
+
+    run = _run(run_dir)
+    cfg = _merge(config or DataConfig(), overrides)
+    stage_cfg = dataclasses.asdict(cfg)
+    with run.stage("data", stage_cfg, seed=cfg.seed, force=force) as st:
+        if st.done:
+            return data_mod.load_prepared(st.path)
+        prepared = data_mod.prepare(
+            cfg.source,
+            task=cfg.task,
+            text_column=cfg.text_column,
+            text_pair_column=cfg.text_pair_column,
+            label_column=cfg.label_column,
+            dev_source=cfg.dev_source,
+            label_names=cfg.label_names,
+            max_train=cfg.max_train,
+            max_dev=cfg.max_dev,
+            noise_rate=cfg.noise_rate,
+            seed=cfg.seed,
+        )
+        data_mod.save_prepared(prepared, st.tmp)
+        st.info["summary"] = {
+            "train": len(prepared.train),
+            "infl": len(prepared.infl),
+            "test": len(prepared.test),
+            "noisy": int(prepared.train["noisy"].sum()),
+            "labels": list(prepared.label_names),
+        }
+    return prepared
+
+
+def load_data(run_dir):
+    """The prepared splits of a run (``prepare`` must have finished)."""
+    from . import data as data_mod
+
+    run = _run(run_dir)
+    return data_mod.load_prepared(run.require("data", f"run `layerinf prepare {run.root}` first"))
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+
+
+@dataclass
+class FinetuneOutput:
+    """What ``finetune`` leaves in ``finetune/`` and its headline numbers."""
+
+    folder: Path
+    history: pd.DataFrame
+    best_epoch: int
+    best_accuracy: float
+    accuracy_at_best_epoch: float
+
+
+def _train_settings(train: TrainConfig, model: ModelConfig, data_seed: int):
+    from .train import TrainSettings
+
+    return TrainSettings(
+        epochs=train.epochs,
+        batch_size=train.batch_size,
+        lr=resolve_lr(model.name, train.lr),
+        weight_decay=train.weight_decay,
+        warmup=train.warmup,
+        eval_batch_size=train.eval_batch_size,
+        seed=data_seed if train.seed is None else train.seed,
+    )
+
+
+def load_model(model: ModelConfig, num_labels: int, seed: int, adapter: Path | None = None):
+    """Load the configured base model with LoRA attached (seeded init), optionally with an adapter."""
+    from .models import LoraSettings, load_classifier
+
+    lora = LoraSettings(
+        r=model.lora_r,
+        alpha=model.lora_alpha,
+        dropout=model.lora_dropout,
+        targets=tuple(model.lora_targets) if model.lora_targets else None,
+    )
+    return load_classifier(
+        model.name, num_labels, lora=lora, seed=seed, trust_remote_code=model.trust_remote_code, adapter=adapter
+    )
+
+
+def encode_splits(prepared, tokenizer, max_length: int) -> dict[str, Any]:
+    from .batching import encode_split
+
+    return {name: encode_split(getattr(prepared, name), tokenizer, max_length) for name in ("train", "infl", "test")}
+
+
+def finetune(
+    run_dir,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    on_epoch=None,
+) -> FinetuneOutput:
+    """LoRA-fine-tune on the run's noisy training split; save init / best / last adapters (safetensors).
+
+    The best checkpoint is the epoch with the lowest influence-set loss (ties → later epoch); its
+    influence-set logits are saved too (``infl_logits.npy``) for the correct-prediction filter.
+    """
+    from .models import save_adapter
+    from .train import fit
+
+    run = _run(run_dir)
+    model = model or ModelConfig()
+    train = train or TrainConfig()
+    prepared = load_data(run)
+    settings = _train_settings(train, model, prepared.meta.get("seed", 0))
+    stage_cfg = {
+        "data": _upstream_hash(run, "data"),
+        "model": dataclasses.asdict(model),
+        "train": settings.to_dict(),
+    }
+    with run.stage("finetune", stage_cfg, seed=settings.seed, force=force) as st:
+        if not st.done:
+            loaded = load_model(model, len(prepared.label_names), settings.seed)
+            enc = encode_splits(prepared, loaded.tokenizer, model.max_length)
+            result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], settings, progress=progress, on_epoch=on_epoch)
+            meta = {"model": model.name, "lora_r": str(model.lora_r)}
+            save_adapter(result.init_state, st.out("init.safetensors"), meta)
+            save_adapter(result.best_state, st.out("best.safetensors"), {**meta, "epoch": str(result.best_epoch)})
+            save_adapter(result.last_state, st.out("last.safetensors"), meta)
+            np.save(st.out("infl_logits.npy"), result.best_infl_logits)
+            result.history.to_parquet(st.out("history.parquet"), index=False)
+            result.history.to_csv(st.out("history.csv"), index=False)
+            st.info["summary"] = {
+                "best_epoch": result.best_epoch,
+                "best_accuracy": result.best_accuracy,
+                "accuracy_at_best_epoch": result.accuracy_at_best_epoch,
+                "lr": settings.lr,
+            }
+    summary = run.stage_info("finetune")["summary"]
+    return FinetuneOutput(
+        folder=run.stage_path("finetune"),
+        history=pd.read_parquet(run.stage_path("finetune") / "history.parquet"),
+        best_epoch=summary["best_epoch"],
+        best_accuracy=summary["best_accuracy"],
+        accuracy_at_best_epoch=summary["accuracy_at_best_epoch"],
+    )
+
+
+def load_finetuned(run_dir, checkpoint: str = "best"):
+    """The run's model with the chosen adapter (init | best | last) loaded, plus its prepared data."""
+    run = _run(run_dir)
+    if checkpoint not in ("init", "best", "last"):
+        raise LayerinfError(f"unknown checkpoint '{checkpoint}'", "use init, best or last")
+    info = run.stage_info("finetune") if run.is_finished("finetune", verify=False) else None
+    if info is None:
+        raise LayerinfError(f"stage 'finetune' has not finished in {run.root}", f"run `layerinf finetune {run.root}` first")
+    prepared = load_data(run)
+    model = ModelConfig(**info["config"]["model"])
+    loaded = load_model(model, len(prepared.label_names), info["config"]["train"]["seed"],
+                        adapter=run.stage_path("finetune") / f"{checkpoint}.safetensors")
+    return loaded, prepared, model
+
+
+__all__ = ["prepare", "finetune", "load_data", "load_finetuned", "FinetuneOutput"]

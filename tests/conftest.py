@@ -1,0 +1,30 @@
+"""Shared fixtures. Nothing here touches the network: the Hub is forced offline for every test."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_DIR = Path(os.environ.get("LAYERINF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The GLUE TSVs in ../shared/data/glue (skips, saying why, only when that folder is absent)."""
+    if not (GLUE_DIR / "SST-2" / "train.tsv").exists():
+        pytest.skip(f"GLUE data not found at {GLUE_DIR} (../shared/data/glue, or set LAYERINF_GLUE_DIR)")
+    return GLUE_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield

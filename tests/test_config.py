@@ -1,0 +1,38 @@
+import pytest
+
+from layerinf.config import ExperimentConfig, resolve_lr
+from layerinf.errors import LayerinfError
+
+
+def test_yaml_round_trip_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ndata: {source: demo, max_train: 100}\nscore: {methods: [tracin]}\n")
+    cfg = ExperimentConfig.from_yaml(p)
+    assert cfg.data.max_train == 100 and cfg.score.methods == ["tracin"] and cfg.model.name == "minilm"
+    cfg2 = cfg.with_overrides({"data.seed": 4, "model.name": "smollm2-135m"})
+    assert cfg2.data.seed == 4 and cfg2.model.name == "smollm2-135m" and cfg.data.seed == 0
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("data: {sorce: demo}\n", "unknown key"), ("bogus: 1\n", "unknown key"), ("data: [1, 2]\n", "must be a mapping"),
+     ("data: {a: [\n", "not valid YAML")],
+)
+def test_bad_config_is_a_clear_error(tmp_path, text, match):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(LayerinfError, match=match):
+        ExperimentConfig.from_yaml(p)
+
+
+def test_unknown_override_and_missing_file(tmp_path):
+    with pytest.raises(LayerinfError, match="unknown config field"):
+        ExperimentConfig().with_overrides({"data.nope": 1})
+    with pytest.raises(LayerinfError, match="does not exist"):
+        ExperimentConfig.from_yaml(tmp_path / "none.yaml")
+
+
+def test_learning_rate_defaults():
+    assert resolve_lr("minilm", None) == 5e-3
+    assert resolve_lr("roberta-large", None) == 3e-4
+    assert resolve_lr("minilm", 1e-4) == 1e-4
