@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/layerinf demo --out runs/demo
 
 test: $(STAMP)
+	VENV=$(VENV) bash scripts/setup-test.sh
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
