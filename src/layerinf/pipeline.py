@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import RunDir
-from .config import DataConfig, GradsConfig, ModelConfig, TrainConfig, resolve_lr
+from .config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig, resolve_lr
 from .errors import LayerinfError
 
 log = logging.getLogger("layerinf")
@@ -206,4 +206,71 @@ def load_finetuned(run_dir, checkpoint: str = "best"):
     return loaded, prepared, model
 
 
-__all__ = ["prepare", "finetune", "load_data", "load_finetuned", "FinetuneOutput"]
+
+
+# ------------------------------------------------------------------------------------------------ grads
+
+
+def grads(run_dir, config: GradsConfig | None = None, *, progress: bool = True, force: bool = False, **overrides):
+    """Per-sample gradients of every module for the train and influence splits → ``grads/{train,infl}``.
+
+    One forward and one backward per batch at the chosen checkpoint (default: best influence loss); the
+    word-embedding gradient is stored row-sparse. Reused while the checkpoint and data are unchanged.
+    """
+    from .artifacts import sha256_file
+    from .gradstore import GradStore, write_store
+
+    run = _run(run_dir)
+    cfg = _merge(config or GradsConfig(), overrides)
+    if cfg.dtype not in ("float32", "float16", "bfloat16"):
+        raise LayerinfError(f"unknown gradient dtype '{cfg.dtype}'", "use float32, float16 or bfloat16")
+    run.require("finetune", f"run `layerinf finetune {run.root}` first")
+    adapter = run.stage_path("finetune") / f"{cfg.checkpoint}.safetensors"
+    stage_cfg = {"finetune": _upstream_hash(run, "finetune"), "grads": dataclasses.asdict(cfg)}
+    with run.stage("grads", stage_cfg, force=force) as st:
+        if not st.done:
+            loaded, prepared, model_cfg = load_finetuned(run, cfg.checkpoint)
+            enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
+            ckpt_sha = sha256_file(adapter)
+            for split in ("train", "infl"):
+                write_store(loaded.model, enc[split], st.tmp / split, batch_size=cfg.batch_size,
+                            include_we=cfg.include_we, dtype=cfg.dtype, checkpoint_sha256=ckpt_sha,
+                            progress=progress)
+            st.info["summary"] = {"num_layers": loaded.num_layers, "checkpoint": cfg.checkpoint,
+                                  "n_train": len(enc["train"]), "n_infl": len(enc["infl"])}
+    folder = run.stage_path("grads")
+    return GradStore(folder / "train"), GradStore(folder / "infl")
+
+
+# ------------------------------------------------------------------------------------------------ score
+
+
+def score(run_dir, config: ScoreConfig | None = None, *, progress: bool = True, force: bool = False, **overrides):
+    """Influence scores for every method × layer group × aggregator, with NDR / AUC / cancellation tables.
+
+    Writes ``scores/table.parquet|csv`` (one row per configuration, sorted by NDR@30), ``aggregated.parquet``
+    (one score column per configuration; higher = more helpful), ``curves``, ``modules`` (layer-wise NDR),
+    ``noise_rank`` and the per-module matrices ``matrices/<method>/<module>.npy``. Returns the table.
+    """
+    from .gradstore import GradStore
+    from .score import score_stores
+
+    run = _run(run_dir)
+    cfg = _merge(config or ScoreConfig(), overrides)
+    run.require("grads", f"run `layerinf grads {run.root}` first")
+    stage_cfg = {"grads": _upstream_hash(run, "grads"), "score": dataclasses.asdict(cfg)}
+    with run.stage("scores", stage_cfg, force=force) as st:
+        if not st.done:
+            prepared = load_data(run)
+            train = GradStore(run.stage_path("grads") / "train")
+            infl = GradStore(run.stage_path("grads") / "infl")
+            correct = infl.logits.argmax(1) == infl.labels
+            noisy = prepared.train["noisy"].to_numpy(bool)
+            num_layers = run.stage_info("grads")["summary"]["num_layers"]
+            res = score_stores(train, infl, noisy, correct, num_layers, cfg, st.tmp / "matrices", progress=progress)
+            for name in ("table", "curves", "modules", "noise_rank", "aggregated"):
+                getattr(res, name).to_parquet(st.out(f"{name}.parquet"), index=False)
+            res.table.to_csv(st.out("table.csv"), index=False)
+            st.info["summary"] = {"configurations": len(res.table), "correct_infl": int(correct.sum()),
+                                  "infl": int(len(correct))}
+    return pd.read_parquet(run.stage_path("scores") / "table.parquet")

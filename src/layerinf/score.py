@@ -1,0 +1,302 @@
+"""The ``score`` stage: gradient store → per-module score matrices → aggregated scores → metric tables.
+
+For each method (TracIn, Cosine, DataInf) every module's validation × train score matrix S^b is computed by
+streaming training-gradient chunks from the store (``methods``), kept on disk as float32 ``.npy``; then
+each layer group × aggregator turns its modules' matrices into one score per training example
+(``aggregate``), and the metrics of ``metrics`` are measured against the noise mask. TracIn on WE is
+TracIn-WE (row-sparse word-embedding gradients); DataInf skips modules above the size threshold (WE, large
+heads), so it has no WE group. Higher score = more helpful, everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import aggregate as agg_mod
+from . import methods, metrics
+from .config import ScoreConfig
+from .errors import LayerinfError
+from .gradstore import GradStore
+from .groups import layer_groups, resolve_groups
+from .models import ModuleSpec
+
+log = logging.getLogger("layerinf")
+
+NDR_LEVELS = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
+KNOWN_METHODS = ("tracin", "cosine", "datainf")
+
+
+@dataclass
+class ModuleScores:
+    """Per-module score matrices (m × n) of one method, memory-mapped from disk."""
+
+    method: str
+    folder: Path
+
+    def path(self, module: str) -> Path:
+        return self.folder / self.method / f"{module}.npy"
+
+    def has(self, module: str) -> bool:
+        return self.path(module).exists()
+
+    def load(self, module: str) -> np.ndarray:
+        return np.load(self.path(module), mmap_mode="r")
+
+
+def method_applies(method: str, spec: ModuleSpec, cfg: ScoreConfig) -> bool:
+    """DataInf is skipped on WE and on modules with ≥ ``datainf_threshold`` parameters (spec §3.3)."""
+    if method == "datainf":
+        return spec.kind != "we" and methods.datainf_applicable(spec.numel, cfg.datainf_threshold)
+    return True
+
+
+def compute_module_scores(
+    method: str,
+    spec: ModuleSpec,
+    train: GradStore,
+    infl: GradStore,
+    cfg: ScoreConfig,
+) -> np.ndarray:
+    """S^b (m × n, float32) for one method and module, streaming training chunks from the store."""
+    compute_dtype = _torch_dtype(cfg.compute_dtype)
+    if spec.kind == "we":
+        if method == "tracin":
+            return methods.tracin_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n).astype(np.float32)
+        if method == "cosine":
+            return methods.cosine_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n).astype(np.float32)
+        raise LayerinfError(f"method {method} does not apply to WE", "use tracin or cosine for the WE group")
+    V = np.asarray(infl.module(spec.name), dtype=np.float32)
+    return methods.score_module(
+        method,
+        V,
+        lambda: (chunk for _, chunk in train.iter_chunks(spec.name, cfg.chunk_size)),
+        n=train.n,
+        compute_dtype=compute_dtype,
+    ).astype(np.float32)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+    if name not in table:
+        raise LayerinfError(f"unknown compute dtype '{name}'", "use float32 or bfloat16 (never float16 on CPU)")
+    return table[name]
+
+
+def _check_methods(names: Iterable[str]) -> list[str]:
+    names = [m.lower() for m in names]
+    bad = [m for m in names if m not in KNOWN_METHODS]
+    if bad:
+        raise LayerinfError(f"unknown method(s) {', '.join(bad)}", f"use any of {', '.join(KNOWN_METHODS)}")
+    return names
+
+
+def _check_aggregators(names: Iterable[str]) -> list[str]:
+    names = [a.lower() for a in names]
+    bad = [a for a in names if a not in ("mean", "rank", "vote")]
+    if bad:
+        raise LayerinfError(f"unknown aggregator(s) {', '.join(bad)}", "use mean, rank or vote")
+    return names
+
+
+def aggregate_group(
+    matrices: list[np.ndarray], aggregator: str, correct: np.ndarray, cfg: ScoreConfig
+) -> np.ndarray:
+    """One score per training sample from a group's per-module matrices (voters = module × validation)."""
+    use_correct = cfg.use_correct
+    if use_correct is None:  # the paper: Mean over all validation samples, Rank / Vote over the correct ones
+        use_correct = aggregator != "mean"
+    return agg_mod.aggregate(
+        aggregator,
+        matrices,
+        correct=correct,
+        use_correct=use_correct,
+        kappa=cfg.vote_kappa,
+        tie_method=cfg.tie_method,
+    )
+
+
+def ndr_row(s: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
+    """NDR@k for the paper's levels plus precision@30, AUC-NDR and ROC-AUC."""
+    row = {f"ndr_{k}": float(metrics.ndr_at(s, noisy, k / 100)) for k in NDR_LEVELS}
+    row["precision_30"] = float(metrics.precision_at(s, noisy, 0.30))
+    row["auc_ndr"] = float(metrics.auc_ndr(s, noisy))
+    row["roc_auc"] = float(metrics.roc_auc(s, noisy))
+    return row
+
+
+def curve_points(s: np.ndarray, noisy: np.ndarray, points: int = 201) -> pd.DataFrame:
+    curve = np.asarray(metrics.ndr_curve(s, noisy), dtype=np.float64)
+    n = len(curve)
+    pos = np.unique(np.linspace(1, n, min(points, n)).round().astype(int))
+    return pd.DataFrame({"fraction": pos / n, "ndr": curve[pos - 1]})
+
+
+def group_cancellation(train: GradStore, groups: dict[str, list[str]], norm: str, chunk_size: int) -> dict[str, float]:
+    """Cancellation C per group (spec §7.2), one streaming pass per module."""
+    per_module = {}
+    names = {m for mods in groups.values() for m in mods}
+    for spec in train.specs:
+        if spec.name not in names:
+            continue
+        acc = metrics.Cancellation(norm=norm)
+        if spec.kind == "we":
+            for chunk in train.iter_we_chunks(chunk_size):
+                acc.update_row_sparse(*chunk)
+        else:
+            for _, chunk in train.iter_chunks(spec.name, chunk_size):
+                acc.update(chunk)
+        per_module[spec.name] = acc
+    return {g: metrics.Cancellation.combine([per_module[m] for m in mods if m in per_module]).value
+            for g, mods in groups.items()}
+
+
+def _position(spec: ModuleSpec, num_layers: int) -> int:
+    """Layer position for plots: 0 = WE, 1..L = layer index + 1, L+1 = CL."""
+    if spec.kind == "we":
+        return 0
+    if spec.kind == "cl":
+        return num_layers + 1
+    return int(spec.layer) + 1
+
+
+@dataclass
+class ScoreResult:
+    """Everything the score stage produces (also written as parquet/CSV/npy)."""
+
+    table: pd.DataFrame  # one row per (method, group, aggregator)
+    aggregated: pd.DataFrame  # n rows; one column per "method/group/aggregator"
+    curves: pd.DataFrame
+    modules: pd.DataFrame
+    noise_rank: pd.DataFrame
+
+
+def score_stores(
+    train: GradStore,
+    infl: GradStore,
+    noisy: np.ndarray | None,
+    correct: np.ndarray,
+    num_layers: int,
+    cfg: ScoreConfig,
+    matrices_dir: Path,
+    *,
+    progress: bool = True,
+    per_module_metrics: bool = True,
+) -> ScoreResult:
+    """Score every method × group × aggregator from two gradient stores (pure orchestration of the math).
+
+    ``noisy`` (the ground-truth mask) may be None for real data: then no NDR/AUC columns are computed.
+    Per-module matrices are written to ``matrices_dir/<method>/<module>.npy``.
+    """
+    from tqdm.auto import tqdm
+
+    method_names = _check_methods(cfg.methods)
+    aggregators = _check_aggregators(cfg.aggregators)
+    if cfg.group_mode not in ("per_module", "concat"):
+        raise LayerinfError(f"unknown group mode '{cfg.group_mode}'", "use per_module (paper) or concat")
+    specs = train.specs
+    by_name = {s.name: s for s in specs}
+    groups = resolve_groups(cfg.groups, specs, num_layers)
+    needed = [s for s in specs if any(s.name in mods for mods in groups.values())]
+    if per_module_metrics:  # layer-wise curves need every LoRA module even when no group asks for it
+        needed = list(specs)
+    n = train.n
+
+    jobs = [(m, s) for m in method_names for s in needed if method_applies(m, s, cfg)]
+    bar = tqdm(jobs, desc="influence matrices", disable=not progress)
+    for method, spec in bar:
+        out = ModuleScores(method, matrices_dir)
+        if out.has(spec.name):
+            continue
+        bar.set_postfix(module=spec.name, method=method)
+        S = compute_module_scores(method, spec, train, infl, cfg)
+        if S.shape != (infl.n, n) or not np.all(np.isfinite(S)):
+            raise LayerinfError(
+                f"{method} scores for module {spec.name} are not finite",
+                "check the gradients for NaN/inf (e.g. a diverged checkpoint) and refit with a lower --lr",
+            )
+        out.path(spec.name).parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.path(spec.name).with_suffix(".tmp.npy")
+        np.save(tmp, S)
+        tmp.replace(out.path(spec.name))
+
+    canc = group_cancellation(train, groups, cfg.cancellation_norm, cfg.chunk_size)
+    rows, columns, curves = [], {}, []
+    combos = [(m, g, a) for m in method_names for g in groups for a in aggregators]
+    for method, group, aggregator in tqdm(combos, desc="aggregate", disable=not progress):
+        store = ModuleScores(method, matrices_dir)
+        members = [b for b in groups[group] if method_applies(method, by_name[b], cfg) and store.has(b)]
+        if not members:
+            continue  # e.g. DataInf × WE: not defined (spec §3.3)
+        if cfg.group_mode == "concat" and method in ("tracin", "cosine") and len(members) > 1:
+            S_cat = _concat_scores(method, members, train, infl, cfg)
+            s = aggregate_group([S_cat], aggregator, correct, cfg)
+        else:
+            s = aggregate_group([store.load(b) for b in members], aggregator, correct, cfg)
+        key = f"{method}/{group}/{aggregator}"
+        columns[key] = s
+        row = {"method": method, "group": group, "aggregator": aggregator, "modules": len(members)}
+        if noisy is not None and noisy.any():
+            row.update(ndr_row(s, noisy))
+            c = curve_points(s, noisy)
+            c.insert(0, "aggregator", aggregator)
+            c.insert(0, "group", group)
+            c.insert(0, "method", method)
+            curves.append(c)
+        row["cancellation"] = canc.get(group, float("nan"))
+        row["n"] = n
+        row["n_noisy"] = int(noisy.sum()) if noisy is not None else 0
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if "ndr_30" in table.columns:
+        table = table.sort_values("ndr_30", ascending=False, kind="stable").reset_index(drop=True)
+    aggregated = pd.DataFrame(columns)
+    aggregated.insert(0, "idx", np.arange(n))
+
+    module_rows, noise_rows = [], []
+    if per_module_metrics and noisy is not None and noisy.any():
+        for method in method_names:
+            store = ModuleScores(method, matrices_dir)
+            for spec in specs:
+                if not store.has(spec.name):
+                    continue
+                S = store.load(spec.name)
+                for aggregator in aggregators:
+                    s = aggregate_group([S], aggregator, correct, cfg)
+                    module_rows.append({
+                        "method": method, "aggregator": aggregator, "module": spec.name, "kind": spec.kind,
+                        "position": _position(spec, num_layers), "ndr_30": float(metrics.ndr_at(s, noisy, 0.30)),
+                        "auc_ndr": float(metrics.auc_ndr(s, noisy)),
+                    })
+                nr = metrics.noise_rank(S, noisy, cfg.tie_method)
+                noise_rows.append({
+                    "method": method, "module": spec.name, "kind": spec.kind,
+                    "position": _position(spec, num_layers),
+                    **{k: v for k, v in nr.items() if k != "mean_ranks"},
+                })
+    return ScoreResult(
+        table=table,
+        aggregated=aggregated,
+        curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+            columns=["method", "group", "aggregator", "fraction", "ndr"]),
+        modules=pd.DataFrame(module_rows),
+        noise_rank=pd.DataFrame(noise_rows),
+    )
+
+
+def _concat_scores(method: str, members: list[str], train: GradStore, infl: GradStore, cfg: ScoreConfig) -> np.ndarray:
+    """TracIn / Cosine on the concatenated gradients of a group's modules (``group_mode="concat"``)."""
+    dense = [b for b in members if b != "WE"]
+    if len(dense) != len(members):
+        raise LayerinfError("group_mode='concat' does not support the WE module", "use per_module for groups with WE")
+    V_blocks = [np.asarray(infl.module(b), dtype=np.float32) for b in dense]
+    sources = [(lambda b=b: (c for _, c in train.iter_chunks(b, cfg.chunk_size))) for b in dense]
+    return methods.score_concat(method, V_blocks, sources, n=train.n, compute_dtype=_torch_dtype(cfg.compute_dtype))

@@ -1,0 +1,78 @@
+"""The CLI: bad input gives one clear line, exit status 2, and no half-written stage."""
+
+import re
+
+import pytest
+
+from layerinf.cli import main
+
+
+def _run(args, capsys):
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _stage_dirs(run):
+    return sorted(p.name for p in run.iterdir()) if run.exists() else []
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--source", "/nonexistent/file.csv"], "does not exist|not found|no such"),
+        (["--noise-rate", "1.5"], "noise"),
+        (["--noise-rate", "-0.1"], "noise"),
+    ],
+)
+def test_prepare_bad_input(tmp_path, capsys, extra, match):
+    run = tmp_path / "run"
+    code, out, err = _run(["prepare", str(run), *extra], capsys)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert re.search(match, err, flags=re.I), err
+    assert "data" not in _stage_dirs(run)
+    assert not any(p.name.endswith(".tmp") for p in run.iterdir()) if run.exists() else True
+
+
+def test_csv_column_errors(tmp_path, capsys):
+    f = tmp_path / "d.csv"
+    f.write_text("sentence,y\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    code, _, err = _run(["prepare", str(tmp_path / "r"), "--source", str(f), "--text-column", "text",
+                         "--label-column", "y"], capsys)
+    assert code == 2 and "text" in err and "sentence" in err  # names the missing column and the available ones
+    code, _, err = _run(["prepare", str(tmp_path / "r"), "--source", str(f), "--text-column", "sentence",
+                         "--label-column", "label"], capsys)
+    assert code == 2 and "label" in err
+
+
+def test_finetune_before_prepare_and_unknown_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = _run(["finetune", str(run)], capsys)
+    assert code == 2 and "prepare" in err
+    code, _, _ = _run(["prepare", str(run), "--max-train", "60", "--max-dev", "40"], capsys)
+    assert code == 0
+    code, _, err = _run(["finetune", str(run), "--model", "no-such-model-xyz", "--epochs", "1"], capsys)
+    assert code == 2 and "unknown model" in err
+    assert "finetune" not in _stage_dirs(run)
+
+
+def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
+    from layerinf.errors import LayerinfError
+    from layerinf.pipeline import load_finetuned
+
+    run = tmp_path / "run"
+    assert _run(["prepare", str(run), "--max-train", "60", "--max-dev", "40"], capsys)[0] == 0
+    assert _run(["finetune", str(run), "--epochs", "1", "--max-length", "32"], capsys)[0] == 0
+    best = run / "finetune" / "best.safetensors"
+    best.write_bytes(b"\x00garbage")
+    with pytest.raises(LayerinfError, match="corrupted"):
+        load_finetuned(run, "best")
+    # a rerun notices the checksum mismatch and redoes the stage
+    assert _run(["finetune", str(run), "--epochs", "1", "--max-length", "32"], capsys)[0] == 0
+    load_finetuned(run, "best")
