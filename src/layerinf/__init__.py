@@ -9,6 +9,7 @@ from .errors import LayerinfError  # noqa: E402
 
 __all__ = ["LayerinfError", "__version__"]
 
-from .api import finetune, prepare  # noqa: E402
+from .api import finetune, grads, prepare, report, run, score, suspects, sweep  # noqa: E402
+from .config import ExperimentConfig  # noqa: E402
 
-__all__ += ["prepare", "finetune"]
+__all__ += ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "ExperimentConfig"]

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from . import pipeline
-from .config import DataConfig, ModelConfig, TrainConfig
+from .config import DataConfig, ExperimentConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig
 
 
 def _split(kwargs: dict[str, Any], *classes) -> list[dict[str, Any]]:
@@ -43,3 +43,46 @@ def finetune(run_dir, *, model: str = "minilm", force: bool = False, progress: b
     return pipeline.finetune(
         run_dir, ModelConfig(name=model, **model_kw), TrainConfig(**train_kw), force=force, progress=progress
     )
+
+
+def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
+    """Per-sample gradients of the train and influence splits (options of ``GradsConfig``)."""
+    (kw,) = _split(options, GradsConfig)
+    return pipeline.grads(run_dir, GradsConfig(**kw), force=force, progress=progress)
+
+
+def score(run_dir, *, force: bool = False, progress: bool = True, **options):
+    """Influence scores, aggregation and metrics (options of ``ScoreConfig``); returns the summary table."""
+    (kw,) = _split(options, ScoreConfig)
+    return pipeline.score(run_dir, ScoreConfig(**kw), force=force, progress=progress)
+
+
+def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool = True, echo=print):
+    """The whole experiment from a YAML file or ``ExperimentConfig`` (``layerinf run``)."""
+    from .experiment import run as run_experiment
+
+    cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_yaml(config)
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    return run_experiment(cfg, out, progress=progress, echo=echo)
+
+
+def sweep(config, grid: dict[str, list[Any]], out, *, workers: int = 1, echo=print):
+    """Every combination of ``grid`` (dotted keys → values) as its own run, collected in one table."""
+    from .experiment import sweep as run_sweep
+
+    return run_sweep(config, grid, out, workers=workers, echo=echo)
+
+
+def report(path, *, out=None, tau: float = 0.75, include_self: bool = False):
+    """Tables, figures and an HTML page for a run or sweep directory; returns the HTML path."""
+    from .report import report as make_report
+
+    return make_report(path, out=out, tau=tau, include_self=include_self)
+
+
+def suspects(out_dir, **options):
+    """Rank the training examples of a dataset by how likely they hurt the model (no noise mask needed)."""
+    from .suspects import find_suspects
+
+    return find_suspects(out_dir, **options)

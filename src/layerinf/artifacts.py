@@ -110,8 +110,8 @@ class Stage:
 class RunDir:
     """A run directory: ``manifest.json`` plus one sub-folder per stage."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    def __init__(self, root: "str | os.PathLike | RunDir"):
+        self.root = Path(root.root if isinstance(root, RunDir) else root)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"

@@ -216,7 +216,7 @@ def score_stores(
         out = ModuleScores(method, matrices_dir)
         if out.has(spec.name):
             continue
-        bar.set_postfix(module=spec.name, method=method)
+        bar.set_postfix(module=spec.name, method=method, refresh=False)
         S = compute_module_scores(method, spec, train, infl, cfg)
         if S.shape != (infl.n, n) or not np.all(np.isfinite(S)):
             raise LayerinfError(

@@ -1,0 +1,86 @@
+"""`layerinf run` end to end on a tiny config, and resumption after a crash without redoing finished work."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import layerinf as li
+from layerinf import train as train_mod
+from layerinf.artifacts import RunDir
+from layerinf.config import ExperimentConfig
+
+TINY = {
+    "name": "tiny",
+    "data": {"source": "demo", "max_train": 80, "max_dev": 40, "noise_rate": 0.2, "seed": 0},
+    "model": {"name": "minilm", "max_length": 24},
+    "train": {"epochs": 1, "batch_size": 16},
+    "score": {"methods": ["tracin", "datainf"], "groups": ["02-03", "CL", "all"], "aggregators": ["mean", "vote"]},
+    "filter": {"fraction": 0.3, "baselines": ["none", "random", "oracle"]},
+}
+
+
+def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
+    cfg = ExperimentConfig.from_dict(TINY)
+    out = tmp_path / "run"
+    real_fit = train_mod.fit
+    calls = {"n": 0}
+
+    def crashing_fit(*args, **kwargs):
+        if kwargs.get("rows") is not None:  # a retraining
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("killed")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "fit", crashing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        li.run(cfg, out, progress=False, echo=None)
+    rd = RunDir(out)
+    assert all(rd.is_finished(s) for s in ("data", "finetune", "grads", "scores"))
+    assert not rd.is_finished("eval")
+    done_units = sorted((out / "retrain").glob("*.json"))
+    assert len(done_units) == 2
+    stamps = {p: p.stat().st_mtime_ns for p in done_units}
+    started = {s: rd.stage_info(s)["started"] for s in ("data", "finetune", "grads", "scores")}
+
+    calls["n"] = -10_000  # no more crashes; count the retrainings of the rerun
+    results = li.run(cfg, out, progress=False, echo=None)
+    assert {s: rd.stage_info(s)["started"] for s in started} == started  # finished stages reused
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished retrainings reused
+    reruns = calls["n"] + 10_000
+    n_units = len(list((out / "retrain").glob("*.json")))
+    assert reruns == n_units - 2
+
+    # 2 methods × 3 groups × 2 aggregators + 3 baselines
+    assert len(results) == 12 + 3
+    assert set(results["kind"]) == {"influence", "baseline"}
+    none = results[results["method"] == "none"].iloc[0]
+    oracle = results[results["method"] == "oracle"].iloc[0]
+    assert none["removed"] == 0 and oracle["removed"] == 24
+    assert oracle["ndr_30"] == 1.0  # removes every flipped example first (16 noisy ≤ 24 removed)
+    for col in ("ndr_30", "auc_ndr", "best_accuracy", "accuracy_at_best_epoch", "cancellation"):
+        assert col in results.columns
+    assert (results["best_accuracy"] >= results["accuracy_at_best_epoch"] - 1e-12).all()
+    saved = pd.read_parquet(out / "eval" / "results.parquet")
+    assert len(saved) == len(results)
+    assert json.loads((out / "config.json").read_text())["data"]["max_train"] == 80
+
+    # a third run recomputes nothing at all
+    calls["n"] = 0
+    li.run(cfg, out, progress=False, echo=None)
+    assert calls["n"] == 0
+
+    html = li.report(out)
+    assert html.exists() and (html.parent / "tables").is_dir()
+
+
+def test_shipped_example_configs_parse():
+    from importlib import resources
+
+    folder = resources.files("layerinf") / "examples"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert "demo.yaml" in names and "sst2-minilm.yaml" in names
+    for name in names:
+        cfg = ExperimentConfig.from_yaml(str(folder / name))
+        assert cfg.filter.fraction == 0.30
