@@ -272,18 +272,31 @@ def suspects(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory for the demo."),
-    epochs: int = typer.Option(3, help="Fine-tuning epochs."),
+    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the demo config's 3)."),
 ):
-    """The embedded demo: noisy built-in data → MiniLM LoRA fine-tune → per-epoch table."""
-    from .api import finetune as run_finetune
-    from .api import prepare as run_prepare
+    """The embedded demo: noisy built-in reviews → MiniLM LoRA → gradients → scores → filter & retrain → report."""
+    from importlib import resources
 
-    data = run_prepare(out, source="demo", noise_rate=0.2, seed=0)
-    console.print(f"demo data: train {len(data.train)} ({int(data.train['noisy'].sum())} flipped), "
-                  f"influence {len(data.infl)}, test {len(data.test)}")
-    res = run_finetune(out, model="minilm", epochs=epochs)
-    print_table(res.history, title=f"MiniLM LoRA on noisy demo data (best influence-loss epoch {res.best_epoch})")
-    console.print(f"run directory: {out}")
+    import pandas as pd
+
+    from .api import report as make_report
+    from .api import run as run_experiment
+    from .config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / "demo.yaml"))
+    if epochs is not None:
+        cfg = cfg.with_overrides({"train.epochs": epochs})
+    results = run_experiment(cfg, out, echo=console.print)
+    ft = pd.read_parquet(out / "finetune" / "history.parquet")
+    print_table(ft, title="fine-tuning on the noisy demo data (per epoch)")
+    table = pd.read_parquet(out / "scores" / "table.parquet")
+    cols = ["method", "group", "aggregator", "ndr_30", "auc_ndr", "cancellation"]
+    print_table(table[cols].head(12), title="best configurations by NDR@30 (random = 0.30)")
+    cols = ["method", "group", "aggregator", "ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
+    print_table(results.sort_values("best_accuracy", ascending=False, kind="stable")[cols],
+                title="remove the bottom 30 %, retrain from the same start: test accuracy")
+    html = make_report(out)
+    console.print(f"[bold]report:[/] {html.resolve()}")
 
 
 def main(argv: list[str] | None = None) -> None:

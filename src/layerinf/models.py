@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ import torch
 from torch import nn
 
 from .errors import LayerinfError
+
+# peft calls a transformers API that transformers 5 deprecates; not actionable for our users
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 BUILTINS = ("minilm", "smollm2-135m")
 _QUERY_NAMES = ("query", "q_proj", "q", "query_proj")
