@@ -1,0 +1,302 @@
+"""Batched per-sample gradients per influence module, from one forward and one backward pass per batch.
+
+Every hooked module is an ``nn.Linear`` (PEFT's ``lora_A``/``lora_B`` ``default`` layers and the head's
+``modules_to_save`` Linears). A forward hook keeps each call's input ``x`` and output ``y``; one
+``torch.autograd.grad`` of the summed per-sample losses w.r.t. all the outputs gives ``∂ℓ/∂y``. Because the
+loss is a sum over samples, sample ``i``'s rows of ``∂ℓ/∂y`` depend on sample ``i`` only, and its gradients are
+
+    ∂ℓ_i/∂W = Σ_t (∂ℓ_i/∂y_it) ⊗ x_it        ∂ℓ_i/∂b = Σ_t ∂ℓ_i/∂y_it
+
+(an einsum per module). A decoder's ``score`` head runs on every position and is pooled afterwards; the
+other positions simply get zero output gradient. Padding positions (``attention_mask == 0``) are masked out
+of both factors, so they contribute nothing whatever the padding side.
+
+Word embeddings (WE) stay frozen: the embedding layer's output is swapped for a leaf tensor that requires
+grad, its gradient ``(B, T, h)`` is taken in the same backward pass and scatter-added onto the (sorted,
+unique) tokens of each sample — a row-sparse gradient; the vocab × h matrix is never formed.
+
+The model runs in eval mode (LoRA dropout is the identity) and parameter ``.grad`` fields are left untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import EncodedSplit, model_inputs
+from .errors import LayerinfError
+from .models import ModuleSpec, eval_mode, inventory
+
+
+class WERows(NamedTuple):
+    """Row-sparse word-embedding gradients of consecutive samples: sample ``i`` owns ``indptr[i]:indptr[i+1]``."""
+
+    indptr: Any  # (b + 1,) int64, starts at 0
+    tokens: Any  # (nnz,) int64 token ids, sorted within a sample
+    rows: Any  # (nnz, h) gradient rows (summed over repeated tokens)
+
+
+@dataclass
+class GradBatch:
+    """Per-sample results of one batch; row ``k`` of every tensor belongs to split position ``rows[k]``."""
+
+    rows: np.ndarray  # (b,) int64 positions in the EncodedSplit
+    grads: dict[str, torch.Tensor]  # module name → (b, numel)
+    we: WERows | None  # torch tensors, batch order
+    loss: torch.Tensor  # (b,) cross-entropy on each sample's own label
+    logits: torch.Tensor  # (b, C)
+    labels: torch.Tensor  # (b,)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _unwrap(model) -> nn.Module:
+    """Accept a ``LoadedModel`` as well as the (PEFT) model itself."""
+    return model.model if hasattr(model, "tokenizer") and hasattr(model, "model") else model
+
+
+def _dense_targets(model: nn.Module, specs: Sequence[ModuleSpec]) -> dict[str, list[ModuleSpec]]:
+    """Module name → the specs (weight and/or bias) whose gradients come from that Linear's hook."""
+    modules = dict(model.named_modules())
+    targets: dict[str, list[ModuleSpec]] = {}
+    for spec in specs:
+        if spec.kind == "we":
+            continue
+        mod = modules.get(spec.module_name)
+        if mod is None:
+            raise LayerinfError(f"module {spec.module_name} (for {spec.name}) is not in the model",
+                                "build the module specs with models.inventory() of this very model")
+        if not isinstance(mod, nn.Linear):
+            raise LayerinfError(
+                f"{spec.name} lives in a {type(mod).__name__}; per-sample gradients support nn.Linear modules only",
+                "restrict LoRA targets and the head to Linear layers",
+            )
+        if spec.attr not in ("weight", "bias") or tuple(getattr(mod, spec.attr).shape) != tuple(spec.shape):
+            raise LayerinfError(f"{spec.name}: shape {spec.shape} does not match the model", "rebuild the specs")
+        targets.setdefault(spec.module_name, []).append(spec)
+    return targets
+
+
+def row_sparse_rows(ids: torch.Tensor, mask: torch.Tensor, grad: torch.Tensor, vocab: int) -> WERows:
+    """Scatter ``grad`` (B, T, h) onto each sample's unique tokens (positions with ``mask`` False are skipped)."""
+    b = ids.shape[0]
+    valid = mask.bool()
+    sample = torch.arange(b, device=ids.device).unsqueeze(1).expand_as(ids)[valid]
+    keys = sample * vocab + ids[valid]
+    uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    rows = torch.zeros(len(uniq), grad.shape[-1], dtype=grad.dtype, device=grad.device)
+    rows.index_add_(0, inverse, grad[valid])
+    counts = torch.bincount(torch.div(uniq, vocab, rounding_mode="floor"), minlength=b)
+    indptr = torch.zeros(b + 1, dtype=torch.int64, device=ids.device)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return WERows(indptr, uniq % vocab, rows)
+
+
+def _per_sample_linear(x: torch.Tensor, gy: torch.Tensor, mask: torch.Tensor | None, want_bias: bool):
+    """Σ_t gy ⊗ x per sample (and Σ_t gy); x (B, …, in), gy (B, …, out)."""
+    b = x.shape[0]
+    if mask is not None and x.dim() == 3 and x.shape[1] == mask.shape[1]:
+        keep = mask.unsqueeze(-1)
+        x = torch.where(keep, x, 0)
+        gy = torch.where(keep, gy, 0)
+    x = x.reshape(b, -1, x.shape[-1])
+    gy = gy.reshape(b, -1, gy.shape[-1])
+    weight = torch.bmm(gy.transpose(1, 2), x)  # (B, out, in)
+    bias = gy.sum(1) if want_bias else None
+    return weight, bias
+
+
+def _uses_last_token_head(model: nn.Module) -> bool:
+    """Decoder classifiers (HF ``…ForSequenceClassification`` with a ``score`` head, last-token pooling)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return isinstance(getattr(inner, "score", None), nn.Module)
+
+
+def forward_inputs(model: nn.Module, batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """Model inputs on ``device``; left-padded decoder batches also get ``position_ids`` counted from the first
+    real token (as ``generate`` does), so every sample sees the positions it has unpadded — RoPE tables are
+    float32, and shifted positions would otherwise change results at the 1e-7 level."""
+    inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+    mask = inputs.get("attention_mask")
+    if mask is not None and "position_ids" not in inputs and bool((mask[:, 0] == 0).any()) and _uses_last_token_head(model):
+        inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_(min=0)
+    return inputs
+
+
+def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each sample on its own label, at least float32."""
+    return F.cross_entropy(logits.to(_loss_dtype(logits.dtype)), labels, reduction="none")
+
+
+def _check_finite(grads: dict[str, torch.Tensor], we: WERows | None, rows: np.ndarray) -> None:
+    parts = list(grads.values()) + ([we.rows] if we is not None else [])
+    if not parts:
+        return
+    total = torch.stack([p.sum(dtype=torch.float64) if p.numel() else p.new_zeros((), dtype=torch.float64)
+                         for p in parts]).sum()
+    if torch.isfinite(total):
+        return
+    named = dict(grads, **({"WE": we.rows} if we is not None else {}))
+    bad = [n for n, g in named.items() if not torch.isfinite(g).all()]
+    raise LayerinfError(
+        f"non-finite per-sample gradients in {', '.join(bad[:5])}{'…' if len(bad) > 5 else ''} "
+        f"(batch with split rows {rows[:5].tolist()}…)",
+        "the checkpoint or inputs are broken (NaN/inf weights or losses); retrain with a lower learning rate",
+    )
+
+
+def _batch_order(encoded: EncodedSplit, rows: np.ndarray | None, sort_by_length: bool) -> np.ndarray:
+    order = np.arange(len(encoded), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if sort_by_length:
+        order = order[np.argsort(encoded.lengths[order], kind="stable")]
+    return order
+
+
+def collect_gradients(
+    model,
+    encoded: EncodedSplit,
+    specs: Sequence[ModuleSpec] | None = None,
+    *,
+    batch_size: int = 32,
+    include_we: bool = True,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    rows: np.ndarray | None = None,
+    sort_by_length: bool = True,
+    check_finite: bool = True,
+) -> Iterator[GradBatch]:
+    """Yield per-sample gradients batch by batch (one forward + one backward each).
+
+    ``specs`` defaults to ``models.inventory(model)``; WE is collected when ``include_we`` and a ``we`` spec is
+    present. ``rows`` restricts to some split positions; ``sort_by_length`` batches similar lengths together
+    (less padding; ``GradBatch.rows`` says which samples a batch holds). Gradients are returned in ``dtype``.
+    """
+    model = _unwrap(model)
+    if specs is None:
+        specs = inventory(model, include_we=include_we)
+    we_spec = next((s for s in specs if s.kind == "we"), None) if include_we else None
+    dense = [s for s in specs if s.kind != "we"]
+    targets = _dense_targets(model, dense)
+    modules = dict(model.named_modules())
+    embedding = model.get_input_embeddings() if we_spec is not None else None
+    vocab = int(embedding.weight.shape[0]) if embedding is not None else 0
+    device = next(model.parameters()).device
+    order = _batch_order(encoded, rows, sort_by_length)
+
+    captured: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    we_out: list[torch.Tensor] = []
+
+    def linear_hook(name):
+        def hook(_mod, args, output):
+            captured.setdefault(name, []).append((args[0].detach(), output))
+
+        return hook
+
+    def embedding_hook(_mod, _args, output):
+        leaf = output.detach().requires_grad_(True)
+        we_out.append(leaf)
+        return leaf
+
+    handles = [modules[name].register_forward_hook(linear_hook(name)) for name in targets]
+    if embedding is not None:
+        handles.append(embedding.register_forward_hook(embedding_hook))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(order), desc="gradients", unit="sample", leave=False)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            for start in range(0, len(order), batch_size):
+                batch_rows = order[start : start + batch_size]
+                batch = encoded.collate(batch_rows)
+                inputs = forward_inputs(model, batch, device)
+                labels = batch["labels"].to(device)
+                mask = inputs.get("attention_mask")
+                mask = mask.bool() if mask is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)
+                captured.clear()
+                we_out.clear()
+                logits = model(**inputs).logits
+                loss = per_sample_loss(logits, labels)
+                outputs = [y for n in targets for _, y in captured.get(n, ())]
+                missing = [n for n in targets if n not in captured]
+                if missing:
+                    raise LayerinfError(f"module {missing[0]} was not called in the forward pass",
+                                        "collect gradients only for modules the model uses")
+                if embedding is not None and len(we_out) != 1:
+                    raise LayerinfError(f"the input embedding was called {len(we_out)} times in one forward pass",
+                                        "collect without WE (include_we=False) for this model")
+                out_grads = list(torch.autograd.grad(loss.sum(), outputs + we_out, allow_unused=True))
+                grads: dict[str, torch.Tensor] = {}
+                call = 0
+                for name in targets:
+                    weight = bias = None
+                    want_bias = any(s.attr == "bias" for s in targets[name])
+                    for x, y in captured[name]:
+                        gy, out_grads[call] = out_grads[call], None  # free each output gradient once used
+                        call += 1
+                        if gy is None:
+                            gy = torch.zeros_like(y)
+                        w, b_ = _per_sample_linear(x, gy.detach(), mask, want_bias)
+                        weight = w if weight is None else weight + w
+                        bias = b_ if bias is None or b_ is None else bias + b_
+                    for spec in targets[name]:
+                        g = weight if spec.attr == "weight" else bias
+                        grads[spec.name] = g.reshape(len(batch_rows), -1).to(dtype)
+                we = None
+                if embedding is not None:
+                    g_emb = out_grads[len(outputs)]
+                    if g_emb is None:
+                        g_emb = torch.zeros_like(we_out[0])
+                    we = row_sparse_rows(inputs["input_ids"], mask, g_emb.detach(), vocab)
+                    we = WERows(we.indptr, we.tokens, we.rows.to(dtype))
+                captured.clear()
+                we_out.clear()
+                del out_grads, outputs
+                if check_finite:
+                    _check_finite(grads, we, batch_rows)
+                yield GradBatch(
+                    rows=batch_rows,
+                    grads={s.name: grads[s.name] for s in dense},
+                    we=we,
+                    loss=loss.detach(),
+                    logits=logits.detach(),
+                    labels=labels,
+                )
+                if bar is not None:
+                    bar.update(len(batch_rows))
+    finally:
+        for h in handles:
+            h.remove()
+        captured.clear()
+        we_out.clear()
+        if bar is not None:
+            bar.close()
+
+
+@torch.no_grad()
+def predictions(model, encoded: EncodedSplit, batch_size: int = 64) -> np.ndarray:
+    """Logits (n × C, float32) in split order, eval mode, no gradients."""
+    model = _unwrap(model)
+    device = next(model.parameters()).device
+    order = _batch_order(encoded, None, True)
+    out: np.ndarray | None = None
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = encoded.collate(rows)
+            logits = model(**forward_inputs(model, batch, device)).logits.float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32)
+            out[rows] = logits
+    return out

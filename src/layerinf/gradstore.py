@@ -1,0 +1,447 @@
+"""On-disk store of one split's per-sample gradients: one ``.npy`` memmap per module plus ``info.json``.
+
+Layout (docs/internals.md, "Gradient store")::
+
+    info.json                 n, dtype, modules [{name, kind, layer, shape, numel, file, ...}], sha256s, versions
+    <module>.npy              n × numel, float32 | float16 | bfloat16 (stored as uint16 bit patterns)
+    WE.indptr.npy             (n + 1,) int64  — sample i owns rows indptr[i]:indptr[i+1]
+    WE.tokens.npy             (nnz,) int64    — token ids, sorted within a sample
+    WE.rows.npy               (nnz, h)        — gradient rows (row-sparse WE; never vocab × h)
+    loss.npy, logits.npy, labels.npy
+
+``write_store`` streams ``collect.collect_gradients`` batches straight into the memmaps of a hidden temporary
+folder and renames it into place when complete, so memory stays about one batch and a half-written store is
+never visible. ``GradStore`` reads it back, streaming float32 chunks of training samples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+
+from .artifacts import atomic_write_json
+from .batching import EncodedSplit
+from .collect import GradBatch, WERows, collect_gradients
+from .errors import LayerinfError
+from .models import ModuleSpec, inventory
+
+STORE_FORMAT = "layerinf-gradstore-v1"
+INFO = "info.json"
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+_NP_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _file_for(name: str) -> str:
+    return f"{name}.npy"
+
+
+def to_storage(t: torch.Tensor, dtype: str) -> np.ndarray:
+    """A torch tensor as a numpy array in storage dtype (bfloat16 → its uint16 bit pattern)."""
+    t = t.detach().cpu()
+    if dtype == "bfloat16":
+        return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return t.to(torch.float32 if dtype == "float32" else torch.float16).numpy()
+
+
+def from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values as float32 (bfloat16 bit patterns are widened exactly)."""
+    if dtype == "bfloat16":
+        return (np.asarray(a, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(a, dtype=np.float32)
+
+
+def split_fingerprint(encoded: EncodedSplit) -> str:
+    """sha256 of a split's token ids, masks and labels: a store is reusable only for the same data."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key in encoded.features[0]:
+            lengths = np.fromiter((len(f[key]) for f in encoded.features), dtype=np.int64, count=len(encoded))
+            h.update(key.encode() + lengths.tobytes())
+            h.update(np.fromiter(itertools.chain.from_iterable(f[key] for f in encoded.features), dtype=np.int64).tobytes())
+    h.update(np.asarray(encoded.labels, dtype=np.int64).tobytes())
+    h.update(f"{encoded.pad_token_id}/{encoded.padding_side}".encode())
+    return h.hexdigest()
+
+
+def we_token_counts(encoded: EncodedSplit, vocab: int) -> np.ndarray:
+    """Number of distinct (unmasked) tokens per sample = its number of WE gradient rows."""
+    lengths = encoded.lengths
+    ids = np.fromiter(itertools.chain.from_iterable(f["input_ids"] for f in encoded.features), dtype=np.int64,
+                      count=int(lengths.sum()))
+    sample = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
+    if "attention_mask" in encoded.features[0]:
+        keep = np.fromiter(itertools.chain.from_iterable(f["attention_mask"] for f in encoded.features),
+                           dtype=np.int64, count=len(ids)).astype(bool)
+        ids, sample = ids[keep], sample[keep]
+    uniq = np.unique(sample * vocab + ids)
+    return np.bincount(uniq // vocab, minlength=len(encoded)).astype(np.int64)
+
+
+class StoreWriter:
+    """Writes batches of per-sample gradients (any sample order) into a temporary folder; ``finish`` publishes it.
+
+    Use as a context manager: an exception removes the temporary folder and leaves ``folder`` untouched.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        n: int,
+        specs: Sequence[ModuleSpec],
+        *,
+        dtype: str = "float32",
+        we_counts: np.ndarray | None = None,
+        num_labels: int | None = None,
+    ):
+        if dtype not in STORAGE_DTYPES:
+            raise LayerinfError(f"unknown gradient storage dtype '{dtype}'", f"use one of {', '.join(STORAGE_DTYPES)}")
+        self.folder = Path(folder)
+        self.n = int(n)
+        self.dtype = dtype
+        self.specs = list(specs)
+        self.dense = [s for s in self.specs if s.kind != "we"]
+        self.we_spec = next((s for s in self.specs if s.kind == "we"), None)
+        if self.we_spec is not None and we_counts is None:
+            raise LayerinfError("a WE spec needs per-sample token counts", "pass we_counts=we_token_counts(...)")
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}.", suffix=".tmp"))
+        store_dtype = _NP_STORAGE[dtype]
+        self._arrays = {s.name: open_memmap(self.tmp / _file_for(s.name), mode="w+", dtype=store_dtype,
+                                            shape=(self.n, s.numel)) for s in self.dense}
+        self._loss = np.zeros(self.n, dtype=np.float32)
+        self._labels = np.zeros(self.n, dtype=np.int64)
+        self._logits: np.ndarray | None = None
+        self._written = np.zeros(self.n, dtype=bool)
+        self._we = None
+        if self.we_spec is not None:
+            counts = np.asarray(we_counts, dtype=np.int64)
+            if counts.shape != (self.n,):
+                raise LayerinfError("we_counts must have one entry per sample", "use we_token_counts(encoded, vocab)")
+            indptr = np.zeros(self.n + 1, dtype=np.int64)
+            np.cumsum(counts, out=indptr[1:])
+            nnz, hidden = int(indptr[-1]), int(self.we_spec.shape[1])
+            np.save(self.tmp / "WE.indptr.npy", indptr)
+            self._we = {
+                "indptr": indptr,
+                "hidden": hidden,
+                "tokens": open_memmap(self.tmp / "WE.tokens.npy", mode="w+", dtype=np.int64, shape=(nnz,)),
+                "rows": open_memmap(self.tmp / "WE.rows.npy", mode="w+", dtype=store_dtype, shape=(nnz, hidden)),
+            }
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, batch: GradBatch) -> None:
+        """Write one batch at the split positions ``batch.rows``."""
+        rows = np.asarray(batch.rows, dtype=np.int64)
+        for spec in self.dense:
+            g = batch.grads.get(spec.name)
+            if g is None:
+                raise LayerinfError(f"batch has no gradient for module {spec.name}", "collect with the same specs")
+            self._arrays[spec.name][rows] = to_storage(g, self.dtype).reshape(len(rows), spec.numel)
+        if self._we is not None:
+            self._add_we(rows, batch.we)
+        self._loss[rows] = batch.loss.detach().float().cpu().numpy()
+        self._labels[rows] = batch.labels.detach().cpu().numpy()
+        logits = batch.logits.detach().float().cpu().numpy()
+        if self._logits is None:
+            self._logits = np.zeros((self.n, logits.shape[1]), dtype=np.float32)
+        self._logits[rows] = logits
+        self._written[rows] = True
+
+    def _add_we(self, rows: np.ndarray, we: WERows | None) -> None:
+        if we is None:
+            raise LayerinfError("batch has no word-embedding gradients", "collect with include_we=True")
+        local_ptr = we.indptr.cpu().numpy() if isinstance(we.indptr, torch.Tensor) else np.asarray(we.indptr)
+        counts = np.diff(local_ptr)
+        store_ptr = self._we["indptr"]
+        if not np.array_equal(counts, store_ptr[rows + 1] - store_ptr[rows]):
+            raise LayerinfError("word-embedding rows do not match the split's token counts",
+                                "collect from the same encoded split the store was sized for")
+        owner = np.repeat(np.arange(len(rows)), counts)
+        dest = store_ptr[rows][owner] + (np.arange(local_ptr[-1]) - local_ptr[:-1][owner])
+        tokens = we.tokens.cpu().numpy() if isinstance(we.tokens, torch.Tensor) else np.asarray(we.tokens)
+        self._we["tokens"][dest] = tokens
+        grad_rows = we.rows if isinstance(we.rows, torch.Tensor) else torch.from_numpy(np.asarray(we.rows))
+        self._we["rows"][dest] = to_storage(grad_rows, self.dtype)
+
+    def abort(self) -> None:
+        self._arrays.clear()
+        self._we = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def finish(self, *, checkpoint_sha256: str = "", data_sha256: str = "", extra: dict | None = None) -> "GradStore":
+        """Check every sample was written, write ``info.json`` and move the store into place (atomically)."""
+        if not self._written.all():
+            missing = np.flatnonzero(~self._written)
+            self.abort()
+            raise LayerinfError(f"{len(missing)} samples were never written (e.g. {missing[:5].tolist()})",
+                                "feed every sample of the split to the writer")
+        for arr in self._arrays.values():
+            arr.flush()
+        np.save(self.tmp / "loss.npy", self._loss)
+        np.save(self.tmp / "labels.npy", self._labels)
+        np.save(self.tmp / "logits.npy", self._logits if self._logits is not None else np.zeros((self.n, 0), np.float32))
+        modules = []
+        for spec in self.specs:
+            entry = spec.to_dict()
+            entry["file"] = "WE.rows.npy" if spec.kind == "we" else _file_for(spec.name)
+            entry["dtype"] = self.dtype
+            modules.append(entry)
+        we_info = None
+        if self._we is not None:
+            self._we["tokens"].flush()
+            self._we["rows"].flush()
+            we_info = {"hidden": self._we["hidden"], "vocab": int(self.we_spec.shape[0]),
+                       "nnz": int(self._we["indptr"][-1]), "dtype": self.dtype,
+                       "files": {"indptr": "WE.indptr.npy", "tokens": "WE.tokens.npy", "rows": "WE.rows.npy"}}
+        info = {
+            "format": STORE_FORMAT,
+            "n": self.n,
+            "dtype": self.dtype,
+            "modules": modules,
+            "we": we_info,
+            "num_labels": None if self._logits is None else int(self._logits.shape[1]),
+            "checkpoint_sha256": checkpoint_sha256,
+            "data_sha256": data_sha256,
+            "layerinf_version": _version(),
+            "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **(extra or {}),
+        }
+        self._arrays.clear()
+        self._we = None
+        atomic_write_json(self.tmp / INFO, info)
+        _replace_folder(self.tmp, self.folder)
+        return GradStore(self.folder)
+
+
+def _replace_folder(src: Path, dst: Path) -> None:
+    if dst.exists():
+        trash = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".old"))
+        os.replace(dst, trash / "old")
+        os.replace(src, dst)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def write_store(
+    model,
+    encoded: EncodedSplit,
+    folder: str | os.PathLike,
+    *,
+    specs: Sequence[ModuleSpec] | None = None,
+    batch_size: int = 32,
+    include_we: bool = True,
+    dtype: str = "float32",
+    checkpoint_sha256: str = "",
+    data_sha256: str | None = None,
+    progress: bool = True,
+) -> "GradStore":
+    """Collect a split's per-sample gradients and stream them into a new store at ``folder``.
+
+    ``data_sha256`` defaults to ``split_fingerprint(encoded)``. An existing store there is replaced only once
+    the new one is complete.
+    """
+    net = model.model if hasattr(model, "tokenizer") and hasattr(model, "model") else model
+    if specs is None:
+        specs = inventory(net, include_we=include_we)
+    specs = [s for s in specs if include_we or s.kind != "we"]
+    we_spec = next((s for s in specs if s.kind == "we"), None)
+    counts = we_token_counts(encoded, int(we_spec.shape[0])) if we_spec is not None else None
+    if data_sha256 is None:
+        data_sha256 = split_fingerprint(encoded)
+    with StoreWriter(folder, len(encoded), specs, dtype=dtype, we_counts=counts) as writer:
+        for batch in collect_gradients(net, encoded, specs, batch_size=batch_size, include_we=we_spec is not None,
+                                       progress=progress):
+            writer.add(batch)
+        return writer.finish(checkpoint_sha256=checkpoint_sha256, data_sha256=data_sha256)
+
+
+class GradStore:
+    """Read a gradient store: per-module memmaps, float32 chunks over training samples, row-sparse WE."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        path = self.folder / INFO
+        fix = "delete the folder and collect the gradients again (`layerinf grads`)"
+        if not path.exists():
+            raise LayerinfError(f"gradient store {self.folder} has no {INFO} (missing or half-written)", fix)
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise LayerinfError(f"{path} is corrupted ({type(exc).__name__})", fix) from None
+        if not isinstance(info, dict) or info.get("format") != STORE_FORMAT or not {"n", "dtype", "modules"} <= set(info):
+            raise LayerinfError(f"{path} is not a layerinf gradient store description", fix)
+        if info["dtype"] not in STORAGE_DTYPES:
+            raise LayerinfError(f"{path} names an unknown dtype {info['dtype']!r}", fix)
+        self.info: dict = info
+        self.n: int = int(info["n"])
+        self.dtype: str = info["dtype"]
+        self._entries = {m["name"]: m for m in info["modules"]}
+        self._cache: dict[str, np.ndarray] = {}
+        self._fix = fix
+
+    def __repr__(self) -> str:
+        return f"GradStore({str(self.folder)!r}, n={self.n}, modules={len(self.modules)}, dtype={self.dtype})"
+
+    @property
+    def modules(self) -> list[str]:
+        """Module names in inventory order (``WE`` included when stored)."""
+        return list(self._entries)
+
+    @property
+    def dense_modules(self) -> list[str]:
+        return [n for n, m in self._entries.items() if m["kind"] != "we"]
+
+    @property
+    def has_we(self) -> bool:
+        return bool(self.info.get("we"))
+
+    @property
+    def specs(self) -> list[ModuleSpec]:
+        return [ModuleSpec(m["name"], m.get("param_name", ""), m.get("module_name", ""), m.get("attr", ""),
+                           m["kind"], m.get("layer"), tuple(m["shape"])) for m in self.info["modules"]]
+
+    def numel(self, name: str) -> int:
+        return int(self._entry(name)["numel"])
+
+    def _entry(self, name: str) -> dict:
+        if name not in self._entries:
+            raise LayerinfError(f"module '{name}' is not in gradient store {self.folder}",
+                                f"stored modules: {', '.join(list(self._entries)[:8])}…")
+        return self._entries[name]
+
+    def _open(self, file: str, shape: tuple | None = None) -> np.ndarray:
+        if file not in self._cache:
+            path = self.folder / file
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                raise LayerinfError(f"gradient store file {path} is missing", self._fix) from None
+            except (ValueError, OSError) as exc:
+                raise LayerinfError(f"gradient store file {path} is corrupted ({exc})", self._fix) from None
+            if shape is not None and tuple(arr.shape) != tuple(shape):
+                raise LayerinfError(f"{path} has shape {arr.shape}, info.json says {tuple(shape)}", self._fix)
+            self._cache[file] = arr
+        return self._cache[file]
+
+    def raw(self, name: str) -> np.ndarray:
+        """The stored memmap of a dense module (n × numel, storage dtype; bfloat16 as uint16 bit patterns)."""
+        entry = self._entry(name)
+        if entry["kind"] == "we":
+            raise LayerinfError("WE is stored row-sparse", "use we_chunk(start, stop) or iter_we_chunks()")
+        return self._open(entry["file"], (self.n, int(entry["numel"])))
+
+    def module(self, name: str) -> np.ndarray:
+        """n × numel gradients of a dense module: a read-only memmap (float32/float16), float32 for bfloat16."""
+        arr = self.raw(name)
+        return from_storage(arr, "bfloat16") if self.dtype == "bfloat16" else arr
+
+    def iter_chunks(self, name: str, chunk_size: int = 2048, start: int = 0, stop: int | None = None
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first sample, float32 chunk)`` over samples ``start:stop``; one chunk in memory at a time."""
+        arr = self.raw(name)
+        stop = self.n if stop is None else min(stop, self.n)
+        for lo in range(start, stop, max(1, int(chunk_size))):
+            yield lo, from_storage(arr[lo : min(lo + chunk_size, stop)], self.dtype)
+
+    def concat_chunks(self, names: Sequence[str], chunk_size: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first sample, chunk × Σ numel)``: the named dense modules' gradients side by side, streamed."""
+        arrays = [self.raw(n) for n in names]
+        width = sum(a.shape[1] for a in arrays)
+        for lo in range(0, self.n, max(1, int(chunk_size))):
+            hi = min(lo + chunk_size, self.n)
+            out = np.empty((hi - lo, width), dtype=np.float32)
+            col = 0
+            for a in arrays:
+                out[:, col : col + a.shape[1]] = from_storage(a[lo:hi], self.dtype)
+                col += a.shape[1]
+            yield lo, out
+
+    def _we_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        we = self.info.get("we")
+        if not we:
+            raise LayerinfError(f"gradient store {self.folder} has no word-embedding gradients",
+                                "collect with include_we=True")
+        indptr = self._open(we["files"]["indptr"], (self.n + 1,))
+        tokens = self._open(we["files"]["tokens"], (int(we["nnz"]),))
+        rows = self._open(we["files"]["rows"], (int(we["nnz"]), int(we["hidden"])))
+        return indptr, tokens, rows
+
+    def we_chunk(self, start: int, stop: int) -> WERows:
+        """Row-sparse WE gradients of samples ``start:stop`` (indptr rebased to 0, rows float32)."""
+        indptr, tokens, rows = self._we_arrays()
+        stop = min(stop, self.n)
+        ptr = np.asarray(indptr[start : stop + 1], dtype=np.int64)
+        lo, hi = int(ptr[0]), int(ptr[-1])
+        return WERows(ptr - lo, np.asarray(tokens[lo:hi]), from_storage(rows[lo:hi], self.dtype))
+
+    def iter_we_chunks(self, chunk_size: int = 2048) -> Iterator[WERows]:
+        """``WERows`` of consecutive sample chunks (sample order; the chunk's first sample = running count)."""
+        for lo in range(0, self.n, max(1, int(chunk_size))):
+            yield self.we_chunk(lo, lo + chunk_size)
+
+    def we_all(self) -> WERows:
+        return self.we_chunk(0, self.n)
+
+    @property
+    def loss(self) -> np.ndarray:
+        return np.asarray(self._open("loss.npy", (self.n,)))
+
+    @property
+    def logits(self) -> np.ndarray:
+        return np.asarray(self._open("logits.npy"))
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._open("labels.npy", (self.n,)))
+
+    def verify(self) -> None:
+        """Open every file and check its shape against info.json (raises ``LayerinfError``)."""
+        for name in self.dense_modules:
+            self.raw(name)
+        if self.has_we:
+            self._we_arrays()
+        self.loss, self.labels, self.logits  # noqa: B018
+
+
+def is_valid(folder: str | os.PathLike, checkpoint_sha256: str | None = None, data_sha256: str | None = None) -> bool:
+    """True when ``folder`` holds a complete store made from this checkpoint and data (reuse it)."""
+    try:
+        store = GradStore(folder)
+        store.verify()
+    except LayerinfError:
+        return False
+    if checkpoint_sha256 is not None and store.info.get("checkpoint_sha256") != checkpoint_sha256:
+        return False
+    if data_sha256 is not None and store.info.get("data_sha256") != data_sha256:
+        return False
+    return True
+
+
+__all__ = ["GradStore", "StoreWriter", "write_store", "is_valid", "split_fingerprint", "we_token_counts",
+           "to_storage", "from_storage", "STORAGE_DTYPES"]
