@@ -263,7 +263,7 @@ def suspects(
                aggregator=aggregator, kappa=kappa, top=top, epochs=epochs, text_column=text_column,
                text_pair_column=text_pair_column, label_column=label_column, dev_source=dev_source, seed=seed)
     print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
-    console.print(f"all ranked examples → {res.csv_path}; page → {res.html_path}")
+    console.print(f"all ranked examples → {res.csv}; page → {res.html}")
 
 
 # --------------------------------------------------------------------------------------------- demo

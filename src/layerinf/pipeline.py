@@ -51,7 +51,7 @@ def prepare(run_dir, config: DataConfig | None = None, *, force: bool = False, *
 
     run = _run(run_dir)
     cfg = _merge(config or DataConfig(), overrides)
-    stage_cfg = dataclasses.asdict(cfg)
+    stage_cfg = {**dataclasses.asdict(cfg), "fingerprint": source_fingerprint(cfg.source, cfg.dev_source)}
     with run.stage("data", stage_cfg, seed=cfg.seed, force=force) as st:
         if st.done:
             return data_mod.load_prepared(st.path)
@@ -77,6 +77,31 @@ def prepare(run_dir, config: DataConfig | None = None, *, force: bool = False, *
             "labels": list(prepared.label_names),
         }
     return prepared
+
+
+def source_fingerprint(*sources: str | None) -> str | None:
+    """A content hash of local data sources, so that an edited file redoes ``prepare`` and what follows.
+
+    Files are hashed whole; folders (GLUE tasks) by their files; ``demo`` by the shipped file; hub names
+    (``hf:``) are not hashed (their revision is the hub's business).
+    """
+    from .artifacts import config_hash, sha256_file
+
+    parts = {}
+    for src in sources:
+        if not src:
+            continue
+        if src == "demo":
+            from importlib import resources
+
+            parts[src] = sha256_file(str(resources.files("layerinf") / "data" / "demo.jsonl"))
+            continue
+        path = Path(src).expanduser()
+        if path.is_file():
+            parts[src] = sha256_file(path)
+        elif path.is_dir():
+            parts[src] = {p.relative_to(path).as_posix(): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    return config_hash(parts) if parts else None
 
 
 def load_data(run_dir):
