@@ -84,3 +84,20 @@ def test_shipped_example_configs_parse():
     for name in names:
         cfg = ExperimentConfig.from_yaml(str(folder / name))
         assert cfg.filter.fraction == 0.30
+
+
+def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
+    raw = {**TINY, "score": {"methods": ["tracin"], "groups": ["CL"], "aggregators": ["mean"]},
+           "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
+    cfg = ExperimentConfig.from_dict(raw)
+    out = tmp_path / "sweep"
+    results = li.sweep(cfg, {"data.seed": [0, 1]}, out, workers=2, echo=None)
+    assert sorted(results["unit"].unique()) == ["seed=0", "seed=1"]
+    assert set(results["seed"]) == {0, 1} and len(results) == 2 * 2
+    assert (out / "results.parquet").exists() and (out / "results.csv").exists()
+    stamp = RunDir(out / "units" / "seed=0").stage_info("eval")["started"]
+    again = li.sweep(cfg, {"data.seed": [0, 1]}, out, workers=1, echo=None)  # finished units are reused
+    assert RunDir(out / "units" / "seed=0").stage_info("eval")["started"] == stamp
+    pd.testing.assert_frame_equal(again.sort_values(["unit", "method"]).reset_index(drop=True),
+                                  results.sort_values(["unit", "method"]).reset_index(drop=True))
+    assert li.report(out).exists()

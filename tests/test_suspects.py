@@ -19,7 +19,7 @@ from layerinf.artifacts import RunDir
 from layerinf.config import DataConfig, ModelConfig, TrainConfig
 from layerinf.data import DEMO_LABELS, load_demo
 from layerinf.errors import LayerinfError
-from layerinf.suspects import (
+from layerinf.rank_suspects import (
     COLUMNS,
     SuspectsResult,
     default_group,
@@ -153,7 +153,7 @@ def test_rerun_is_reused(user_files, user_result):
 
 def test_changed_source_file_redoes_the_stages(user_files, user_result, tmp_path):
     """Fixing labels in the file and rerunning must not reuse the model trained on the old labels."""
-    from layerinf.suspects import _data_config, _prepare_source
+    from layerinf.rank_suspects import _data_config, _prepare_source
 
     train_csv, dev, _ = user_files
     out, _, _ = user_result

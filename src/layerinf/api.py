@@ -76,13 +76,13 @@ def sweep(config, grid: dict[str, list[Any]], out, *, workers: int = 1, echo=pri
 
 def report(path, *, out=None, tau: float = 0.75, include_self: bool = False):
     """Tables, figures and an HTML page for a run or sweep directory; returns the HTML path."""
-    from .report import report as make_report
+    from .reporting import report as make_report
 
     return make_report(path, out=out, tau=tau, include_self=include_self)
 
 
 def suspects(out_dir, **options):
     """Rank the training examples of a dataset by how likely they hurt the model (no noise mask needed)."""
-    from .suspects import find_suspects
+    from .rank_suspects import find_suspects
 
     return find_suspects(out_dir, **options)

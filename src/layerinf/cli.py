@@ -257,7 +257,7 @@ def suspects(
 ):
     """Rank YOUR training examples by how likely they are mislabeled or harmful (no noise mask needed)."""
     from .api import suspects as find
-    from .suspects import summary_table
+    from .rank_suspects import summary_table
 
     res = find(out, source=source, run=run_dir, model=model, adapter=adapter, method=method, group=group,
                aggregator=aggregator, kappa=kappa, top=top, epochs=epochs, text_column=text_column,
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except LayerinfError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        err_console.print(f"error: {exc}", style="bold red", soft_wrap=True, highlight=False, markup=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished stages are kept and a rerun resumes")

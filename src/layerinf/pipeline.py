@@ -278,7 +278,7 @@ def score(run_dir, config: ScoreConfig | None = None, *, progress: bool = True, 
     ``noise_rank`` and the per-module matrices ``matrices/<method>/<module>.npy``. Returns the table.
     """
     from .gradstore import GradStore
-    from .score import score_stores
+    from .scoring import score_stores
 
     run = _run(run_dir)
     cfg = _merge(config or ScoreConfig(), overrides)

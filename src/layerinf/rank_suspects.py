@@ -97,7 +97,7 @@ class SuspectsResult:
 
 def _check_options(source, run, method: str, aggregator: str, top: float, kappa: float, epochs: int,
                    max_length: int) -> tuple[str, str]:
-    from .score import KNOWN_METHODS
+    from .scoring import KNOWN_METHODS
 
     if (source is None) == (run is None):
         raise LayerinfError(
@@ -133,7 +133,7 @@ def default_group(num_layers: int) -> str:
 def resolve_group(group: str | None, specs, num_layers: int, method: str) -> tuple[str, list[str]]:
     """The group's name and module names (``None``: ``default_group``); errors name the valid groups."""
     from .groups import resolve_groups
-    from .score import method_applies
+    from .scoring import method_applies
 
     name = default_group(num_layers) if group is None else str(group)
     resolved = resolve_groups([name], specs, num_layers)
@@ -334,7 +334,7 @@ def _seed_matrices(run: RunDir, method: str, members: list[str], cfg: ScoreConfi
 def score_group(run: RunDir, train, infl, num_layers: int, method: str, group: str, aggregator: str,
                 kappa: float, scratch: Path, *, progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores of ``method`` on ``group`` for the chosen aggregator, plus all three aggregators (cheap extras)."""
-    from .score import score_stores
+    from .scoring import score_stores
 
     aggregators = list(dict.fromkeys([aggregator, *AGGREGATORS]))
     cfg = ScoreConfig(methods=[method], groups=[group], aggregators=aggregators, vote_kappa=float(kappa))
