@@ -29,12 +29,13 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
 
 
 def print_table(df, title: str | None = None, floatfmt: str = "{:.4f}") -> None:
-    """Print a DataFrame as a rich table."""
+    """Print a DataFrame as a rich table (floats to 4 decimals, integers as integers)."""
     table = Table(title=title, show_lines=False)
-    for col in df.columns:
-        table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
-    for _, row in df.iterrows():
-        table.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row.tolist()])
+    kinds = [df[c].dtype.kind for c in df.columns]
+    for col, kind in zip(df.columns, kinds):
+        table.add_column(str(col), justify="right" if kind in "fiu" else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[floatfmt.format(v) if kind == "f" else str(v) for v, kind in zip(row, kinds)])
     console.print(table)
 
 
@@ -263,6 +264,9 @@ def suspects(
                aggregator=aggregator, kappa=kappa, top=top, epochs=epochs, text_column=text_column,
                text_pair_column=text_pair_column, label_column=label_column, dev_source=dev_source, seed=seed)
     print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
+    console.print(f"{res.n_suspects} of {res.n} training examples flagged by {res.method}/{res.group}/{res.aggregator}")
+    if res.mask_known:
+        console.print(f"known noise mask: NDR@30 = {res.ndr_30:.3f} (random = 0.30), AUC-NDR = {res.auc_ndr:.3f}")
     console.print(f"all ranked examples → {res.csv}; page → {res.html}")
 
 
