@@ -101,3 +101,15 @@ def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
     pd.testing.assert_frame_equal(again.sort_values(["unit", "method"]).reset_index(drop=True),
                                   results.sort_values(["unit", "method"]).reset_index(drop=True))
     assert li.report(out).exists()
+
+
+def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
+    raw = {**TINY, "score": {"methods": ["tracin"], "groups": ["CL"], "aggregators": ["mean"]},
+           "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
+    out = tmp_path / "run"
+    li.run(ExperimentConfig.from_dict(raw), out, progress=False, echo=None)
+    first = {p.name for p in (out / "retrain").glob("*.json")}
+    assert len(first) == 2
+    li.run(ExperimentConfig.from_dict(raw).with_overrides({"train.lr": 1e-3}), out, progress=False, echo=None)
+    second = {p.name for p in (out / "retrain").glob("*.json")}
+    assert len(second) == 4 and first < second  # new recipe → new retrainings, old ones untouched

@@ -37,8 +37,11 @@ def config_key(method: str, group: str, aggregator: str) -> str:
     return f"{method}/{group}/{aggregator}"
 
 
-def _kept_key(kept: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(kept, dtype=np.int64).tobytes()).hexdigest()[:20]
+def _unit_key(kept: np.ndarray, salt: str) -> str:
+    """File key of one retraining: the exact kept subset plus what else shapes it (start point, recipe)."""
+    h = hashlib.sha256(salt.encode())
+    h.update(np.ascontiguousarray(kept, dtype=np.int64).tobytes())
+    return h.hexdigest()[:20]
 
 
 def baseline_scores(name: str, noisy: np.ndarray, seed: int) -> np.ndarray | None:
@@ -90,10 +93,13 @@ def retrain_filters(
     removed_n = metrics.removal_count(cfg.filter.fraction, n)
     folder = run.root / "retrain"
     folder.mkdir(parents=True, exist_ok=True)
+    settings = pipeline.train_settings(cfg.train, cfg.model, cfg.data.seed)
+    # a retraining is reused only for the same kept subset, initial checkpoint and recipe
+    salt = config_hash({"finetune": run.stage_info("finetune")["config_hash"], "train": settings.to_dict()})
     plan = []
     for kind, name, s in units:
         kept = np.arange(n) if s is None else np.sort(metrics.filter_order(s)[removed_n:])
-        plan.append((kind, name, s, kept, folder / f"{_kept_key(kept)}.json"))
+        plan.append((kind, name, s, kept, folder / f"{_unit_key(kept, salt)}.json"))
     todo = {p[4] for p in plan if not _valid_unit(p[4])}
     if todo:
         loaded, _, model_cfg = pipeline.load_finetuned(run, "init")
@@ -101,7 +107,6 @@ def retrain_filters(
         from .models import read_adapter
 
         init_state = read_adapter(run.stage_path("finetune") / "init.safetensors")
-        settings = pipeline._train_settings(cfg.train, cfg.model, cfg.data.seed)
         done_paths: set[Path] = set()
         bar = tqdm(total=len(todo), desc="retrain", disable=not progress)
         for kind, name, s, kept, path in plan:
@@ -112,7 +117,7 @@ def retrain_filters(
                       rows=kept, init_state=init_state, progress=False)
             atomic_write_json(path, {
                 "kept": int(len(kept)),
-                "kept_sha": _kept_key(kept),
+                "unit": path.stem,
                 "best_accuracy": res.best_accuracy,
                 "accuracy_at_best_epoch": res.accuracy_at_best_epoch,
                 "best_epoch": res.best_epoch,

@@ -126,7 +126,7 @@ class FinetuneOutput:
     accuracy_at_best_epoch: float
 
 
-def _train_settings(train: TrainConfig, model: ModelConfig, data_seed: int):
+def train_settings(train: TrainConfig, model: ModelConfig, data_seed: int):
     from .train import TrainSettings
 
     return TrainSettings(
@@ -182,7 +182,7 @@ def finetune(
     model = model or ModelConfig()
     train = train or TrainConfig()
     prepared = load_data(run)
-    settings = _train_settings(train, model, prepared.meta.get("seed", 0))
+    settings = train_settings(train, model, prepared.meta.get("seed", 0))
     stage_cfg = {
         "data": _upstream_hash(run, "data"),
         "model": dataclasses.asdict(model),
