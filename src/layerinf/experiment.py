@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import os
 import re
 import time
@@ -27,8 +26,6 @@ from . import metrics, pipeline
 from .artifacts import RunDir, atomic_write_json, config_hash
 from .config import ExperimentConfig
 from .errors import LayerinfError
-
-log = logging.getLogger("layerinf")
 
 BASELINES = ("none", "random", "oracle")
 

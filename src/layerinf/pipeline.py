@@ -8,7 +8,6 @@ stages it depends on), and is reused on a rerun when nothing changed. The CLI is
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,6 @@ import pandas as pd
 from .artifacts import RunDir
 from .config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig, resolve_lr
 from .errors import LayerinfError
-
-log = logging.getLogger("layerinf")
-
-
-def _run(run_dir: str | Path | RunDir) -> RunDir:
-    return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
 
 
 def _merge(cfg, overrides: dict[str, Any]):
@@ -49,7 +42,7 @@ def prepare(run_dir, config: DataConfig | None = None, *, force: bool = False, *
     """
     from . import data as data_mod
 
-    run = _run(run_dir)
+    run = RunDir(run_dir)
     cfg = _merge(config or DataConfig(), overrides)
     stage_cfg = {**dataclasses.asdict(cfg), "fingerprint": source_fingerprint(cfg.source, cfg.dev_source)}
     with run.stage("data", stage_cfg, seed=cfg.seed, force=force) as st:
@@ -108,7 +101,7 @@ def load_data(run_dir):
     """The prepared splits of a run (``prepare`` must have finished)."""
     from . import data as data_mod
 
-    run = _run(run_dir)
+    run = RunDir(run_dir)
     return data_mod.load_prepared(run.require("data", f"run `layerinf prepare {run.root}` first"))
 
 
@@ -178,7 +171,7 @@ def finetune(
     from .models import save_adapter
     from .train import fit
 
-    run = _run(run_dir)
+    run = RunDir(run_dir)
     model = model or ModelConfig()
     train = train or TrainConfig()
     prepared = load_data(run)
@@ -218,7 +211,7 @@ def finetune(
 
 def load_finetuned(run_dir, checkpoint: str = "best"):
     """The run's model with the chosen adapter (init | best | last) loaded, plus its prepared data."""
-    run = _run(run_dir)
+    run = RunDir(run_dir)
     if checkpoint not in ("init", "best", "last"):
         raise LayerinfError(f"unknown checkpoint '{checkpoint}'", "use init, best or last")
     info = run.stage_info("finetune") if run.is_finished("finetune", verify=False) else None
@@ -245,7 +238,7 @@ def grads(run_dir, config: GradsConfig | None = None, *, progress: bool = True, 
     from .artifacts import sha256_file
     from .gradstore import GradStore, write_store
 
-    run = _run(run_dir)
+    run = RunDir(run_dir)
     cfg = _merge(config or GradsConfig(), overrides)
     if cfg.dtype not in ("float32", "float16", "bfloat16"):
         raise LayerinfError(f"unknown gradient dtype '{cfg.dtype}'", "use float32, float16 or bfloat16")
@@ -280,7 +273,7 @@ def score(run_dir, config: ScoreConfig | None = None, *, progress: bool = True, 
     from .gradstore import GradStore
     from .scoring import score_stores
 
-    run = _run(run_dir)
+    run = RunDir(run_dir)
     cfg = _merge(config or ScoreConfig(), overrides)
     run.require("grads", f"run `layerinf grads {run.root}` first")
     stage_cfg = {"grads": _upstream_hash(run, "grads"), "score": dataclasses.asdict(cfg)}

@@ -10,8 +10,6 @@ heads), so it has no WE group. Higher score = more helpful, everywhere.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -24,10 +22,8 @@ from . import methods, metrics
 from .config import ScoreConfig
 from .errors import LayerinfError
 from .gradstore import GradStore
-from .groups import layer_groups, resolve_groups
+from .groups import resolve_groups
 from .models import ModuleSpec
-
-log = logging.getLogger("layerinf")
 
 NDR_LEVELS = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
 KNOWN_METHODS = ("tracin", "cosine", "datainf")
