@@ -2,6 +2,7 @@
 
 import re
 
+import pandas as pd
 import pytest
 
 from layerinf.cli import main
@@ -76,3 +77,33 @@ def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     # a rerun notices the checksum mismatch and redoes the stage
     assert _run(["finetune", str(run), "--epochs", "1", "--max-length", "32"], capsys)[0] == 0
     load_finetuned(run, "best")
+
+
+def test_every_stage_through_the_cli(tmp_path, capsys):
+    """prepare → finetune → grads → score → run → report → suspects, as a user types them."""
+    run = str(tmp_path / "run")
+    assert _run(["prepare", run, "--max-train", "80", "--max-dev", "40"], capsys)[0] == 0
+    assert _run(["finetune", run, "--epochs", "1", "--max-length", "24"], capsys)[0] == 0
+    code, out, _ = _run(["grads", run, "--batch-size", "16"], capsys)
+    assert code == 0 and "80 train and 20 influence samples" in " ".join(out.split())  # rich wraps lines
+    code, out, _ = _run(["score", run, "--methods", "tracin,datainf", "--groups", "02-03,CL",
+                         "--aggregators", "mean,vote", "--top", "50"], capsys)
+    assert code == 0 and "ndr_30" in out and "datainf" in out
+    table = pd.read_csv(tmp_path / "run" / "scores" / "table.csv")
+    assert len(table) == 2 * 2 * 2 and set(table["group"]) == {"02-03", "CL"}
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "name: tiny\ndata: {source: demo, max_train: 80, max_dev: 40}\nmodel: {max_length: 24}\n"
+        "train: {epochs: 1}\nscore: {methods: [tracin], groups: [CL], aggregators: [mean]}\n"
+        "filter: {configs: [tracin/CL/mean], baselines: [none, oracle]}\n"
+    )
+    code, out, _ = _run(["run", str(cfg), "--out", str(tmp_path / "exp"), "--set", "train.batch_size=16"], capsys)
+    assert code == 0 and "oracle" in out and "best_ac" in out
+    code, out, _ = _run(["report", str(tmp_path / "exp")], capsys)
+    assert code == 0 and (tmp_path / "exp" / "report" / "index.html").exists()
+    code, out, _ = _run(["suspects", str(tmp_path / "sus"), "--run", str(tmp_path / "exp"), "--method", "tracin",
+                         "--group", "CL"], capsys)
+    assert code == 0 and "NDR@30" in " ".join(out.split()) and (tmp_path / "sus" / "suspects" / "suspects.csv").exists()
+    code, _, err = _run(["run", str(cfg), "--set", "data.nope=1"], capsys)
+    assert code == 2 and "unknown config field" in err
