@@ -49,6 +49,17 @@ def layer_groups(specs: Sequence, num_layers: int) -> dict[str, list[str]]:
     return {k: v for k, v in groups.items() if v}
 
 
+def _pattern_members(pattern: str, names: Sequence[str]) -> list[str]:
+    """Module names matching a glob / ``re:`` pattern; matching none is an error that shows real names."""
+    members = match_modules(pattern, names)
+    if not members:
+        raise LayerinfError(
+            f"group pattern {pattern!r} matches no module",
+            f"module names look like {', '.join(names[:3])}…; use a glob (L0*.value.B) or re:<regex>",
+        )
+    return members
+
+
 def match_modules(pattern: str, names: Iterable[str]) -> list[str]:
     """Module names matching a glob (``L0*.value.B``) or a regular expression written ``re:<regex>``."""
     names = list(names)
@@ -105,13 +116,7 @@ def extra_groups(
         for group, pattern in patterns.items():
             if group in builtin:
                 raise LayerinfError(f"custom group name '{group}' clashes with a built-in group", "pick another name")
-            members = match_modules(pattern, names)
-            if not members:
-                raise LayerinfError(
-                    f"group pattern {pattern!r} ('{group}') matches no module",
-                    f"module names look like {', '.join(names[:3])}…; use a glob or re:<regex>",
-                )
-            groups[group] = members
+            groups[group] = _pattern_members(pattern, names)
     return groups
 
 
@@ -146,13 +151,7 @@ def resolve_groups(
         elif key in module_names:
             out[key] = [key]
         elif _is_pattern(key):
-            members = match_modules(key, module_names)
-            if not members:
-                raise LayerinfError(
-                    f"group pattern {key!r} matches no module",
-                    f"module names look like {', '.join(module_names[:3])}…",
-                )
-            out[key] = members
+            out[key] = _pattern_members(key, module_names)
         else:
             raise LayerinfError(
                 f"unknown layer group '{raw}'",

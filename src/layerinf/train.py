@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .batching import EncodedSplit, model_inputs
 from .errors import LayerinfError
-from .models import eval_mode, trainable_state
+from .models import trainable_state
 
 
 @dataclass(frozen=True)
@@ -71,30 +71,14 @@ class FitResult:
         return float(self.history.loc[self.history["epoch"] == self.best_epoch, "test_acc"].iloc[0])
 
 
-@torch.no_grad()
 def evaluate(model, encoded: EncodedSplit, batch_size: int = 64) -> tuple[float, float, np.ndarray]:
     """Mean cross-entropy, accuracy and logits (in split order) of ``model`` on a split, in eval mode."""
-    parts, rows_seen = [], []
-    with eval_mode(model):
-        for rows, batch in _row_batches(encoded, batch_size):
-            out = model(**model_inputs(batch)).logits.float()
-            parts.append(out.numpy())
-            rows_seen.append(rows)
-    order = np.concatenate(rows_seen)
-    stacked = np.concatenate(parts)
-    logits = np.empty_like(stacked)
-    logits[order] = stacked
-    labels = torch.tensor(encoded.labels)
-    loss = F.cross_entropy(torch.from_numpy(logits), labels).item()
+    from .collect import predictions
+
+    logits = predictions(model, encoded, batch_size)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.tensor(encoded.labels)).item()
     acc = float((logits.argmax(1) == encoded.labels).mean())
     return loss, acc, logits
-
-
-def _row_batches(encoded: EncodedSplit, batch_size: int):
-    order = np.argsort(encoded.lengths, kind="stable")  # similar lengths together: less padding
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        yield rows, encoded.collate(rows)
 
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup: float):
