@@ -38,7 +38,7 @@ def synthetic_texts(n: int, length: int, seed: int = 0) -> list[str]:
 
 
 def train_steps(model, batches, optimizer) -> None:
-    from layerinf.batching import model_inputs
+    from layerinf.engine.batching import model_inputs
 
     model.train()
     for batch in batches:
@@ -51,7 +51,7 @@ def train_steps(model, batches, optimizer) -> None:
 
 
 def ours(model, encoded, batch_size) -> None:
-    from layerinf.collect import collect_gradients
+    from layerinf.engine.collect import collect_gradients
 
     for _ in collect_gradients(model, encoded, batch_size=batch_size, sort_by_length=False, progress=False):
         pass
@@ -59,8 +59,8 @@ def ours(model, encoded, batch_size) -> None:
 
 def batch_of_one(model, encoded, specs) -> None:
     """The per-sample baseline: one forward/backward per sample, same outputs (LoRA + head + row-sparse WE)."""
-    from layerinf.batching import model_inputs
-    from layerinf.collect import row_sparse_rows
+    from layerinf.engine.batching import model_inputs
+    from layerinf.engine.collect import row_sparse_rows
 
     params = dict(model.named_parameters())
     wanted = [params[s.param_name] for s in specs if s.kind != "we"]
@@ -89,8 +89,8 @@ def batch_of_one(model, encoded, specs) -> None:
 
 
 def bench_speed(args) -> None:
-    from layerinf.batching import encode_split
-    from layerinf.models import inventory, load_classifier, trainable_state
+    from layerinf.engine.batching import encode_split
+    from layerinf.model.loading import inventory, load_classifier, trainable_state
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -157,9 +157,9 @@ def rss_anon() -> int:
 
 
 def bench_store(args) -> None:
-    from layerinf.collect import GradBatch, row_sparse_rows
-    from layerinf.gradstore import StoreWriter
-    from layerinf.models import ModuleSpec
+    from layerinf.engine.collect import GradBatch, row_sparse_rows
+    from layerinf.store.gradstore import StoreWriter
+    from layerinf.model.loading import ModuleSpec
 
     n, h, vocab, batch, chunk = args.store_n, 384, 30522, 32, args.chunk
     specs = [ModuleSpec("WE", "", "", "weight", "we", None, (vocab, h))]

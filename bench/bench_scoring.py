@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from layerinf import methods
+from layerinf.influence import methods
 
 N, M, D, CHUNK = 10_000, 500, 10_240, 2_048
 POOL = 2  # distinct synthetic chunks cycled through

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from layerinf import aggregate as A
+from layerinf.influence import aggregate as A
 from layerinf.errors import LayerinfError
-from layerinf.metrics import filter_order, removal_count
+from layerinf.evaluation.metrics import filter_order, removal_count
 
 ATOL = 1e-6
 

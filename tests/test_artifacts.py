@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from layerinf.artifacts import RunDir, atomic_write_json, config_hash, read_json
+from layerinf.store.rundir import RunDir, atomic_write_json, config_hash, read_json
 from layerinf.errors import LayerinfError
 
 

@@ -65,7 +65,7 @@ def test_finetune_before_prepare_and_unknown_model(tmp_path, capsys):
 
 def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     from layerinf.errors import LayerinfError
-    from layerinf.pipeline import load_finetuned
+    from layerinf.stages.pipeline import load_finetuned
 
     run = tmp_path / "run"
     assert _run(["prepare", str(run), "--max-train", "60", "--max-dev", "40"], capsys)[0] == 0

@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layerinf.batching import EncodedSplit, encode_split, model_inputs
-from layerinf.collect import GradBatch, collect_gradients, predictions, row_sparse_rows
+from layerinf.engine.batching import EncodedSplit, encode_split, model_inputs
+from layerinf.engine.collect import GradBatch, collect_gradients, predictions, row_sparse_rows
 from layerinf.errors import LayerinfError
-from layerinf.gradstore import GradStore, StoreWriter, is_valid, we_token_counts, write_store
-from layerinf.models import LoraSettings, ModuleSpec, attach_lora, inventory, load_classifier
+from layerinf.store.gradstore import GradStore, StoreWriter, is_valid, we_token_counts, write_store
+from layerinf.model.loading import LoraSettings, ModuleSpec, attach_lora, inventory, load_classifier
 
 VOCAB = 100
 

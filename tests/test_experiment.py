@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 import layerinf as li
-from layerinf import train as train_mod
-from layerinf.artifacts import RunDir
+from layerinf.engine import train as train_mod
+from layerinf.store.rundir import RunDir
 from layerinf.config import ExperimentConfig
 
 TINY = {

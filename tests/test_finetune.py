@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import layerinf as li
-from layerinf.artifacts import RunDir
+from layerinf.store.rundir import RunDir
 
 
 @pytest.fixture(scope="module")

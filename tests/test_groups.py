@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from layerinf.errors import LayerinfError
-from layerinf.groups import attention_groups, extra_groups, layer_groups, match_modules, resolve_groups
-from layerinf.models import LoraSettings, attach_lora, inventory
+from layerinf.influence.groups import attention_groups, extra_groups, layer_groups, match_modules, resolve_groups
+from layerinf.model.loading import LoraSettings, attach_lora, inventory
 
 
 def _meta_model(config):
@@ -70,7 +70,7 @@ def test_paper_model_groups_and_module_sizes(name):
 def test_minilm_groups_from_its_config():
     from transformers import AutoConfig
 
-    from layerinf.models import resolve_source
+    from layerinf.model.loading import resolve_source
 
     config = AutoConfig.from_pretrained(resolve_source("minilm").path, num_labels=2)
     specs = inventory(_meta_model(config))
@@ -102,7 +102,7 @@ def test_attention_group_names(layers, expected):
 
 
 def _specs(layers=6):
-    from layerinf.models import ModuleSpec
+    from layerinf.model.loading import ModuleSpec
 
     out = [ModuleSpec("WE", "w", "w", "weight", "we", None, (100, 8))]
     for ly in range(layers):

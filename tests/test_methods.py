@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerinf import methods as M
-from layerinf.aggregate import mean as agg_mean
+from layerinf.influence import methods as M
+from layerinf.influence.aggregate import mean as agg_mean
 from layerinf.errors import LayerinfError
 
 ATOL = 1e-6

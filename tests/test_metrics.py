@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from layerinf import metrics as M
+from layerinf.evaluation import metrics as M
 from layerinf.errors import LayerinfError
 
 ATOL = 1e-6

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from layerinf.batching import encode_split, model_inputs
+from layerinf.engine.batching import encode_split, model_inputs
 from layerinf.errors import LayerinfError
-from layerinf.models import (
+from layerinf.model.loading import (
     LoraSettings,
     inventory,
     load_adapter,
@@ -16,7 +16,7 @@ from layerinf.models import (
     save_adapter,
     trainable_state,
 )
-from layerinf.train import TrainSettings, fit
+from layerinf.engine.train import TrainSettings, fit
 
 
 def _df(texts, labels):

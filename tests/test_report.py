@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from layerinf import reporting as rp
+from layerinf.report import build as rp
 from layerinf.errors import LayerinfError
 
 L = 16

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from layerinf import pipeline
-from layerinf.artifacts import RunDir
+from layerinf.stages import pipeline
+from layerinf.store.rundir import RunDir
 from layerinf.config import DataConfig, ModelConfig, TrainConfig
 from layerinf.data import DEMO_LABELS, load_demo
 from layerinf.errors import LayerinfError
-from layerinf.rank_suspects import (
+from layerinf.workflows.suspects import (
     COLUMNS,
     SuspectsResult,
     default_group,
@@ -153,7 +153,7 @@ def test_rerun_is_reused(user_files, user_result):
 
 def test_changed_source_file_redoes_the_stages(user_files, user_result, tmp_path):
     """Fixing labels in the file and rerunning must not reuse the model trained on the old labels."""
-    from layerinf.rank_suspects import _data_config, _prepare_source
+    from layerinf.workflows.suspects import _data_config, _prepare_source
 
     train_csv, dev, _ = user_files
     out, _, _ = user_result
@@ -218,7 +218,7 @@ def test_layerinf_adapter_file(tiny_run, tmp_path):
 def test_peft_adapter_without_head_warns(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from layerinf.models import load_base_model
+    from layerinf.model.loading import load_base_model
 
     base = load_base_model("minilm", 2, seed=0)
     peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=4, target_modules=["query", "value"]))

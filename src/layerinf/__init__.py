@@ -5,11 +5,11 @@ Sign convention, everywhere: a HIGHER score means a MORE HELPFUL training exampl
 
 __version__ = "0.1.0"
 
-from .errors import LayerinfError  # noqa: E402
+from layerinf.errors import LayerinfError  # noqa: E402
 
 __all__ = ["LayerinfError", "__version__"]
 
-from .api import finetune, grads, prepare, report, run, score, suspects, sweep  # noqa: E402
-from .config import ExperimentConfig  # noqa: E402
+from layerinf.api import finetune, grads, prepare, report, run, score, suspects, sweep  # noqa: E402
+from layerinf.config import ExperimentConfig  # noqa: E402
 
 __all__ += ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "ExperimentConfig"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import pipeline
-from .config import DataConfig, ExperimentConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig
+from layerinf.stages import pipeline
+from layerinf.config import DataConfig, ExperimentConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig
 
 
 def _split(kwargs: dict[str, Any], *classes) -> list[dict[str, Any]]:
@@ -22,7 +22,7 @@ def _split(kwargs: dict[str, Any], *classes) -> list[dict[str, Any]]:
         names = {f.name for f in dataclasses.fields(cls)}
         out.append({k: rest.pop(k) for k in list(rest) if k in names})
     if rest:
-        from .errors import LayerinfError
+        from layerinf.errors import LayerinfError
 
         raise LayerinfError(f"unknown option(s) {', '.join(sorted(rest))}", "see help(layerinf.<function>)")
     return out
@@ -59,7 +59,7 @@ def score(run_dir, *, force: bool = False, progress: bool = True, **options):
 
 def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool = True, echo=print):
     """The whole experiment from a YAML file or ``ExperimentConfig`` (``layerinf run``)."""
-    from .experiment import run as run_experiment
+    from layerinf.workflows.experiment import run as run_experiment
 
     cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_yaml(config)
     if overrides:
@@ -69,20 +69,20 @@ def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool 
 
 def sweep(config, grid: dict[str, list[Any]], out, *, workers: int = 1, echo=print):
     """Every combination of ``grid`` (dotted keys → values) as its own run, collected in one table."""
-    from .experiment import sweep as run_sweep
+    from layerinf.workflows.experiment import sweep as run_sweep
 
     return run_sweep(config, grid, out, workers=workers, echo=echo)
 
 
 def report(path, *, out=None, tau: float = 0.75, include_self: bool = False):
     """Tables, figures and an HTML page for a run or sweep directory; returns the HTML path."""
-    from .reporting import report as make_report
+    from layerinf.report.build import report as make_report
 
     return make_report(path, out=out, tau=tau, include_self=include_self)
 
 
 def suspects(out_dir, **options):
     """Rank the training examples of a dataset by how likely they hurt the model (no noise mask needed)."""
-    from .rank_suspects import find_suspects
+    from layerinf.workflows.suspects import find_suspects
 
     return find_suspects(out_dir, **options)

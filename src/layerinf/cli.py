@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 app = typer.Typer(
     add_completion=False,
@@ -58,7 +58,7 @@ def prepare(
     force: bool = typer.Option(False, help="Redo the stage even if it finished."),
 ):
     """Load data, split it into train / influence / test, and flip a fraction of training labels."""
-    from .api import prepare as run_prepare
+    from layerinf.api import prepare as run_prepare
 
     data = run_prepare(
         run_dir, source=source, task=task, text_column=text_column, text_pair_column=text_pair_column,
@@ -90,7 +90,7 @@ def finetune(
     force: bool = typer.Option(False, help="Redo the stage even if it finished."),
 ):
     """LoRA-fine-tune the model on the noisy training split; keep init / best-influence-loss / last adapters."""
-    from .api import finetune as run_finetune
+    from layerinf.api import finetune as run_finetune
 
     out = run_finetune(
         run_dir, model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
@@ -114,7 +114,7 @@ def grads(
     force: bool = typer.Option(False, help="Redo the stage even if it finished."),
 ):
     """Per-sample gradients of every module (LoRA q/v A and B per layer, WE, head) for train and influence sets."""
-    from .api import grads as run_grads
+    from layerinf.api import grads as run_grads
 
     train, infl = run_grads(run_dir, checkpoint=checkpoint, dtype=dtype, batch_size=batch_size, include_we=we,
                             force=force)
@@ -144,7 +144,7 @@ def score(
     force: bool = typer.Option(False, help="Redo the stage even if it finished."),
 ):
     """Influence scores for every method × layer group × aggregator; NDR / AUC / cancellation table."""
-    from .api import score as run_score
+    from layerinf.api import score as run_score
 
     table = run_score(
         run_dir, methods=_csv(methods), groups=_csv(groups), aggregators=_csv(aggregators), vote_kappa=kappa,
@@ -179,8 +179,8 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a config field: --set data.seed=3 (repeatable)."),
 ):
     """The whole experiment: noise → fine-tune → gradients → scores → filter & retrain → results table."""
-    from .api import run as run_experiment
-    from .config import ExperimentConfig
+    from layerinf.api import run as run_experiment
+    from layerinf.config import ExperimentConfig
 
     cfg = ExperimentConfig.from_yaml(config).with_overrides(_parse_set(set_))
     out = out or Path("runs") / cfg.name
@@ -203,7 +203,7 @@ def sweep(
     """Run an experiment over a grid of config values (models × tasks × seeds ...), one tidy results table."""
     import yaml
 
-    from .api import sweep as run_sweep
+    from layerinf.api import sweep as run_sweep
 
     parsed = {}
     for item in grid:
@@ -227,7 +227,7 @@ def report(
     include_self: bool = typer.Option(False, help="Win rate divides by |C| (the paper's code) instead of |C|-1."),
 ):
     """The paper's tables (win rate, Pareto rank, Spearman, Wilcoxon), figures and one HTML page."""
-    from .api import report as make_report
+    from layerinf.api import report as make_report
 
     html = make_report(path, out=out, tau=tau, include_self=include_self)
     console.print(f"report → {html}")
@@ -257,8 +257,8 @@ def suspects(
     seed: int = typer.Option(0, help="Seed."),
 ):
     """Rank YOUR training examples by how likely they are mislabeled or harmful (no noise mask needed)."""
-    from .api import suspects as find
-    from .rank_suspects import summary_table
+    from layerinf.api import suspects as find
+    from layerinf.workflows.suspects import summary_table
 
     res = find(out, source=source, run=run_dir, model=model, adapter=adapter, method=method, group=group,
                aggregator=aggregator, kappa=kappa, top=top, epochs=epochs, text_column=text_column,
@@ -283,9 +283,9 @@ def demo(
 
     import pandas as pd
 
-    from .api import report as make_report
-    from .api import run as run_experiment
-    from .config import ExperimentConfig
+    from layerinf.api import report as make_report
+    from layerinf.api import run as run_experiment
+    from layerinf.config import ExperimentConfig
 
     cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / "demo.yaml"))
     if epochs is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 # Learning rates that make each built-in learn in a few epochs; hub models default to the paper's 3e-4.
 DEFAULT_LR = {"minilm": 5e-3, "smollm2-135m": 1e-3}

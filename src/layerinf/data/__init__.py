@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import LayerinfError
-from .demo import DEMO_LABELS, load_demo
-from .loaders import (
+from layerinf.errors import LayerinfError
+from layerinf.data.demo import DEMO_LABELS, load_demo
+from layerinf.data.loaders import (
     GLUE_TASKS,
     RawData,
     carve_dev,
@@ -36,8 +36,8 @@ from .loaders import (
     read_glue_tsv,
     read_table,
 )
-from .noise import inject_noise, noise_count
-from .splits import SplitIndices, make_splits, split_infl_test, stratified_subset
+from layerinf.data.noise import inject_noise, noise_count
+from layerinf.data.splits import SplitIndices, make_splits, split_infl_test, stratified_subset
 
 SPLIT_COLUMNS = ["idx", "source_idx", "text", "text_pair", "label", "clean_label", "noisy"]
 SPLITS = ("train", "infl", "test")
@@ -171,7 +171,7 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 def save_prepared(data: PreparedData, folder: str | os.PathLike) -> Path:
     """Write ``{train,infl,test}.parquet`` and ``meta.json`` into ``folder`` (each file written atomically)."""
-    from ..artifacts import atomic_write_json
+    from layerinf.store.rundir import atomic_write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

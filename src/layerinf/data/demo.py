@@ -11,8 +11,8 @@ from importlib import resources
 
 import numpy as np
 
-from ..errors import LayerinfError
-from .loaders import RawData, _frame
+from layerinf.errors import LayerinfError
+from layerinf.data.loaders import RawData, _frame
 
 DEMO_FILE = "demo.jsonl"
 DEMO_LABELS = ["negative", "positive"]

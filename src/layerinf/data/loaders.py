@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 COLUMNS = ["source_idx", "text", "text_pair", "label"]
 SOURCE_HELP = "give 'demo', a GLUE task folder, a .csv/.tsv/.jsonl/.parquet file, or hf:NAME[/CONFIG]"
@@ -586,7 +586,7 @@ def load_source(
     file_opts = dict(text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                      label_names=label_names, seed=seed, dev_fraction=dev_fraction)
     if source.lower() == "demo":
-        from .demo import load_demo
+        from layerinf.data.demo import load_demo
 
         return load_demo()
     if source.lower().startswith("hf:"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 
 def noise_count(n: int, rate: float) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 
 def _state(rng: np.random.Generator) -> int:

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import EncodedSplit, model_inputs
-from .errors import LayerinfError
-from .models import ModuleSpec, eval_mode, inventory
+from layerinf.engine.batching import EncodedSplit, model_inputs
+from layerinf.errors import LayerinfError
+from layerinf.model.loading import ModuleSpec, eval_mode, inventory
 
 
 class WERows(NamedTuple):

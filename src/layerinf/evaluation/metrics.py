@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 __all__ = [
     "NDR_LEVELS",
@@ -477,7 +477,7 @@ def noise_rank(S: Any, noisy: Any, tie_method: str = "min", normalize: bool = Tr
     and the top-1 of each class: [O] the LOWEST mean rank among noisy (the first noisy sample the filter
     would reach) and among clean samples (the most suspicious benign one). NaN for an empty class.
     """
-    from .aggregate import rank_rows
+    from layerinf.influence.aggregate import rank_rows
 
     S = np.asarray(S, dtype=np.float64)
     if S.ndim != 2 or not np.all(np.isfinite(S)):

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .batching import EncodedSplit, model_inputs
-from .errors import LayerinfError
-from .models import trainable_state
+from layerinf.engine.batching import EncodedSplit, model_inputs
+from layerinf.errors import LayerinfError
+from layerinf.model.loading import trainable_state
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class FitResult:
 
 def evaluate(model, encoded: EncodedSplit, batch_size: int = 64) -> tuple[float, float, np.ndarray]:
     """Mean cross-entropy, accuracy and logits (in split order) of ``model`` on a split, in eval mode."""
-    from .collect import predictions
+    from layerinf.engine.collect import predictions
 
     logits = predictions(model, encoded, batch_size)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.tensor(encoded.labels)).item()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 __all__ = ["AGGREGATORS", "TIE_METHODS", "aggregate", "mean", "rank", "rank_rows", "select_validation",
            "vote", "vote_count"]

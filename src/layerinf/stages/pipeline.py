@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artifacts import RunDir
-from .config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig, resolve_lr
-from .errors import LayerinfError
+from layerinf.store.rundir import RunDir
+from layerinf.config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig, resolve_lr
+from layerinf.errors import LayerinfError
 
 
 def _merge(cfg, overrides: dict[str, Any]):
@@ -40,7 +40,7 @@ def prepare(run_dir, config: DataConfig | None = None, *, force: bool = False, *
 
     Writes ``data/{train,infl,test}.parquet`` and ``data/meta.json``; returns the ``PreparedData``.
     """
-    from . import data as data_mod
+    from layerinf import data as data_mod
 
     run = RunDir(run_dir)
     cfg = _merge(config or DataConfig(), overrides)
@@ -78,7 +78,7 @@ def source_fingerprint(*sources: str | None) -> str | None:
     Files are hashed whole; folders (GLUE tasks) by their files; ``demo`` by the shipped file; hub names
     (``hf:``) are not hashed (their revision is the hub's business).
     """
-    from .artifacts import config_hash, sha256_file
+    from layerinf.store.rundir import config_hash, sha256_file
 
     parts = {}
     for src in sources:
@@ -99,7 +99,7 @@ def source_fingerprint(*sources: str | None) -> str | None:
 
 def load_data(run_dir):
     """The prepared splits of a run (``prepare`` must have finished)."""
-    from . import data as data_mod
+    from layerinf import data as data_mod
 
     run = RunDir(run_dir)
     return data_mod.load_prepared(run.require("data", f"run `layerinf prepare {run.root}` first"))
@@ -120,7 +120,7 @@ class FinetuneOutput:
 
 
 def train_settings(train: TrainConfig, model: ModelConfig, data_seed: int):
-    from .train import TrainSettings
+    from layerinf.engine.train import TrainSettings
 
     return TrainSettings(
         epochs=train.epochs,
@@ -135,7 +135,7 @@ def train_settings(train: TrainConfig, model: ModelConfig, data_seed: int):
 
 def load_model(model: ModelConfig, num_labels: int, seed: int, adapter: Path | None = None):
     """Load the configured base model with LoRA attached (seeded init), optionally with an adapter."""
-    from .models import LoraSettings, load_classifier
+    from layerinf.model.loading import LoraSettings, load_classifier
 
     lora = LoraSettings(
         r=model.lora_r,
@@ -149,7 +149,7 @@ def load_model(model: ModelConfig, num_labels: int, seed: int, adapter: Path | N
 
 
 def encode_splits(prepared, tokenizer, max_length: int) -> dict[str, Any]:
-    from .batching import encode_split
+    from layerinf.engine.batching import encode_split
 
     return {name: encode_split(getattr(prepared, name), tokenizer, max_length) for name in ("train", "infl", "test")}
 
@@ -168,8 +168,8 @@ def finetune(
     The best checkpoint is the epoch with the lowest influence-set loss (ties → later epoch); its
     influence-set logits are saved too (``infl_logits.npy``) for the correct-prediction filter.
     """
-    from .models import save_adapter
-    from .train import fit
+    from layerinf.model.loading import save_adapter
+    from layerinf.engine.train import fit
 
     run = RunDir(run_dir)
     model = model or ModelConfig()
@@ -235,8 +235,8 @@ def grads(run_dir, config: GradsConfig | None = None, *, progress: bool = True, 
     One forward and one backward per batch at the chosen checkpoint (default: best influence loss); the
     word-embedding gradient is stored row-sparse. Reused while the checkpoint and data are unchanged.
     """
-    from .artifacts import sha256_file
-    from .gradstore import GradStore, write_store
+    from layerinf.store.rundir import sha256_file
+    from layerinf.store.gradstore import GradStore, write_store
 
     run = RunDir(run_dir)
     cfg = _merge(config or GradsConfig(), overrides)
@@ -270,8 +270,8 @@ def score(run_dir, config: ScoreConfig | None = None, *, progress: bool = True, 
     (one score column per configuration; higher = more helpful), ``curves``, ``modules`` (layer-wise NDR),
     ``noise_rank`` and the per-module matrices ``matrices/<method>/<module>.npy``. Returns the table.
     """
-    from .gradstore import GradStore
-    from .scoring import score_stores
+    from layerinf.store.gradstore import GradStore
+    from layerinf.stages.score import score_stores
 
     run = RunDir(run_dir)
     cfg = _merge(config or ScoreConfig(), overrides)

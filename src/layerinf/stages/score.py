@@ -17,13 +17,14 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import aggregate as agg_mod
-from . import methods, metrics
-from .config import ScoreConfig
-from .errors import LayerinfError
-from .gradstore import GradStore
-from .groups import resolve_groups
-from .models import ModuleSpec
+from layerinf.influence import aggregate as agg_mod
+from layerinf.influence import methods
+from layerinf.evaluation import metrics
+from layerinf.config import ScoreConfig
+from layerinf.errors import LayerinfError
+from layerinf.store.gradstore import GradStore
+from layerinf.influence.groups import resolve_groups
+from layerinf.model.loading import ModuleSpec
 
 NDR_LEVELS = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
 KNOWN_METHODS = ("tracin", "cosine", "datainf")

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from .artifacts import atomic_write_json
-from .batching import EncodedSplit
-from .collect import GradBatch, WERows, collect_gradients
-from .errors import LayerinfError
-from .models import ModuleSpec, inventory
+from layerinf.store.rundir import atomic_write_json
+from layerinf.engine.batching import EncodedSplit
+from layerinf.engine.collect import GradBatch, WERows, collect_gradients
+from layerinf.errors import LayerinfError
+from layerinf.model.loading import ModuleSpec, inventory
 
 STORE_FORMAT = "layerinf-gradstore-v1"
 INFO = "info.json"
@@ -42,7 +42,7 @@ _NP_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint
 
 
 def _version() -> str:
-    from . import __version__
+    from layerinf import __version__
 
     return __version__
 

@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 LORA_KINDS = ("query_A", "query_B", "value_A", "value_B")
 _GLOB_CHARS = set("*?[")

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 __all__ = [
     "DATAINF_MAX_NUMEL",

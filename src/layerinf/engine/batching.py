@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 # peft calls a transformers API that transformers 5 deprecates; not actionable for our users
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import metrics, pipeline
-from .artifacts import RunDir, config_hash, sha256_file
-from .config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig
-from .errors import LayerinfError
+from layerinf.evaluation import metrics
+from layerinf.stages import pipeline
+from layerinf.store.rundir import RunDir, config_hash, sha256_file
+from layerinf.config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig
+from layerinf.errors import LayerinfError
 
 log = logging.getLogger("layerinf")
 
@@ -97,7 +98,7 @@ class SuspectsResult:
 
 def _check_options(source, run, method: str, aggregator: str, top: float, kappa: float, epochs: int,
                    max_length: int) -> tuple[str, str]:
-    from .scoring import KNOWN_METHODS
+    from layerinf.stages.score import KNOWN_METHODS
 
     if (source is None) == (run is None):
         raise LayerinfError(
@@ -124,7 +125,7 @@ def _check_options(source, run, method: str, aggregator: str, top: float, kappa:
 
 def default_group(num_layers: int) -> str:
     """The paper's recommendation: the second of the four attention groups (a middle one), e.g. ``02-03``."""
-    from .groups import attention_groups
+    from layerinf.influence.groups import attention_groups
 
     groups = attention_groups(num_layers)
     return groups[1][0] if len(groups) > 1 else groups[0][0]
@@ -132,8 +133,8 @@ def default_group(num_layers: int) -> str:
 
 def resolve_group(group: str | None, specs, num_layers: int, method: str) -> tuple[str, list[str]]:
     """The group's name and module names (``None``: ``default_group``); errors name the valid groups."""
-    from .groups import resolve_groups
-    from .scoring import method_applies
+    from layerinf.influence.groups import resolve_groups
+    from layerinf.stages.score import method_applies
 
     name = default_group(num_layers) if group is None else str(group)
     resolved = resolve_groups([name], specs, num_layers)
@@ -191,7 +192,7 @@ def _adapter_fingerprint(adapter: Path) -> str:
 
 def _layerinf_lora_settings(adapter: Path) -> ModelConfig:
     """LoRA rank and targets of a layerinf adapter file, read from its tensor names and shapes."""
-    from .models import read_adapter
+    from layerinf.model.loading import read_adapter
 
     state = read_adapter(adapter)
     ranks, targets = set(), []
@@ -231,7 +232,7 @@ def load_with_adapter(model: str, adapter: str | os.PathLike, num_labels: int, *
     Returns a ``models.LoadedModel``. A PEFT adapter without head weights leaves the classification head
     randomly initialised: that is warned about, since the predictions and the CL gradients are then meaningless.
     """
-    from .models import LoadedModel, LoraSettings, load_base_model, load_tokenizer, resolve_source
+    from layerinf.model.loading import LoadedModel, LoraSettings, load_base_model, load_tokenizer, resolve_source
 
     adapter = Path(adapter).expanduser()
     kind = _adapter_kind(adapter)
@@ -269,8 +270,8 @@ def load_with_adapter(model: str, adapter: str | os.PathLike, num_labels: int, *
 def _adapter_grads(run: RunDir, model: str, adapter: Path, max_length: int, *, group: str | None, method: str,
                    seed: int, progress: bool, force: bool = False):
     """The ``grads/`` stage for a user-supplied adapter (no ``finetune/`` stage in this run)."""
-    from .gradstore import GradStore, write_store
-    from .models import inventory
+    from layerinf.store.gradstore import GradStore, write_store
+    from layerinf.model.loading import inventory
 
     prepared = pipeline.load_data(run)
     loaded = load_with_adapter(model, adapter, len(prepared.label_names), seed=seed)
@@ -304,7 +305,7 @@ def _adapter_grads(run: RunDir, model: str, adapter: Path, max_length: int, *, g
 
 def _layout(model_cfg: ModelConfig, num_labels: int, seed: int):
     """Module specs and layer count of a model as the pipeline would build it (for early group checks)."""
-    from .models import inventory
+    from layerinf.model.loading import inventory
 
     loaded = pipeline.load_model(model_cfg, num_labels, seed)
     return inventory(loaded.model), loaded.num_layers
@@ -334,7 +335,7 @@ def _seed_matrices(run: RunDir, method: str, members: list[str], cfg: ScoreConfi
 def score_group(run: RunDir, train, infl, num_layers: int, method: str, group: str, aggregator: str,
                 kappa: float, scratch: Path, *, progress: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores of ``method`` on ``group`` for the chosen aggregator, plus all three aggregators (cheap extras)."""
-    from .scoring import score_stores
+    from layerinf.stages.score import score_stores
 
     aggregators = list(dict.fromkeys([aggregator, *AGGREGATORS]))
     cfg = ScoreConfig(methods=[method], groups=[group], aggregators=aggregators, vote_kappa=float(kappa))
@@ -342,7 +343,7 @@ def score_group(run: RunDir, train, infl, num_layers: int, method: str, group: s
     correct = np.asarray(infl.logits).argmax(1) == np.asarray(infl.labels)
     if not correct.any():
         log.warning("the model predicts no influence example correctly: Rank / Vote fall back to what aggregate does")
-    from .groups import resolve_groups
+    from layerinf.influence.groups import resolve_groups
 
     members = next(iter(resolve_groups([group], train.specs, num_layers).values()))
     _seed_matrices(run, method, members, cfg, scratch)
@@ -619,7 +620,7 @@ def find_suspects(
             include_we = "WE" in members or bool(prev.get("include_we", False))
             pipeline.grads(work, GradsConfig(include_we=include_we), progress=progress)
 
-    from .gradstore import GradStore
+    from layerinf.store.gradstore import GradStore
 
     grads_info = work.stage_info("grads")
     num_layers = int(grads_info["summary"]["num_layers"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import LayerinfError
+from layerinf.errors import LayerinfError
 
 MANIFEST = "manifest.json"
 STAGE_FILE = "stage.json"

@@ -22,10 +22,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import metrics, pipeline
-from .artifacts import RunDir, atomic_write_json, config_hash
-from .config import ExperimentConfig
-from .errors import LayerinfError
+from layerinf.evaluation import metrics
+from layerinf.stages import pipeline
+from layerinf.store.rundir import RunDir, atomic_write_json, config_hash
+from layerinf.config import ExperimentConfig
+from layerinf.errors import LayerinfError
 
 BASELINES = ("none", "random", "oracle")
 
@@ -62,7 +63,7 @@ def retrain_filters(
     """Filter the bottom ``cfg.filter.fraction`` by every configuration and baseline, retrain, collect results."""
     from tqdm.auto import tqdm
 
-    from .train import fit
+    from layerinf.engine.train import fit
 
     run = RunDir(run_dir)
     prepared = pipeline.load_data(run)
@@ -101,7 +102,7 @@ def retrain_filters(
     if todo:
         loaded, _, model_cfg = pipeline.load_finetuned(run, "init")
         enc = pipeline.encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
-        from .models import read_adapter
+        from layerinf.model.loading import read_adapter
 
         init_state = read_adapter(run.stage_path("finetune") / "init.safetensors")
         done_paths: set[Path] = set()

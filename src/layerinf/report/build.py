@@ -36,8 +36,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .errors import LayerinfError
+from layerinf.evaluation import metrics
+from layerinf.errors import LayerinfError
 
 BASELINES = ("none", "random", "oracle")
 CONFIG = ["method", "group", "aggregator"]
@@ -1110,7 +1110,7 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
         write_tables(tabs, tmp / "tables")
         figs = figures(root if root.is_dir() else root.parent, tmp / "figures", results=results)
         key = _run_key(results)
-        from . import __version__
+        from layerinf import __version__
 
         meta = {
             "title": f"layerinf report — {root.resolve().name}",

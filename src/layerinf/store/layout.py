@@ -1,0 +1,178 @@
+"""Every folder and file name of a run directory and a sweep directory, defined once.
+
+Stages write into a temporary copy of their folder, so names come in two forms: relative to a stage folder
+(the ``*_FILE`` constants and helpers such as ``split_file``) and absolute (``RunLayout``), which joins them
+to the run root. Nothing else in layerinf spells a run-directory name.
+
+::
+
+    RUN/
+      manifest.json  .lock  config.json      run-level manifest, the writer lock, the experiment config
+      data/          train|infl|test.parquet, meta.json
+      finetune/      init|best|last.safetensors, infl_logits.npy, history.parquet|csv
+      grads/         train/, infl/ (gradient stores: info.json + one .npy per module)
+      scores/        table.parquet|csv, aggregated.parquet, curves|modules|noise_rank.parquet, matrices/<method>/<module>.npy
+      retrain/       <key>.json (one record per retrained kept subset)
+      eval/          results.parquet|csv
+      suspects/      suspects.csv|jsonl, scores.parquet, summary.json, index.html
+      report/        tables, figures, index.html
+    SWEEP/
+      sweep.json  results.parquet|csv  units/<unit>/ (a run directory each)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# run level
+MANIFEST = "manifest.json"
+STAGE_FILE = "stage.json"
+LOCK_FILE = ".lock"
+CONFIG_FILE = "config.json"
+RETRAIN_DIR = "retrain"
+
+# stage folders (the stage's name is its folder's name)
+DATA = "data"
+FINETUNE = "finetune"
+GRADS = "grads"
+SCORES = "scores"
+EVAL = "eval"
+SUSPECTS = "suspects"
+REPORT = "report"
+STAGES = (DATA, FINETUNE, GRADS, SCORES, EVAL, SUSPECTS)
+
+# data/
+SPLITS = ("train", "infl", "test")
+DATA_META_FILE = "meta.json"
+
+# finetune/
+CHECKPOINTS = ("init", "best", "last")
+INFL_LOGITS_FILE = "infl_logits.npy"
+HISTORY = "history"
+
+# grads/ (one gradient store per split)
+GRAD_SPLITS = ("train", "infl")
+
+# scores/
+SCORE_TABLE = "table"
+AGGREGATED_FILE = "aggregated.parquet"
+SCORE_FRAMES = ("table", "curves", "modules", "noise_rank", "aggregated")
+MATRICES_DIR = "matrices"
+
+# eval/ and sweeps
+RESULTS = "results"
+SWEEP_FILE = "sweep.json"
+UNITS_DIR = "units"
+
+# suspects/
+SUSPECTS_TABLE = "suspects"
+SUSPECT_SCORES_FILE = "scores.parquet"
+SUMMARY_FILE = "summary.json"
+PAGE_FILE = "index.html"
+
+
+def split_file(split: str) -> str:
+    """``data/<split>.parquet``, relative to the data folder."""
+    return f"{split}.parquet"
+
+
+def adapter_file(checkpoint: str) -> str:
+    """``finetune/<checkpoint>.safetensors``, relative to the finetune folder."""
+    return f"{checkpoint}.safetensors"
+
+
+def matrix_file(method: str, module: str) -> str:
+    """``scores/matrices/<method>/<module>.npy``, relative to the scores folder."""
+    return f"{MATRICES_DIR}/{method}/{module}.npy"
+
+
+def table_file(name: str, ext: str = "parquet") -> str:
+    """A table written as parquet (and often CSV too): ``<name>.<ext>``."""
+    return f"{name}.{ext}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Absolute paths inside one run directory."""
+
+    root: Path
+
+    def __init__(self, root: "str | os.PathLike"):
+        object.__setattr__(self, "root", Path(root))
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    def split(self, split: str) -> Path:
+        return self.root / DATA / split_file(split)
+
+    def adapter(self, checkpoint: str) -> Path:
+        return self.root / FINETUNE / adapter_file(checkpoint)
+
+    def history(self, ext: str = "parquet") -> Path:
+        return self.root / FINETUNE / table_file(HISTORY, ext)
+
+    def grads(self, split: str) -> Path:
+        return self.root / GRADS / split
+
+    def scores(self, name: str = SCORE_TABLE, ext: str = "parquet") -> Path:
+        return self.root / SCORES / table_file(name, ext)
+
+    @property
+    def retrain(self) -> Path:
+        return self.root / RETRAIN_DIR
+
+    def results(self, ext: str = "parquet") -> Path:
+        return self.root / EVAL / table_file(RESULTS, ext)
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """Absolute paths inside one sweep directory."""
+
+    root: Path
+
+    def __init__(self, root: "str | os.PathLike"):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.root / SWEEP_FILE
+
+    def unit(self, name: str) -> Path:
+        return self.root / UNITS_DIR / name
+
+    @property
+    def units(self) -> Path:
+        return self.root / UNITS_DIR
+
+    def results(self, ext: str = "parquet") -> Path:
+        return self.root / table_file(RESULTS, ext)
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+
+def is_sweep(path: "str | os.PathLike") -> bool:
+    """A sweep directory has ``sweep.json`` or a ``units/`` folder."""
+    p = Path(path)
+    return (p / SWEEP_FILE).exists() or (p / UNITS_DIR).is_dir()
