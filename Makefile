@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PY=$(PY) VENV=$(VENV) bash scripts/setup.sh
@@ -18,6 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	VENV=$(VENV) bash scripts/setup-test.sh
 	$(BIN)/python -m pytest -q -ra
+
+# the inner loop: pure math and tiny random models (no real weights, no fine-tuning), under 2 minutes
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_collect.py

@@ -90,7 +90,7 @@ def batch_of_one(model, encoded, specs) -> None:
 
 def bench_speed(args) -> None:
     from layerinf.engine.batching import encode_split
-    from layerinf.model.loading import inventory, load_classifier, trainable_state
+    from layerinf.model import inventory, load_classifier, trainable_state
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def rss_anon() -> int:
 def bench_store(args) -> None:
     from layerinf.engine.collect import GradBatch, row_sparse_rows
     from layerinf.store.gradstore import StoreWriter
-    from layerinf.model.loading import ModuleSpec
+    from layerinf.spec import ModuleSpec
 
     n, h, vocab, batch, chunk = args.store_n, 384, 30522, 32, args.chunk
     specs = [ModuleSpec("WE", "", "", "weight", "we", None, (vocab, h))]

@@ -238,3 +238,48 @@ def test_rank_ignores_score_scale_but_mean_does_not():
     scaled = [mods[0] * 1e6] + mods[1:]
     np.testing.assert_allclose(A.rank(scaled, use_correct=False), A.rank(mods, use_correct=False), atol=0)
     assert not np.array_equal(filter_order(A.mean(scaled)), filter_order(A.mean(mods)))
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+
+def test_aggregator_registry_holds_mean_rank_vote_with_the_paper_defaults():
+    from layerinf.influence import registry as R
+
+    assert list(R.AGGREGATORS) == ["mean", "rank", "vote"]
+    assert [s.title for s in R.AGGREGATORS.values()] == ["Mean", "Rank", "Vote"]
+    assert [s.fn for s in R.AGGREGATORS.values()] == [A.mean, A.rank, A.vote]
+    assert [s.default_use_correct for s in R.AGGREGATORS.values()] == [False, True, True]
+    assert R.aggregator("Vote") is R.AGGREGATORS["vote"]
+    with pytest.raises(LayerinfError) as err:
+        A.aggregate("mena", E3_MODULES)
+    assert err.value.problem == "unknown aggregator 'mena'" and "did you mean 'mean'" in err.value.fix
+
+
+@pytest.mark.parametrize("name", ["mean", "rank", "vote"])
+@pytest.mark.parametrize("use_correct", [None, True, False])
+def test_aggregate_dispatch_equals_the_direct_call(name, use_correct):
+    direct = {"mean": lambda **k: A.mean(E3_MODULES, E3_CORRECT, **k),
+              "rank": lambda **k: A.rank(E3_MODULES, E3_CORRECT, tie_method="average", **k),
+              "vote": lambda **k: A.vote(E3_MODULES, E3_CORRECT, kappa=0.4, tie_method="average", **k)}[name]
+    got = A.aggregate(name, E3_MODULES, E3_CORRECT, use_correct, kappa=0.4, tie_method="average")
+    np.testing.assert_array_equal(got, direct(use_correct=use_correct))
+
+
+def test_a_registered_aggregator_works_end_to_end():
+    from layerinf.influence import registry as R
+
+    def worst(scores, correct=None, use_correct=None):
+        """The lowest voter score of each training sample."""
+        return np.min([np.asarray(b) for b in A._voter_blocks(scores, correct, use_correct, "worst")], axis=(0, 1))
+
+    R.register_aggregator(R.AggregatorSpec("worst", "Worst", "minimum over voters", worst, True))
+    try:
+        got = A.aggregate("worst", E3_MODULES, E3_CORRECT, kappa=0.9, tie_method="average")
+        voters = np.vstack([S[E3_CORRECT] for S in E3_MODULES])  # default_use_correct=True: correct rows only
+        np.testing.assert_array_equal(got, voters.min(axis=0))
+        np.testing.assert_array_equal(A.aggregate("worst", E3_MODULES, E3_CORRECT, use_correct=False),
+                                      np.vstack(E3_MODULES).min(axis=0))
+        np.testing.assert_array_equal(A.select_validation(E3_CORRECT, 3, None, "worst"), [0, 2])
+    finally:
+        R.AGGREGATORS.pop("worst", None)

@@ -40,7 +40,7 @@ def test_failed_stage_leaves_nothing(tmp_path):
             st.out("half.txt").write_text("partial")
             raise RuntimeError("boom")
     assert not (tmp_path / "s").exists()
-    assert [p.name for p in tmp_path.iterdir()] == []
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # the writer lock stays; no stage, no temp folder
 
 
 def test_failed_rerun_keeps_previous_finished_copy(tmp_path):
@@ -62,3 +62,95 @@ def test_json_helpers(tmp_path):
     with pytest.raises(LayerinfError, match="missing file"):
         read_json(tmp_path / "none.json")
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+
+
+def test_require_verifies_checksums_and_names_the_file(tmp_path):
+    run = RunDir(tmp_path)
+    with run.stage("grads", {"a": 1}) as st:
+        st.out("train/x.npy").write_bytes(b"0123")
+    assert run.require("grads") == tmp_path / "grads"
+    (tmp_path / "grads" / "train" / "x.npy").write_bytes(b"0124")  # one flipped byte
+    with pytest.raises(LayerinfError, match=r"x.npy is corrupted.*layerinf grads .* --force"):
+        run.require("grads")
+    (tmp_path / "grads" / "train" / "x.npy").unlink()
+    with pytest.raises(LayerinfError, match="x.npy is missing"):
+        run.require("grads")
+
+
+def test_a_stage_made_from_an_older_upstream_is_refused(tmp_path):
+    run = RunDir(tmp_path)
+    with run.stage("data", {"v": 1}) as st:
+        st.out("d.txt").write_text("one")
+    with run.stage("finetune", {"m": 1}, inputs={"data": run.fingerprint("data")}) as st:
+        st.out("f.txt").write_text("x")
+    run.require("finetune")
+    with run.stage("data", {"v": 2}) as st:  # data redone with other inputs
+        st.out("d.txt").write_text("two")
+    with pytest.raises(LayerinfError, match="made from an older 'data' stage"):
+        run.require("finetune")
+    # and the same stage key with the new input fingerprint is not reused
+    assert not run.is_finished("finetune", {"m": 1, "inputs": {"data": run.fingerprint("data")}})
+
+
+def test_a_second_writer_fails_clearly_while_the_first_holds_the_lock(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    run = RunDir(tmp_path)
+    code = textwrap.dedent(f"""
+        from layerinf.store.rundir import RunDir
+        from layerinf.errors import LayerinfError
+        try:
+            with RunDir({str(tmp_path)!r}).locked():
+                print("acquired")
+        except LayerinfError as exc:
+            print(exc)
+    """)
+    with run.locked():
+        with run.locked():  # re-entrant within a process
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "another layerinf process" in out and "wait for it" in out
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip() == "acquired"
+
+
+def test_temporaries_of_a_killed_writer_are_swept_by_the_next_one(tmp_path):
+    run = RunDir(tmp_path)
+    (tmp_path / ".grads.abc.tmp").mkdir()
+    (tmp_path / ".grads.abc.tmp" / "big.npy").write_bytes(b"x" * 100)
+    (tmp_path / ".manifest.json.xyz.tmp").write_text("{")
+    with run.stage("s", {}) as st:
+        st.out("a.txt").write_text("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "manifest.json", "s"]
+
+
+def test_guard_removes_what_a_failed_command_created(tmp_path):
+    run = RunDir(tmp_path / "new")
+    with pytest.raises(LayerinfError):
+        with run.guard(), run.locked():
+            atomic_write_json(run.layout.config, {})
+            raise LayerinfError("bad input", "fix it")
+    assert not (tmp_path / "new").exists()
+    keep = RunDir(tmp_path / "old")
+    with keep.stage("s", {}) as st:
+        st.out("a.txt").write_text("a")
+    before = sorted(p.name for p in (tmp_path / "old").iterdir())
+    with pytest.raises(LayerinfError):
+        with keep.guard(), keep.locked():
+            atomic_write_json(keep.layout.config, {})
+            raise LayerinfError("bad input", "fix it")
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before
+
+
+def test_identical_stages_write_identical_bytes_except_wall_clock_fields(tmp_path):
+    from layerinf.store.rundir import WALL_CLOCK_FIELDS
+
+    infos = []
+    for name in ("a", "b"):
+        run = RunDir(tmp_path / name)
+        with run.stage("s", {"k": 1}, seed=1) as st:
+            st.out("x.txt").write_text("same")
+        info = run.stage_info("s")
+        infos.append({k: v for k, v in info.items() if k not in WALL_CLOCK_FIELDS})
+    assert infos[0] == infos[1]

@@ -65,7 +65,7 @@ def test_finetune_before_prepare_and_unknown_model(tmp_path, capsys):
 
 def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     from layerinf.errors import LayerinfError
-    from layerinf.stages.pipeline import load_finetuned
+    from layerinf.stages.finetune import load_finetuned
 
     run = tmp_path / "run"
     assert _run(["prepare", str(run), "--max-train", "60", "--max-dev", "40"], capsys)[0] == 0
@@ -84,7 +84,7 @@ def test_every_stage_through_the_cli(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert _run(["prepare", run, "--max-train", "80", "--max-dev", "40"], capsys)[0] == 0
     assert _run(["finetune", run, "--epochs", "1", "--max-length", "24"], capsys)[0] == 0
-    code, out, _ = _run(["grads", run, "--batch-size", "16"], capsys)
+    code, out, _ = _run(["grads", run, "--grad-batch-size", "16"], capsys)
     assert code == 0 and "80 train and 20 influence samples" in " ".join(out.split())  # rich wraps lines
     code, out, _ = _run(["score", run, "--methods", "tracin,datainf", "--groups", "02-03,CL",
                          "--aggregators", "mean,vote", "--top", "50"], capsys)

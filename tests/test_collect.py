@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from layerinf.engine.batching import EncodedSplit, encode_split, model_inputs
 from layerinf.engine.collect import GradBatch, collect_gradients, predictions, row_sparse_rows
 from layerinf.errors import LayerinfError
-from layerinf.store.gradstore import GradStore, StoreWriter, is_valid, we_token_counts, write_store
-from layerinf.model.loading import LoraSettings, ModuleSpec, attach_lora, inventory, load_classifier
+from layerinf.engine.collect import we_token_counts, write_store
+from layerinf.store.gradstore import GradStore, StoreWriter, is_valid
+from layerinf.model import attach_lora, inventory, load_classifier
+from layerinf.spec import ModuleSpec
 
 VOCAB = 100
 
@@ -47,7 +49,7 @@ def _tiny(arch):
         model = LlamaForSequenceClassification(LlamaConfig(
             vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=64, max_position_embeddings=64, pad_token_id=0, num_labels=3))
-    model = attach_lora(model.double(), LoraSettings())
+    model = attach_lora(model.double())
     _randomise_trainable(model)
     return model
 
@@ -155,7 +157,7 @@ def test_roberta_style_head_two_linears():
     model = RobertaForSequenceClassification(RobertaConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=80, pad_token_id=1, num_labels=2))
-    model = attach_lora(model.double(), LoraSettings())
+    model = attach_lora(model.double())
     _randomise_trainable(model)
     specs = inventory(model)
     assert [s.name for s in specs if s.kind == "cl"] == [

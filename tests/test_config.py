@@ -1,6 +1,7 @@
 import pytest
 
-from layerinf.config import ExperimentConfig, resolve_lr
+from layerinf.config import ExperimentConfig
+from layerinf.model import default_lr
 from layerinf.errors import LayerinfError
 
 
@@ -33,6 +34,5 @@ def test_unknown_override_and_missing_file(tmp_path):
 
 
 def test_learning_rate_defaults():
-    assert resolve_lr("minilm", None) == 5e-3
-    assert resolve_lr("roberta-large", None) == 3e-4
-    assert resolve_lr("minilm", 1e-4) == 1e-4
+    assert default_lr("minilm") == 5e-3 and default_lr("smollm2-135m") == 1e-3
+    assert default_lr("roberta-large") == 3e-4 and default_lr("shape:llama-3.2-1b") == 3e-4

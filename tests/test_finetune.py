@@ -58,3 +58,5 @@ def test_training_is_deterministic(tmp_path, glue_dir):
     a = load_file(tmp_path / "r0" / "finetune" / "best.safetensors")
     b = load_file(tmp_path / "r1" / "finetune" / "best.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("init.safetensors", "best.safetensors", "last.safetensors"):  # byte-identical files too
+        assert (tmp_path / "r0" / "finetune" / name).read_bytes() == (tmp_path / "r1" / "finetune" / name).read_bytes()

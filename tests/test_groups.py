@@ -5,16 +5,17 @@ import torch
 
 from layerinf.errors import LayerinfError
 from layerinf.influence.groups import attention_groups, extra_groups, layer_groups, match_modules, resolve_groups
-from layerinf.model.loading import LoraSettings, attach_lora, inventory
 
 
 def _meta_model(config):
     """A LoRA-wrapped classifier with no weights in memory (meta device): inventory() still works."""
     from transformers import AutoModelForSequenceClassification
 
+    from layerinf.model import attach_lora
+
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
-    return attach_lora(model, LoraSettings())
+    return attach_lora(model)  # default ModelConfig: r = 4, targets found by name
 
 
 def _llama_like(cls_name, hidden, heads, kv_heads, layers):
@@ -50,6 +51,8 @@ PAPER_MODELS = {
 
 @pytest.mark.parametrize("name", list(PAPER_MODELS))
 def test_paper_model_groups_and_module_sizes(name):
+    from layerinf.model import inventory
+
     make_config, expected_groups, d_b, cl_names = PAPER_MODELS[name]
     config = make_config()
     specs = inventory(_meta_model(config))
@@ -70,7 +73,7 @@ def test_paper_model_groups_and_module_sizes(name):
 def test_minilm_groups_from_its_config():
     from transformers import AutoConfig
 
-    from layerinf.model.loading import resolve_source
+    from layerinf.model import inventory, resolve_source
 
     config = AutoConfig.from_pretrained(resolve_source("minilm").path, num_labels=2)
     specs = inventory(_meta_model(config))
@@ -102,7 +105,7 @@ def test_attention_group_names(layers, expected):
 
 
 def _specs(layers=6):
-    from layerinf.model.loading import ModuleSpec
+    from layerinf.spec import ModuleSpec
 
     out = [ModuleSpec("WE", "w", "w", "weight", "we", None, (100, 8))]
     for ly in range(layers):
@@ -153,3 +156,47 @@ def test_resolve_groups():
 def test_groups_without_we_drop_empty_groups():
     specs = [s for s in _specs(2) if s.kind != "we"]
     assert list(layer_groups(specs, 2)) == ["00-00", "01-01", "CL", "all"]
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+
+def test_group_schemes_registry_and_all_groups():
+    from layerinf.influence import registry as R
+    from layerinf.influence.groups import all_groups
+
+    specs = _specs(6)
+    assert list(R.GROUP_SCHEMES) == ["paper", "types", "layers", "halves"]
+    assert R.GROUP_SCHEMES["paper"](specs, 6) == layer_groups(specs, 6)
+    assert list(R.GROUP_SCHEMES["types"](specs, 6)) == ["query_A", "query_B", "value_A", "value_B"]
+    assert list(R.GROUP_SCHEMES["layers"](specs, 6)) == [f"L{ly:02d}" for ly in range(6)]
+    assert R.GROUP_SCHEMES["halves"](specs, 6) == extra_groups(specs, num_layers=6, kinds=False, layers=False)
+    pats = {"late_vB": "L0[45].value.B"}
+    got = all_groups(specs, 6, pats)
+    want = {**layer_groups(specs, 6), **extra_groups(specs, num_layers=6, patterns=pats)}
+    assert got == want and list(got) == list(want)
+    with pytest.raises(LayerinfError, match="clashes"):
+        all_groups(specs, 6, {"L03": "L03.*"})
+    with pytest.raises(LayerinfError) as err:
+        R.group_scheme("papr")
+    assert "did you mean 'paper'" in err.value.fix
+
+
+def test_a_registered_group_scheme_is_resolvable_on_duck_typed_specs():
+    from collections import namedtuple
+
+    from layerinf.influence import registry as R
+
+    Spec = namedtuple("Spec", "name kind layer")
+    specs = [Spec("WE", "we", None)] + [Spec(f"L{ly}.{t}", t, ly) for ly in range(4) for t in ("query_A", "value_B")]
+    specs.append(Spec("CL.w", "cl", None))
+    R.register_group_scheme("odd", lambda sp, L: {"odd": [s.name for s in sp if s.layer is not None and s.layer % 2]})
+    try:
+        assert resolve_groups(["odd", "CL"], specs, 4) == {"odd": ["L1.query_A", "L1.value_B", "L3.query_A",
+                                                                   "L3.value_B"], "CL": ["CL.w"]}
+        with pytest.raises(LayerinfError, match="already registered"):
+            R.register_group_scheme("odd", lambda sp, L: {})
+    finally:
+        R.GROUP_SCHEMES.pop("odd", None)
+    with pytest.raises(LayerinfError, match="unknown layer group 'odd'"):
+        resolve_groups(["odd"], specs, 4)

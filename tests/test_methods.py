@@ -359,3 +359,154 @@ def test_tracin_we_empty_samples_and_wrong_n():
     np.testing.assert_allclose(M.cosine_we(V_we, G_we)[1], [3 / (np.sqrt(2) * np.sqrt(5)), 0, 0], atol=1e-12)
     with pytest.raises(LayerinfError):
         M.tracin_we(V_we, [G_we], n=4)
+
+
+# ------------------------------------------------------------------------------- dtype mixing and zero norms
+
+
+@pytest.mark.parametrize("method", ["tracin", "cosine", "datainf"])
+def test_training_chunks_of_another_dtype_are_cast(method):
+    """Regression: DataInf's third pass did not cast float32 chunks to a float64 accumulator (crash)."""
+    V, G = random_blocks(31)
+    V32, G32 = V.astype(np.float32), G.astype(np.float32)
+    want = M.score_module(method, V32.astype(np.float64), G32.astype(np.float64))
+    got = M.score_module(method, V32, [G32[:10], G32[10:]], n=23, compute_dtype=torch.float64)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    mixed = M.score_module(method, V32.astype(np.float64), lambda: iter([G32[:4], G32[4:]]))  # float64 V
+    np.testing.assert_allclose(mixed, want, rtol=1e-12, atol=1e-12)
+    S32 = M.score_module(method, V, G, compute_dtype=torch.float32)  # float64 chunks, float32 compute
+    assert S32.dtype == np.float32
+    np.testing.assert_allclose(S32, M.score_module(method, V, G), rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def _tiny_rows(seed):
+    """Random V, G with a rounding-noise row (norm 1e-14 × the median) in each: V[2] and G[4]."""
+    rng = np.random.RandomState(seed)
+    V, G = random_blocks(seed)
+    for X, i in ((V, 2), (G, 4)):
+        X[i] = rng.randn(X.shape[1]) * 1e-14 * np.median(np.linalg.norm(X, axis=1)) / np.sqrt(X.shape[1])
+    return V, G
+
+
+def test_cosine_counts_a_rounding_noise_row_as_zero():
+    """Regression: only an exact 0 norm was zero, so a 1e-14-norm noise row got cosines of order 0.3."""
+    V, G = _tiny_rows(32)
+    assert np.abs(ref_cosine(V, G)[:, 4]).max() > 0.05  # the literal formula turns noise into scores
+    keep_v, keep_g = np.arange(7) != 2, np.arange(23) != 4
+    for S in (M.cosine(V, G), M.score_module("cosine", V, uneven_chunks(G, [3, 1, 19]), n=23),
+              M.score_module("cosine", V, lambda: iter(uneven_chunks(G, [5, 18]))), M.score_concat(
+                  "cosine", [V[:, :5], V[:, 5:]], [G[:, :5], G[:, 5:]], chunk_rows=6)):
+        assert np.all(S[2] == 0.0) and np.all(S[:, 4] == 0.0)
+        np.testing.assert_allclose(S[np.ix_(keep_v, keep_g)], ref_cosine(V, G)[np.ix_(keep_v, keep_g)], atol=1e-12)
+
+
+def test_cosine_zero_rule_is_relative_and_scale_invariant():
+    V, G = random_blocks(33)
+    G[5] = G[0] * 1e-9  # small but above the 1e-10 relative cut: keeps its direction
+    S = M.cosine(V, G)
+    np.testing.assert_allclose(S[:, 5], S[:, 0], atol=1e-12)
+    np.testing.assert_allclose(M.cosine(V * 1e-30, G * 1e-30), S, atol=1e-12)  # no absolute threshold
+    np.testing.assert_allclose(M.cosine(V * 1e30, G * 1e30), S, atol=1e-12)
+
+
+def test_cosine_we_counts_a_rounding_noise_sample_as_zero():
+    rng = np.random.RandomState(34)
+    V_we, V_dense = random_we(rng, 5, vocab=8, h=3)
+    indptr, tokens, rows = random_we(rng, 12, vocab=8, h=3, max_tokens=4)[0]
+    rows = rows.copy()
+    k = int(np.flatnonzero(np.diff(indptr) > 0)[0])  # a training sample with tokens
+    rows[indptr[k] : indptr[k + 1]] *= 1e-14
+    G_we = (indptr, tokens, rows)
+    S = M.cosine_we(V_we, we_chunks(G_we, [k + 1, 11 - k]), 12)
+    assert np.all(S[:, k] == 0.0)
+    full = ref_cosine(V_dense, dense_of(G_we, 8))
+    keep = np.arange(12) != k
+    np.testing.assert_allclose(S[:, keep], full[:, keep], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+
+def test_method_registry_holds_the_paper_methods():
+    from layerinf.influence import registry as R
+
+    assert list(R.METHODS) == ["tracin", "cosine", "datainf"]
+    assert [s.title for s in R.METHODS.values()] == ["TracIn", "Cosine", "DataInf"]
+    assert all(s.help and "\n" not in s.help for s in R.METHODS.values())
+    assert R.method("DataInf") is R.METHODS["datainf"]
+    assert R.METHODS["tracin"].score_we is M.tracin_we and R.METHODS["cosine"].score_we is M.cosine_we
+    assert R.METHODS["datainf"].score_we is None
+    V, G = random_blocks(35)
+    for name in R.METHODS:
+        np.testing.assert_array_equal(R.METHODS[name].score_dense(V, G), M.score_module(name, V, G))
+    tr, di = R.METHODS["tracin"], R.METHODS["datainf"]
+    assert tr.applies("we", 10**9, 100_000) and tr.applies("query_A", 4096, 100_000)
+    assert not di.applies("we", 10, 100_000) and di.applies("value_B", 4096, 100_000)
+    assert not di.applies("cl", 100_000, 100_000) and di.applies("cl", 10**9, None)
+
+
+def test_unknown_method_names_the_choices_and_a_close_match():
+    from layerinf.influence import registry as R
+
+    with pytest.raises(LayerinfError) as err:
+        R.method("cosin")
+    assert err.value.problem == "unknown method 'cosin'"
+    assert err.value.fix.startswith("use one of tracin, cosine, datainf") and "did you mean 'cosine'" in err.value.fix
+    with pytest.raises(LayerinfError) as err:
+        M.score_module("zzz", V1, G1)
+    assert str(err.value) == "unknown method 'zzz' — use one of tracin, cosine, datainf"
+
+
+def test_a_registered_method_works_end_to_end():
+    from layerinf.influence import registry as R
+
+    def neg_tracin(V, train_chunks, n=None, *, compute_dtype=None):
+        return -M.score_tracin(V, train_chunks, n, compute_dtype=compute_dtype)
+
+    spec = R.register_method(R.MethodSpec("neg_tracin", "−TracIn", "minus the gradient dot product", neg_tracin))
+    try:
+        assert R.method("NEG_TRACIN") is spec
+        np.testing.assert_array_equal(M.score_module("neg_tracin", V1, G1, lam=3.0, form="gram"), -M.tracin(V1, G1))
+        assert spec.applies("value_A", 10**9, 100) and not spec.applies("we", 1, 100)  # no score_we: not on WE
+        with pytest.raises(LayerinfError, match="already registered"):
+            R.register_method(spec)
+        R.register_method(spec, replace=True)
+    finally:
+        R.METHODS.pop("neg_tracin", None)
+    with pytest.raises(LayerinfError):
+        M.score_module("neg_tracin", V1, G1)
+
+
+def test_old_import_paths_keep_every_public_name():
+    from layerinf.influence import we
+
+    for name in ("WEGrads", "cosine_we", "top_k_rows", "tracin_we", "tracin_we_topk"):
+        assert getattr(M, name) is getattr(we, name)
+    for name in M.__all__:
+        assert hasattr(M, name), name
+    assert M.METHODS == ("tracin", "cosine", "datainf") and M.DATAINF_MAX_NUMEL == 100_000
+
+
+def test_influence_and_evaluation_import_no_model_code():
+    """Both packages are pure math: no layerinf.model/engine/store/stages, transformers or peft imports."""
+    import ast
+    from pathlib import Path
+
+    import layerinf
+
+    forbidden = ("layerinf.model", "layerinf.engine", "layerinf.store", "layerinf.stages", "transformers", "peft")
+    root = Path(layerinf.__file__).parent
+    files = sorted((root / "influence").glob("*.py")) + sorted((root / "evaluation").glob("*.py"))
+    assert len(files) >= 9
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
+            assert not bad, f"{path.name} imports {bad}"
+    for path in files:
+        assert len(path.read_text().splitlines()) <= 450, path.name

@@ -349,3 +349,13 @@ def test_noise_rank_single_module_and_by_layer():
     assert out["layers"][1]["noisy_mean_rank"] == pytest.approx(1.5)
     assert out["layers"][1]["top1_clean_rank"] == pytest.approx(1.5)
     assert out["layers"][2]["top1_noisy_rank"] == pytest.approx(1.0) and out["layers"][1]["modules"] == 2
+
+
+def test_metrics_reexports_detection_and_statistics():
+    from layerinf.evaluation import detection, statistics
+
+    for name in M.__all__:
+        owner = detection if name in detection.__all__ else statistics
+        assert getattr(M, name) is getattr(owner, name), name
+    assert set(M.__all__) == set(detection.__all__) | set(statistics.__all__)
+    assert M.GroupCancellation is detection.GroupCancellation

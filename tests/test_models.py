@@ -7,8 +7,8 @@ import torch
 
 from layerinf.engine.batching import encode_split, model_inputs
 from layerinf.errors import LayerinfError
-from layerinf.model.loading import (
-    LoraSettings,
+from layerinf.config import ModelConfig, TrainConfig
+from layerinf.model import (
     inventory,
     load_adapter,
     load_classifier,
@@ -16,7 +16,7 @@ from layerinf.model.loading import (
     save_adapter,
     trainable_state,
 )
-from layerinf.engine.train import TrainSettings, fit
+from layerinf.engine.train import fit
 
 
 def _df(texts, labels):
@@ -25,7 +25,7 @@ def _df(texts, labels):
 
 @pytest.fixture(scope="module")
 def minilm():
-    return load_classifier("minilm", 2, seed=0)
+    return load_classifier(ModelConfig(name="minilm"), 2, seed=0)
 
 
 def test_minilm_lora_setup(minilm):
@@ -44,9 +44,9 @@ def test_minilm_lora_setup(minilm):
 
 
 def test_seeded_init_is_deterministic():
-    a = trainable_state(load_classifier("minilm", 2, seed=5).model)
-    b = trainable_state(load_classifier("minilm", 2, seed=5).model)
-    c = trainable_state(load_classifier("minilm", 2, seed=6).model)
+    a = trainable_state(load_classifier(ModelConfig(name="minilm"), 2, seed=5).model)
+    b = trainable_state(load_classifier(ModelConfig(name="minilm"), 2, seed=5).model)
+    c = trainable_state(load_classifier(ModelConfig(name="minilm"), 2, seed=6).model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -55,7 +55,7 @@ def test_adapter_round_trip_and_corruption(minilm, tmp_path):
     path = tmp_path / "a.safetensors"
     state = trainable_state(minilm.model)
     save_adapter(minilm.model, path, {"note": "x"})
-    other = load_classifier("minilm", 2, seed=1)
+    other = load_classifier(ModelConfig(name="minilm"), 2, seed=1)
     load_adapter(other.model, path)
     after = trainable_state(other.model)
     assert all(torch.equal(state[k], after[k]) for k in state)
@@ -64,7 +64,7 @@ def test_adapter_round_trip_and_corruption(minilm, tmp_path):
         load_adapter(other.model, path)
     with pytest.raises(LayerinfError, match="does not exist"):
         load_adapter(other.model, tmp_path / "missing.safetensors")
-    bigger = load_classifier("minilm", 2, seed=0, lora=LoraSettings(r=8))
+    bigger = load_classifier(ModelConfig(lora_r=8), 2, seed=0)
     save_adapter(bigger.model, tmp_path / "r8.safetensors")
     with pytest.raises(LayerinfError, match="shape"):
         load_adapter(other.model, tmp_path / "r8.safetensors")
@@ -73,7 +73,7 @@ def test_adapter_round_trip_and_corruption(minilm, tmp_path):
 @pytest.mark.parametrize("name", ["no-such-model-xyz", "./not/here"])
 def test_unknown_model_is_a_clear_error(name):
     with pytest.raises(LayerinfError, match="unknown model|does not exist"):
-        load_classifier(name, 2)
+        load_classifier(ModelConfig(name=name), 2)
 
 
 def test_folder_without_config(tmp_path):
@@ -82,7 +82,7 @@ def test_folder_without_config(tmp_path):
 
 
 def test_decoder_smollm2_trains_a_step_and_round_trips_adapter(tmp_path):
-    lm = load_classifier("smollm2-135m", 2, seed=0)
+    lm = load_classifier(ModelConfig(name="smollm2-135m"), 2, seed=0)
     specs = inventory(lm.model)
     assert lm.num_layers == 30
     assert sum(s.layer is not None for s in specs) == 30 * 4
@@ -92,13 +92,13 @@ def test_decoder_smollm2_trains_a_step_and_round_trips_adapter(tmp_path):
     texts = ["a wonderful film", "awful, boring and long", "i loved it", "not worth it at all"]
     enc = encode_split(_df(texts, [1, 0, 1, 0]), lm.tokenizer, 32)
     before = trainable_state(lm.model)
-    res = fit(lm.model, enc, enc, enc, TrainSettings(epochs=1, batch_size=4, lr=1e-3), progress=False)
+    res = fit(lm.model, enc, enc, enc, TrainConfig(epochs=1, batch_size=4), lr=1e-3, seed=0, progress=False)
     after = trainable_state(lm.model)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert any("lora_B" in k for k in changed) and any("score" in k for k in changed)
     assert np.isfinite(res.history["train_loss"]).all()
     save_adapter(lm.model, tmp_path / "dec.safetensors")
-    fresh = load_classifier("smollm2-135m", 2, seed=1, adapter=tmp_path / "dec.safetensors")
+    fresh = load_classifier(ModelConfig(name="smollm2-135m"), 2, seed=1, adapter=tmp_path / "dec.safetensors")
     batch = next(enc.batches(4))
     lm.model.eval(), fresh.model.eval()
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_decoder_smollm2_trains_a_step_and_round_trips_adapter(tmp_path):
 
 
 def test_decoder_pools_last_real_token_with_padding():
-    lm = load_classifier("smollm2-135m", 2, seed=0)
+    lm = load_classifier(ModelConfig(name="smollm2-135m"), 2, seed=0)
     lm.model.eval()
     texts = ["short", "a much longer sentence with many more tokens in it"]
     enc = encode_split(_df(texts, [0, 1]), lm.tokenizer, 32)

@@ -17,8 +17,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from layerinf.report import build as rp
+import layerinf.report as rp
+from layerinf.report import formatting, summary
+from layerinf.report.params import ReportParams
 from layerinf.errors import LayerinfError
+from layerinf.store.layout import EVAL, SCORES, STAGE_FILE, RunLayout
 
 L = 16
 METHODS = ("tracin", "datainf")
@@ -152,7 +155,7 @@ def _row(conf: pd.DataFrame, method, group, agg) -> pd.Series:
     return sel.iloc[0]
 
 
-def _check_report_dir(html_path: Path) -> Path:
+def _check_report_dir(html_path: Path, removed: str = "bottom 30 %") -> Path:
     out = html_path.parent
     assert html_path.name == "index.html" and html_path.exists()
     for name in TABLES:
@@ -165,7 +168,7 @@ def _check_report_dir(html_path: Path) -> Path:
     srcs = re.findall(r'<img src="([^"]+)"', page)
     assert sorted(srcs) == sorted(f"figures/{n}.png" for n in FIGURES)
     assert "<script" not in page and not re.search(r"(src|href)=\"(https?:)?//", page)
-    for needle in ("higher score = more helpful", "bottom 30 %", "NDR@30", "AUC-NDR", "Win rate", "Pareto rank",
+    for needle in ("higher score = more helpful", removed, "NDR@30", "AUC-NDR", "Win rate", "Pareto rank",
                    "Cancellation", "optimistic"):
         assert needle in page, needle
     assert not list(out.parent.glob(".report.*")), "temporary folders left behind"
@@ -191,7 +194,7 @@ def test_report_on_run_dir(tmp_path):
     assert not (out / "tables" / "configurations_by_model.csv").exists()
     wil = pd.read_csv(out / "tables" / "wilcoxon.csv")
     assert len(wil) == 2 * (len(GROUPS) * len(METHODS) - 1) and wil["p_value"].isna().all()
-    assert set(wil["note"]) == {f"too few runs (n<{rp.MIN_WILCOXON})"} and set(wil["n"]) == {1}
+    assert set(wil["note"]) == {f"too few runs (n<{summary.MIN_WILCOXON})"} and set(wil["n"]) == {1}
     claims = pd.read_csv(out / "tables" / "claims.csv")
     # one run: win-rate claims lack runs; the Spearman claim pools 6 groups (≥ 5 points) and is decided
     assert list(claims["verdict"])[:2] == ["too little data"] * 2
@@ -217,10 +220,16 @@ def test_report_on_sweep_dir_and_rewrite(tmp_path):
     # the oracle beats every configuration but the winner in both runs
     o = _row(conf, "oracle", "-", "-")
     assert o["win_rate"] == pytest.approx((len(conf) - 2) / (len(conf) - 1))
-    # a second report replaces the first in place
-    before = (out / "index.html").stat().st_mtime_ns
+    # a second report replaces the first in place: the new content, nothing of the old folder left
+    assert "Pareto τ: <b>0.75</b>" in (out / "index.html").read_text()
+    (out / "stale.txt").write_text("from the first report")
     rp.report(sweep, tau=0.5)
-    assert (out / "index.html").stat().st_mtime_ns >= before
+    page = (out / "index.html").read_text()
+    assert "Pareto τ: <b>0.5</b>" in page and "Pareto τ: <b>0.75</b>" not in page
+    assert not (out / "stale.txt").exists()
+    rewritten = pd.read_csv(out / "tables" / "configurations.csv")
+    expected = rp.tables(rp.load_results(sweep), tau=0.5)["configurations"]
+    assert rewritten["pareto_rank"].tolist() == expected["pareto_rank"].astype(int).tolist()
     assert not list(sweep.glob(".report.*"))
     # a custom output folder
     other = rp.report(sweep, out=tmp_path / "elsewhere")
@@ -237,6 +246,8 @@ def test_load_results_errors(tmp_path):
         rp.load_results(tmp_path)
     with pytest.raises(LayerinfError, match="layerinf run"):
         rp.report(tmp_path / "nope")
+    with pytest.raises(LayerinfError, match="layerinf sweep"):
+        rp.report(tmp_path)  # a sweep with neither results nor score tables
     run = tmp_path / "r"
     (run / "eval").mkdir(parents=True)
     pd.DataFrame({"model": ["m"], "task": ["t"]}).to_parquet(run / "eval" / "results.parquet")
@@ -303,7 +314,7 @@ def test_tables_many_runs_statistics():
     assert sp.loc[("tracin", "vote"), "rho_ndr_30"] == pytest.approx(rho)
     assert sp.loc[("tracin", "vote"), "p_ndr_30"] == pytest.approx(p)
     assert sp["rho_ndr_30"].min() > 0.5  # built in: NDR@30 follows the accuracy effect
-    md = rp._display("spearman", tabs["spearman"])
+    md = formatting.display("spearman", tabs["spearman"])
     for disp, pv in zip(md["ρ cancellation"], tabs["spearman"]["p_cancellation"]):
         assert disp.endswith("*") == (pv > 0.05)
 
@@ -357,6 +368,110 @@ def test_write_html_copies_outside_figures(tmp_path):
     assert (tmp_path / "rep" / "figures" / "ndr_curves.png").exists()
     text = page.read_text()
     assert "<title>T &lt;&amp;&gt;</title>" in text and 'src="figures/ndr_curves.png"' in text
+
+
+def _write_stage(run: Path, stage: str, config: dict) -> None:
+    """A ``stage.json`` as the run directory writes it (only the fields the report reads)."""
+    (run / stage).mkdir(parents=True, exist_ok=True)
+    (run / stage / STAGE_FILE).write_text(json.dumps({"stage": stage, "config": config, "seed": 0}))
+
+
+def _set_params(run: Path, fraction: float | None = None, kappa: float | None = None, retrain: bool = True) -> None:
+    if fraction is not None:
+        _write_stage(run, EVAL, {"scores": "h", "filter": {"fraction": fraction, "retrain": retrain}, "train": {}})
+    if kappa is not None:
+        _write_stage(run, SCORES, {"grads": "h", "score": {"vote_kappa": kappa, "groups": None}})
+
+
+def test_report_states_the_runs_parameters(tmp_path):
+    run = make_run_dir(tmp_path / "run")
+    cfg = json.loads(RunLayout(run).config.read_text())
+    cfg.update(filter={"fraction": 0.4}, score={"vote_kappa": 0.5})  # the config asked; the stages say what ran
+    RunLayout(run).config.write_text(json.dumps(cfg))
+    _set_params(run, fraction=0.2, kappa=0.25)
+    out = _check_report_dir(rp.report(run), removed="bottom 20 %")
+    page = (out / "index.html").read_text()
+    assert "κ = 0.25" in page and "κ = 0.5" not in page and "κ = 0.3" not in page
+    assert "bottom 30 %" not in page and "40 %" not in page
+    assert "the vertical line marks the 20 % that is actually removed" in page
+    assert "after removing each configuration&#x27;s bottom 20 % and retraining" in page
+    assert "removing the bottom 20 % and retraining" in page  # the configurations section
+    assert "layer groups: <b>WE, 00-03, 04-07, 08-11, 12-15, CL</b>" in page
+    assert "models: <b>tiny-bert</b>" in page
+    # the tables are those of the same results, whatever the fraction
+    conf = pd.read_csv(out / "tables" / "configurations.csv")
+    assert (conf.iloc[0]["method"], conf.iloc[0]["group"], conf.iloc[0]["aggregator"]) == WINNER
+
+    # without stage records the experiment config is read, without either the defaults
+    for stage in (EVAL, SCORES):
+        (run / stage / STAGE_FILE).unlink()
+    params = ReportParams.read([run])
+    assert (params.removed, params.kappa, params.models) == ("bottom 40 %", "κ = 0.5", ["tiny-bert"])
+    RunLayout(run).config.write_text(json.dumps({"data": {"seed": 0}}))
+    params = ReportParams.read([run])
+    assert (params.removed, params.kappa, params.models) == ("bottom 30 %", "κ = 0.3", [])
+
+
+def test_sweep_units_with_different_parameters(tmp_path):
+    sweep = make_sweep_dir(tmp_path / "sweep")
+    for unit, fraction in (("seed=0", 0.2), ("seed=1", 0.3)):
+        _set_params(sweep / "units" / unit, fraction=fraction, kappa=0.25)
+    page = rp.report(sweep).read_text()
+    assert "bottom f % (f differs between units: 20 %, 30 %)" in page
+    assert "κ = 0.25" in page and "κ differs" not in page
+    _set_params(sweep / "units" / "seed=1", kappa=0.5)
+    params = ReportParams.read(sorted((sweep / "units").iterdir()))
+    assert params.kappa == "κ differs between units: 0.25, 0.5" and params.fraction is None
+
+
+def _drop_results(run: Path) -> None:
+    """What `layerinf run` leaves with filter.retrain false: an eval stage without results."""
+    for ext in ("parquet", "csv"):
+        RunLayout(run).results(ext).unlink()
+    _set_params(run, fraction=0.25, retrain=False)
+
+
+def test_report_without_retraining_shows_detection(tmp_path):
+    run = make_run_dir(tmp_path / "run")
+    _drop_results(run)
+    html_path = rp.report(run)
+    out = html_path.parent
+    page = html_path.read_text()
+    assert "No retraining: these runs had filter.retrain: false" in page and "bottom 25 %" in page
+    assert "Run `layerinf run` with filter.retrain: true to compare test accuracy after filtering." in page
+    assert not (out / "tables" / "configurations.csv").exists() and not (out / "tables" / "claims.csv").exists()
+    det = pd.read_csv(out / "tables" / "detection.csv")
+    assert (out / "tables" / "detection.md").read_text().startswith("# detection")
+    table = pd.read_parquet(RunLayout(run).scores())
+    assert len(det) == len(table) and set(det["runs"]) == {1}
+    assert [c for c in det.columns if c.startswith("ndr_")] == ["ndr_10", "ndr_20", "ndr_25", "ndr_30", "ndr_50"]
+    assert det["ndr_25"].is_monotonic_decreasing  # sorted by NDR at the filtering fraction
+    merged = det.merge(table, on=["method", "group", "aggregator"], suffixes=("", "_t"))
+    for c in ("ndr_25", "ndr_30", "auc_ndr", "cancellation"):
+        np.testing.assert_allclose(merged[c], merged[f"{c}_t"])
+    names = {p.stem for p in (out / "figures").glob("*.png")}
+    assert names == set(FIGURES) - {"accuracy_boxplots"}
+    assert sorted(re.findall(r'<img src="([^"]+)"', page)) == sorted(f"figures/{n}.png" for n in names)
+    assert "Win rate" not in page and "NDR@30" in page and "AUC-NDR" in page
+    # broken results are an error, not a reason to fall back to detection
+    pd.DataFrame({"model": ["m"], "task": ["t"]}).to_parquet(RunLayout(run).results())
+    with pytest.raises(LayerinfError, match="lacks the column"):
+        rp.report(run)
+
+    # a sweep of such runs pools their score tables (one whose units have results must finish first)
+    sweep = make_sweep_dir(tmp_path / "sweep")
+    for ext in ("parquet", "csv"):
+        (sweep / f"results.{ext}").unlink()
+    with pytest.raises(LayerinfError, match="layerinf sweep"):
+        rp.report(sweep)
+    for unit in ("seed=0", "seed=1"):
+        _drop_results(sweep / "units" / unit)
+    det = pd.read_csv(rp.report(sweep).parent / "tables" / "detection.csv")
+    assert set(det["runs"]) == {2}
+    both = pd.concat([pd.read_parquet(RunLayout(sweep / "units" / u).scores()) for u in ("seed=0", "seed=1")])
+    mean = both.groupby(["method", "group", "aggregator"])["ndr_30"].mean()
+    got = det.set_index(["method", "group", "aggregator"])["ndr_30"]
+    np.testing.assert_allclose(got.loc[mean.index], mean)
 
 
 # ----------------------------------------------------------------------------------------- browser check

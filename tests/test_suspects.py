@@ -14,19 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from layerinf.stages import pipeline
-from layerinf.store.rundir import RunDir
 from layerinf.config import DataConfig, ModelConfig, TrainConfig
 from layerinf.data import DEMO_LABELS, load_demo
 from layerinf.errors import LayerinfError
-from layerinf.workflows.suspects import (
-    COLUMNS,
-    SuspectsResult,
-    default_group,
-    find_suspects,
-    render_html,
-    summary_table,
-)
+from layerinf.stages.data import DataStage
+from layerinf.stages.finetune import FinetuneStage
+from layerinf.stages.rank import COLUMNS, SuspectsResult, default_group
+from layerinf.stages.rank_page import render_html
+from layerinf.store.rundir import RunDir
+from layerinf.workflows.suspects import find_suspects, summary_table
 
 N_TRAIN, N_DEV, NOISE = 120, 56, 0.20
 # 60 small steps on short, plainly worded reviews: enough for MiniLM to learn the task on 2 busy CPU cores
@@ -82,8 +78,8 @@ def user_result(user_files, tmp_path_factory):
 def tiny_run(tmp_path_factory):
     """A prepared (20 % noise, so the mask is known) and fine-tuned run directory."""
     run = tmp_path_factory.mktemp("tiny_run")
-    pipeline.prepare(run, DataConfig(source="demo", max_train=80, max_dev=40, noise_rate=0.2, seed=1))
-    pipeline.finetune(run, ModelConfig(max_length=32), TrainConfig(epochs=1), progress=False)
+    DataStage(run).run(DataConfig(source="demo", max_train=80, max_dev=40, noise_rate=0.2, seed=1))
+    FinetuneStage(run).run(ModelConfig(max_length=32), TrainConfig(epochs=1), progress=False)
     return run
 
 
@@ -144,17 +140,15 @@ def test_html_escapes_texts(user_result):
 def test_rerun_is_reused(user_files, user_result):
     train_csv, dev, _ = user_files
     out, res, _ = user_result
-    t0 = time.time()
+    started = {s: RunDir(out).stage_info(s)["started"] for s in ("data", "finetune", "grads", "suspects")}
     again = find_suspects(out, source=str(train_csv), dev_source=str(dev), text_column="review",
                           label_column="sentiment", max_dev=N_DEV, **TRAIN)
-    assert time.time() - t0 < 30
+    assert {s: RunDir(out).stage_info(s)["started"] for s in started} == started  # nothing redone
     assert again.table["index"].tolist() == res.table["index"].tolist()
 
 
 def test_changed_source_file_redoes_the_stages(user_files, user_result, tmp_path):
     """Fixing labels in the file and rerunning must not reuse the model trained on the old labels."""
-    from layerinf.workflows.suspects import _data_config, _prepare_source
-
     train_csv, dev, _ = user_files
     out, _, _ = user_result
     copy = tmp_path / "out"
@@ -163,23 +157,25 @@ def test_changed_source_file_redoes_the_stages(user_files, user_result, tmp_path
     df = pd.read_csv(train_csv)
     df.loc[0, "sentiment"] = "positive" if df.loc[0, "sentiment"] == "negative" else "negative"
     df.to_csv(edited, index=False)
-    kw = dict(max_train=None, max_dev=N_DEV, seed=0, text_column="review", text_pair_column=None,
-              label_column="sentiment", dev_source=str(dev), data_options={})
+    cfg = DataConfig(source=str(train_csv), max_train=None, max_dev=N_DEV, noise_rate=0.0, text_column="review",
+                     label_column="sentiment", dev_source=str(dev))
     run = RunDir(copy)
-    data_hash = run.stage_info("data")["config_hash"]
-    _prepare_source(run, _data_config(str(train_csv), **kw), force=False)  # unchanged: everything kept
-    assert run.stage_info("data")["config_hash"] == data_hash
-    assert run.stage_info("finetune")["config"]["data"] == data_hash
+    data_print = run.fingerprint("data")
+    DataStage(run).run(cfg)  # unchanged file: everything kept
+    assert run.fingerprint("data") == data_print
+    run.require("finetune")
     original = train_csv.read_bytes()
     try:
         train_csv.write_bytes(edited.read_bytes())
-        prepared = _prepare_source(run, _data_config(str(train_csv), **kw), force=False)
+        prepared = DataStage(run).run(cfg)
     finally:
         train_csv.write_bytes(original)
     assert prepared.train.loc[0, "label"] == DEMO_LABELS.index(df.loc[0, "sentiment"])
-    # the data stage's hash changed, so fine-tuning (keyed by it), and with it gradients and suspects, are redone
-    assert run.stage_info("data")["config_hash"] != data_hash
-    assert run.stage_info("finetune")["config"]["data"] == data_hash
+    # the data changed, so the model trained on the old labels is refused until it is redone
+    assert run.fingerprint("data") != data_print
+    assert run.stage_info("finetune")["inputs"]["data"] == data_print
+    with pytest.raises(LayerinfError, match="made from an older 'data' stage"):
+        run.require("finetune")
 
 
 # ------------------------------------------------------------------------------------------- run mode
@@ -212,7 +208,9 @@ def test_layerinf_adapter_file(tiny_run, tmp_path):
     adapter = tiny_run / "finetune" / "best.safetensors"
     res = find_suspects(tmp_path / "a", source="demo", max_train=30, max_dev=20, adapter=adapter, max_length=32,
                         progress=False)
-    assert res.n == 30 and res.checkpoint == "adapter" and not RunDir(tmp_path / "a").is_finished("finetune")
+    run = RunDir(tmp_path / "a")
+    assert res.n == 30 and res.checkpoint == "best" and run.stage_info("finetune")["summary"]["imported"]
+    assert not (tmp_path / "a" / "finetune" / "init.safetensors").exists()  # imported: nothing to retrain from
 
 
 def test_peft_adapter_without_head_warns(tmp_path):
@@ -242,19 +240,20 @@ def test_peft_adapter_without_head_warns(tmp_path):
     [
         ({}, "exactly one of"),
         ({"source": "demo", "run": "somewhere"}, "not both"),
-        ({"source": "demo", "method": "magic"}, "unknown method"),
-        ({"source": "demo", "aggregator": "median"}, "unknown aggregator"),
-        ({"source": "demo", "top": 0.0}, "strictly between 0 and 1"),
-        ({"source": "demo", "top": 1.0}, "strictly between 0 and 1"),
-        ({"source": "demo", "top": 1.5}, "strictly between 0 and 1"),
-        ({"source": "demo", "kappa": 0}, "kappa"),
+        ({"source": "demo", "method": "magic"}, "rank.method: unknown value 'magic'"),
+        ({"source": "demo", "aggregator": "median"}, "rank.aggregator: unknown value 'median'"),
+        ({"source": "demo", "top": 0.0}, r"rank.top = 0.0 is out of range \(0.0, 1.0\)"),
+        ({"source": "demo", "top": 1.0}, "rank.top = 1.0 is out of range"),
+        ({"source": "demo", "top": 1.5}, "rank.top = 1.5 is out of range"),
+        ({"source": "demo", "vote_kappa": 0}, "vote_kappa = 0.0 is out of range"),
+        ({"source": "demo", "kappa": 0.3}, "did you mean 'vote_kappa'"),
         ({"source": "demo", "colour": "red"}, "unknown option"),
     ],
 )
 def test_bad_input(tmp_path, kwargs, match):
     with pytest.raises(LayerinfError, match=match):
         find_suspects(tmp_path / "x", progress=False, **kwargs)
-    assert not (tmp_path / "x" / "suspects").exists()
+    assert not (tmp_path / "x").exists()  # nothing written
 
 
 def test_bad_group_and_run_options(tiny_run, tmp_path):

@@ -1,163 +1,173 @@
-"""The ``layerinf`` command: a thin layer over the Python API (one subcommand per stage)."""
+"""The ``layerinf`` command: a thin layer over the Python API, its options made from the config dataclasses.
+
+Every stage option is a field of a dataclass in ``layerinf.config``; ``_options`` turns those fields into
+typer options with the same name (``vote_kappa`` → ``--vote-kappa``), default and help text, so the CLI, the
+API and the YAML cannot drift apart. Errors (bad input, usage errors, I/O problems) print one line
+``error: <problem> — <fix>`` and exit with status 2; ``--debug`` or ``LAYERINF_DEBUG=1`` shows the traceback.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig, TrainConfig,
+                             option_name)
 from layerinf.errors import LayerinfError
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts hold brackets such as hf:NAME[/CONFIG]; print them as written
+    pretty_exceptions_enable=False,
     help="Find the training examples that hurt a LoRA-fine-tuned model. Scores: HIGHER = MORE HELPFUL; "
     "filtering removes the bottom.",
 )
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+EXIT_USAGE = 2  # bad input or usage: one line on stderr
+EXIT_INTERRUPTED = 130
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
 
 
-def print_table(df, title: str | None = None, floatfmt: str = "{:.4f}") -> None:
-    """Print a DataFrame as a rich table (floats to 4 decimals, integers as integers)."""
-    table = Table(title=title, show_lines=False)
-    kinds = [df[c].dtype.kind for c in df.columns]
-    for col, kind in zip(df.columns, kinds):
-        table.add_column(str(col), justify="right" if kind in "fiu" else "left")
-    for row in df.itertuples(index=False):
-        table.add_row(*[floatfmt.format(v) if kind == "f" else str(v) for v, kind in zip(row, kinds)])
-    console.print(table)
+# ------------------------------------------------------------------------------------------------ options
 
 
-# --------------------------------------------------------------------------------------------- prepare
+def _cli_type(tp: Any) -> Any:
+    """The typer annotation for a config field type (lists are given comma-separated)."""
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    inner = next((a for a in args if a is not type(None)), tp) if args and typing.get_origin(tp) is not list else tp
+    if typing.get_origin(inner) is list:
+        return Optional[str]
+    return Optional[inner] if optional else inner
 
 
-@app.command()
-def prepare(
-    run_dir: Path = typer.Argument(..., help="Run directory to create or reuse."),
-    source: str = typer.Option("demo", help="demo | a GLUE task folder | a CSV/TSV/JSONL file | hf:NAME[/CONFIG]."),
-    task: Optional[str] = typer.Option(None, help="GLUE task name when SOURCE is the GLUE root folder."),
-    text_column: Optional[str] = typer.Option(None, help="Text column (CSV/TSV/JSONL/hf)."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Second text column for pair tasks."),
-    label_column: Optional[str] = typer.Option(None, help="Label column."),
-    dev_source: Optional[str] = typer.Option(None, help="Separate labelled dev file (else carved from SOURCE)."),
-    max_train: int = typer.Option(4500, help="Cap on training examples (stratified)."),
-    max_dev: int = typer.Option(1000, help="Cap on dev examples, split 50/50 into influence and test sets."),
-    noise_rate: float = typer.Option(0.2, help="Fraction of training labels to flip, in [0, 1)."),
-    seed: int = typer.Option(0, help="Seed for sampling, splitting and noise."),
-    force: bool = typer.Option(False, help="Redo the stage even if it finished."),
-):
+def _cli_default(value: Any) -> Any:
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _options(*sections: type, exclude: set[str] = frozenset(), presets: dict[str, Any] | None = None
+             ) -> list[inspect.Parameter]:
+    """One typer option per config field of ``sections`` (flat name, default, help from the dataclass)."""
+    presets = presets or {}
+    params = []
+    for cls in sections:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            flat = option_name(cls.section(), f.name)
+            if flat in exclude or f.metadata.get("hidden"):
+                continue
+            default = presets.get(flat, field_default(f))
+            flag = "--" + flat.replace("_", "-")
+            tp = _cli_type(hints[f.name])
+            decls = [flag] if tp not in (bool, Optional[bool]) else [f"{flag}/--no-{flag[2:]}"]
+            opt = typer.Option(_cli_default(default), *decls, help=f.metadata.get("help", ""), show_default=True)
+            params.append(inspect.Parameter(flat, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp))
+    return params
+
+
+def command(name: str, fixed: list[inspect.Parameter], sections: tuple[type, ...] = (), *,
+            exclude: set[str] = frozenset(), presets: dict[str, Any] | None = None) -> Callable:
+    """Register ``fn(**kwargs)`` as a subcommand whose options are ``fixed`` plus the sections' fields."""
+
+    def decorator(fn: Callable) -> Callable:
+        params = [*fixed, *_options(*sections, exclude=exclude, presets=presets)]
+        fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        fn.option_defaults = {p.name: p.default.default for p in params  # type: ignore[attr-defined]
+                              if isinstance(p.default, typer.models.OptionInfo)}
+        app.command(name)(fn)
+        return fn
+
+    return decorator
+
+
+def given(fn: Callable, kwargs: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The config options of ``kwargs`` that differ from the command's defaults (others are the API's own)."""
+    defaults = fn.option_defaults  # type: ignore[attr-defined]
+    return {k: v for k, v in kwargs.items() if k in defaults and k not in names and v != defaults[k]}
+
+
+def _arg(name: str, annotation: Any, help: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=typer.Argument(..., help=help),
+                             annotation=annotation)
+
+
+def _opt(name: str, annotation: Any, default: Any, help: str, *decls: str) -> inspect.Parameter:
+    flag = decls or ("--" + name.replace("_", "-"),)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                             default=typer.Option(default, *flag, help=help), annotation=annotation)
+
+
+FORCE = _opt("force", bool, False, "Redo the stage even if it finished.")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+@command("prepare", [_arg("run_dir", Path, "Run directory to create or reuse."), FORCE], (DataConfig,))
+def prepare(run_dir: Path, force: bool = False, **kwargs):
     """Load data, split it into train / influence / test, and flip a fraction of training labels."""
     from layerinf.api import prepare as run_prepare
 
-    data = run_prepare(
-        run_dir, source=source, task=task, text_column=text_column, text_pair_column=text_pair_column,
-        label_column=label_column, dev_source=dev_source, max_train=max_train, max_dev=max_dev,
-        noise_rate=noise_rate, seed=seed, force=force,
-    )
-    console.print(
-        f"[bold]data[/] → {run_dir}/data: train {len(data.train)} ({int(data.train['noisy'].sum())} noisy), "
-        f"influence {len(data.infl)}, test {len(data.test)}; labels {list(data.label_names)}"
-    )
+    data = run_prepare(run_dir, force=force, **given(prepare, kwargs))
+    _console().print(f"data → {run_dir}/data: train {len(data.train)} ({int(data.train['noisy'].sum())} noisy), "
+                     f"influence {len(data.infl)}, test {len(data.test)}; labels {list(data.label_names)}",
+                     markup=False, highlight=False)
 
 
-# --------------------------------------------------------------------------------------------- finetune
-
-
-@app.command()
-def finetune(
-    run_dir: Path = typer.Argument(..., help="Run directory (after `layerinf prepare`)."),
-    model: str = typer.Option("minilm", help="minilm | smollm2-135m | a local folder | a Hub id."),
-    epochs: int = typer.Option(10, help="Epochs (paper: 10)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default: per built-in, else 3e-4)."),
-    batch_size: int = typer.Option(32, help="Batch size (paper: 32)."),
-    max_length: int = typer.Option(128, help="Truncation length in tokens."),
-    lora_r: int = typer.Option(4, help="LoRA rank."),
-    lora_alpha: int = typer.Option(4, help="LoRA alpha."),
-    lora_dropout: float = typer.Option(0.05, help="LoRA dropout."),
-    seed: Optional[int] = typer.Option(None, help="Training seed (default: the data seed)."),
-    trust_remote_code: bool = typer.Option(False, help="Allow custom model code from the Hub."),
-    force: bool = typer.Option(False, help="Redo the stage even if it finished."),
-):
+@command("finetune", [_arg("run_dir", Path, "Run directory (after `layerinf prepare`)."), FORCE],
+         (ModelConfig, TrainConfig, RuntimeConfig))
+def finetune(run_dir: Path, force: bool = False, **kwargs):
     """LoRA-fine-tune the model on the noisy training split; keep init / best-influence-loss / last adapters."""
     from layerinf.api import finetune as run_finetune
+    from layerinf.terminal import print_table
 
-    out = run_finetune(
-        run_dir, model=model, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, seed=seed,
-        trust_remote_code=trust_remote_code, force=force,
-    )
-    print_table(out.history, title=f"fine-tuning {model} (best influence-loss epoch: {out.best_epoch})")
-    console.print(f"adapters → {out.folder}")
+    out = run_finetune(run_dir, force=force, **given(finetune, kwargs))
+    print_table(out.history, title=f"fine-tuning {kwargs['model']} (best influence-loss epoch: {out.best_epoch})")
+    _console().print(f"adapters → {out.folder}", markup=False, highlight=False)
 
 
-# --------------------------------------------------------------------------------------------- grads
-
-
-@app.command()
-def grads(
-    run_dir: Path = typer.Argument(..., help="Run directory (after `layerinf finetune`)."),
-    checkpoint: str = typer.Option("best", help="init | best (lowest influence loss) | last."),
-    dtype: str = typer.Option("float32", help="Storage dtype: float32 | float16 | bfloat16."),
-    batch_size: int = typer.Option(32, help="Samples per forward/backward."),
-    we: bool = typer.Option(True, "--we/--no-we", help="Also store row-sparse word-embedding gradients."),
-    force: bool = typer.Option(False, help="Redo the stage even if it finished."),
-):
+@command("grads", [_arg("run_dir", Path, "Run directory (after `layerinf finetune`)."), FORCE],
+         (GradsConfig, RuntimeConfig))
+def grads(run_dir: Path, force: bool = False, **kwargs):
     """Per-sample gradients of every module (LoRA q/v A and B per layer, WE, head) for train and influence sets."""
     from layerinf.api import grads as run_grads
 
-    train, infl = run_grads(run_dir, checkpoint=checkpoint, dtype=dtype, batch_size=batch_size, include_we=we,
-                            force=force)
-    console.print(f"gradients → {run_dir}/grads: {train.n} train and {infl.n} influence samples, "
-                  f"{len(train.modules)} modules ({train.dtype})")
+    train, infl = run_grads(run_dir, force=force, **given(grads, kwargs))
+    _console().print(f"gradients → {run_dir}/grads: {train.n} train and {infl.n} influence samples, "
+                     f"{len(train.modules)} modules ({train.dtype})", markup=False, highlight=False)
 
 
-# --------------------------------------------------------------------------------------------- score
-
-
-@app.command()
-def score(
-    run_dir: Path = typer.Argument(..., help="Run directory (after `layerinf grads`)."),
-    methods: str = typer.Option("tracin,cosine,datainf", help="Comma-separated: tracin, cosine, datainf."),
-    groups: Optional[str] = typer.Option(None, help="Comma-separated groups (default: WE, 4 attention groups, CL, all); "
-                                         "also query_A…value_B, L03, module names, globs."),
-    aggregators: str = typer.Option("mean,rank,vote", help="Comma-separated: mean, rank, vote."),
-    kappa: float = typer.Option(0.30, help="Vote's κ as a fraction of n."),
-    use_correct: Optional[bool] = typer.Option(None, "--correct-only/--all-validation",
-                                               help="Validation filter (default: Mean all, Rank/Vote correct only)."),
-    tie_method: str = typer.Option("min", help="Rank ties: min | average | ordinal."),
-    group_mode: str = typer.Option("per_module", help="per_module (paper) | concat (TracIn/Cosine)."),
-    datainf_threshold: int = typer.Option(100_000, help="Skip DataInf on modules with at least this many parameters."),
-    compute_dtype: str = typer.Option("float32", help="float32 | bfloat16 (faster, ~1e-3 rel. error)."),
-    cancellation_norm: str = typer.Option("l1", help="l1 | l2 | l1_l2."),
-    top: int = typer.Option(20, help="Rows of the printed summary."),
-    force: bool = typer.Option(False, help="Redo the stage even if it finished."),
-):
+@command("score", [_arg("run_dir", Path, "Run directory (after `layerinf grads`)."),
+                   _opt("top", int, 20, "Rows of the printed summary."), FORCE], (ScoreConfig,))
+def score(run_dir: Path, top: int = 20, force: bool = False, **kwargs):
     """Influence scores for every method × layer group × aggregator; NDR / AUC / cancellation table."""
     from layerinf.api import score as run_score
+    from layerinf.terminal import print_table
 
-    table = run_score(
-        run_dir, methods=_csv(methods), groups=_csv(groups), aggregators=_csv(aggregators), vote_kappa=kappa,
-        use_correct=use_correct, tie_method=tie_method, group_mode=group_mode, datainf_threshold=datainf_threshold,
-        compute_dtype=compute_dtype, cancellation_norm=cancellation_norm, force=force,
-    )
+    table = run_score(run_dir, force=force, **given(score, kwargs))
     cols = [c for c in ("method", "group", "aggregator", "ndr_30", "precision_30", "auc_ndr", "roc_auc",
                         "cancellation") if c in table.columns]
     print_table(table[cols].head(top), title="configurations by NDR@30 (random = 0.30; scores: higher = more helpful)")
-    console.print(f"full table → {run_dir}/scores/table.csv")
-
-
-# --------------------------------------------------------------------------------------------- run / sweep
+    _console().print(f"full table → {run_dir}/scores/table.csv", markup=False, highlight=False)
 
 
 def _parse_set(values: list[str]) -> dict:
@@ -168,38 +178,42 @@ def _parse_set(values: list[str]) -> dict:
         if "=" not in item:
             raise LayerinfError(f"--set needs KEY=VALUE, got '{item}'", "e.g. --set data.seed=3")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise LayerinfError(f"--set {key}: cannot read the value '{value}'", "quote it or fix it") from None
     return out
 
 
-@app.command()
-def run(
-    config: Path = typer.Argument(..., help="Experiment YAML (see examples/)."),
-    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<name>)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config field: --set data.seed=3 (repeatable)."),
-):
+@command("run", [_arg("config", Path, "Experiment YAML (see examples/)."),
+                 _opt("out", Optional[Path], None, "Run directory (default: runs/<name>)."),
+                 _opt("set_", list[str], [], "Override a config field: --set data.seed=3 (repeatable).", "--set"),
+                 _opt("device", Optional[str], None, "Override runtime.device (auto | cpu | cuda | cuda:N | mps).")])
+def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), device: Optional[str] = None):
     """The whole experiment: noise → fine-tune → gradients → scores → filter & retrain → results table."""
     from layerinf.api import run as run_experiment
     from layerinf.config import ExperimentConfig
+    from layerinf.terminal import print_table
 
-    cfg = ExperimentConfig.from_yaml(config).with_overrides(_parse_set(set_))
+    overrides = _parse_set(list(set_))
+    if device is not None:
+        overrides["runtime.device"] = device
+    cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides)
     out = out or Path("runs") / cfg.name
-    results = run_experiment(cfg, out, echo=console.print)
+    console = _console()
+    results = run_experiment(cfg, out, echo=lambda m: console.print(m, markup=False, highlight=False))
     if len(results):
-        cols = ["method", "group", "aggregator", "ndr_30", "auc_ndr", "removed", "best_accuracy",
-                "accuracy_at_best_epoch"]
+        cols = ["method", "group", "aggregator", "ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
         shown = results.sort_values("best_accuracy", ascending=False, kind="stable")[cols]
         print_table(shown, title="after removing the bottom and retraining (test accuracy; NDR@30 random = 0.30)")
-    console.print(f"results → {out}/eval/results.csv · next: layerinf report {out}")
+    console.print(f"results → {out}/eval/results.csv · next: layerinf report {out}", markup=False, highlight=False)
 
 
-@app.command()
-def sweep(
-    config: Path = typer.Argument(..., help="Base experiment YAML."),
-    grid: list[str] = typer.Option(..., "--grid", help="KEY=V1,V2,... e.g. --grid data.seed=0,1,2 (repeatable)."),
-    out: Path = typer.Option(Path("runs/sweep"), help="Sweep directory."),
-    workers: int = typer.Option(1, help="Worker processes (units in parallel)."),
-):
+@command("sweep", [_arg("config", Path, "Base experiment YAML."),
+                   _opt("grid", list[str], ..., "KEY=V1,V2,... e.g. --grid data.seed=0,1,2 (repeatable)."),
+                   _opt("out", Path, Path("runs/sweep"), "Sweep directory."),
+                   _opt("workers", int, 1, "Worker processes (units in parallel).")])
+def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers: int = 1):
     """Run an experiment over a grid of config values (models × tasks × seeds ...), one tidy results table."""
     import yaml
 
@@ -211,73 +225,63 @@ def sweep(
             raise LayerinfError(f"--grid needs KEY=V1,V2, got '{item}'", "e.g. --grid data.seed=0,1,2")
         key, values = item.split("=", 1)
         parsed[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
-    results = run_sweep(config, parsed, out, workers=workers, echo=console.print)
+    console = _console()
+    results = run_sweep(config, parsed, out, workers=workers, echo=lambda m: console.print(m, markup=False))
     console.print(f"{len(results)} result rows from {results['unit'].nunique() if len(results) else 0} units "
-                  f"→ {out}/results.csv · next: layerinf report {out}")
+                  f"→ {out}/results.csv · next: layerinf report {out}", markup=False, highlight=False)
 
 
-# --------------------------------------------------------------------------------------------- report
-
-
-@app.command()
-def report(
-    path: Path = typer.Argument(..., help="A run or sweep directory."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: PATH/report)."),
-    tau: float = typer.Option(0.75, help="Pareto threshold τ."),
-    include_self: bool = typer.Option(False, help="Win rate divides by |C| (the paper's code) instead of |C|-1."),
-):
+@command("report", [_arg("path", Path, "A run or sweep directory."),
+                    _opt("out", Optional[Path], None, "Output folder (default: PATH/report)."),
+                    _opt("tau", float, 0.75, "Pareto threshold τ."),
+                    _opt("include_self", bool, False, "Win rate divides by |C| (the paper's code) instead of |C|-1.")])
+def report(path: Path, out: Optional[Path] = None, tau: float = 0.75, include_self: bool = False):
     """The paper's tables (win rate, Pareto rank, Spearman, Wilcoxon), figures and one HTML page."""
     from layerinf.api import report as make_report
 
     html = make_report(path, out=out, tau=tau, include_self=include_self)
-    console.print(f"report → {html}")
+    _console().print(f"report → {html}", markup=False, highlight=False)
 
 
-# --------------------------------------------------------------------------------------------- suspects
+def _suspects_fixed() -> list[inspect.Parameter]:
+    return [
+        _arg("out", Path, "Output folder."),
+        _opt("run_dir", Optional[Path], None, "Reuse a layerinf run directory instead of --source.", "--run"),
+        _opt("adapter", Optional[Path], None, "A trained adapter (layerinf .safetensors or PEFT folder); without "
+             "it the model is fine-tuned first."),
+        FORCE,
+    ]
 
 
-@app.command()
-def suspects(
-    out: Path = typer.Argument(..., help="Output folder."),
-    source: Optional[str] = typer.Option(None, help="Your data: a CSV/TSV/JSONL file, GLUE folder, hf:NAME or demo."),
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="Reuse a layerinf run directory instead of --source."),
-    model: str = typer.Option("minilm", help="Base model (built-in, folder or Hub id)."),
-    adapter: Optional[Path] = typer.Option(None, help="A trained adapter (layerinf .safetensors or PEFT folder); "
-                                           "without it the model is fine-tuned first."),
-    method: str = typer.Option("datainf", help="tracin | cosine | datainf."),
-    group: Optional[str] = typer.Option(None, help="Layer group (default: the second attention group)."),
-    aggregator: str = typer.Option("vote", help="mean | rank | vote."),
-    kappa: float = typer.Option(0.30, help="Vote's κ."),
-    top: float = typer.Option(0.30, help="Fraction flagged as suspects."),
-    epochs: int = typer.Option(3, help="Fine-tuning epochs when no adapter is given."),
-    text_column: Optional[str] = typer.Option(None, help="Text column."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Second text column."),
-    label_column: Optional[str] = typer.Option(None, help="Label column."),
-    dev_source: Optional[str] = typer.Option(None, help="Labelled dev file (else carved from --source)."),
-    seed: int = typer.Option(0, help="Seed."),
-):
+def _suspects_presets():
+    from layerinf.workflows.suspects import SUSPECTS_DEFAULTS
+
+    return {**SUSPECTS_DEFAULTS, "source": None}
+
+
+@command("suspects", _suspects_fixed(), (DataConfig, ModelConfig, TrainConfig, RankConfig, RuntimeConfig),
+         exclude={"noise_rate"}, presets=_suspects_presets())
+def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] = None, force: bool = False, **kwargs):
     """Rank YOUR training examples by how likely they are mislabeled or harmful (no noise mask needed)."""
     from layerinf.api import suspects as find
+    from layerinf.terminal import print_table
     from layerinf.workflows.suspects import summary_table
 
-    res = find(out, source=source, run=run_dir, model=model, adapter=adapter, method=method, group=group,
-               aggregator=aggregator, kappa=kappa, top=top, epochs=epochs, text_column=text_column,
-               text_pair_column=text_pair_column, label_column=label_column, dev_source=dev_source, seed=seed)
+    res = find(out, source=kwargs.get("source"), run=run_dir, adapter=adapter, force=force,
+               **given(suspects, kwargs, "source"))
     print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
-    console.print(f"{res.n_suspects} of {res.n} training examples flagged by {res.method}/{res.group}/{res.aggregator}")
+    console = _console()
+    console.print(f"{res.n_suspects} of {res.n} training examples flagged by {res.method}/{res.group}/{res.aggregator}",
+                  markup=False, highlight=False)
     if res.mask_known:
-        console.print(f"known noise mask: NDR@30 = {res.ndr_30:.3f} (random = 0.30), AUC-NDR = {res.auc_ndr:.3f}")
-    console.print(f"all ranked examples → {res.csv}; page → {res.html}")
+        console.print(f"known noise mask: NDR@30 = {res.ndr_30:.3f} (random = 0.30), AUC-NDR = {res.auc_ndr:.3f}",
+                      markup=False, highlight=False)
+    console.print(f"all ranked examples → {res.csv}; page → {res.html}", markup=False, highlight=False)
 
 
-# --------------------------------------------------------------------------------------------- demo
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Run directory for the demo."),
-    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (default: the demo config's 3)."),
-):
+@command("demo", [_opt("out", Path, Path("runs/demo"), "Run directory for the demo."),
+                  _opt("epochs", Optional[int], None, "Fine-tuning epochs (default: the demo config's 3).")])
+def demo(out: Path = Path("runs/demo"), epochs: Optional[int] = None):
     """The embedded demo: noisy built-in reviews → MiniLM LoRA → gradients → scores → filter & retrain → report."""
     from importlib import resources
 
@@ -286,45 +290,79 @@ def demo(
     from layerinf.api import report as make_report
     from layerinf.api import run as run_experiment
     from layerinf.config import ExperimentConfig
+    from layerinf.terminal import print_table
+    from layerinf.store.layout import RunLayout
 
     cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / "demo.yaml"))
     if epochs is not None:
         cfg = cfg.with_overrides({"train.epochs": epochs})
-    results = run_experiment(cfg, out, echo=console.print)
-    ft = pd.read_parquet(out / "finetune" / "history.parquet")
-    print_table(ft, title="fine-tuning on the noisy demo data (per epoch)")
-    table = pd.read_parquet(out / "scores" / "table.parquet")
+    console = _console()
+    results = run_experiment(cfg, out, echo=lambda m: console.print(m, markup=False, highlight=False))
+    layout = RunLayout(out)
+    print_table(pd.read_parquet(layout.history()), title="fine-tuning on the noisy demo data (per epoch)")
+    table = pd.read_parquet(layout.scores())
     cols = ["method", "group", "aggregator", "ndr_30", "auc_ndr", "cancellation"]
     print_table(table[cols].head(12), title="best configurations by NDR@30 (random = 0.30)")
     cols = ["method", "group", "aggregator", "ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
     print_table(results.sort_values("best_accuracy", ascending=False, kind="stable")[cols],
-                title="remove the bottom 30 %, retrain from the same start: test accuracy")
+                title=f"remove the bottom {cfg.filter.fraction:.0%}, retrain from the same start: test accuracy")
     html = make_report(out)
-    console.print(f"[bold]report:[/] {html.resolve()}")
+    console.print(f"report: {html.resolve()}", markup=False, highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def _click_kind(exc: BaseException) -> str | None:
+    """'usage' / 'exit' / 'abort' for click's exceptions and typer's vendored copies alike (by class name)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "ClickException" in names:
+        return "usage"
+    if "Exit" in names and hasattr(exc, "exit_code"):
+        return "exit"
+    if "Abort" in names:
+        return "abort"
+    return None
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning LayerinfError into one line on stderr and exit status 2."""
+    """Entry point: run the app; every failure is one line on stderr and a non-zero exit (no traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("LAYERINF_DEBUG", "") not in ("", "0") or "--debug" in args
+    args = [a for a in args if a != "--debug"]
     logging.basicConfig(level=os.environ.get("LAYERINF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False, prog_name="layerinf")
     except LayerinfError as exc:
-        err_console.print(f"error: {exc}", style="bold red", soft_wrap=True, highlight=False, markup=False)
-        sys.exit(2)
+        if debug:
+            raise
+        _fail(str(exc))
     except KeyboardInterrupt:
-        err_console.print("interrupted; finished stages are kept and a rerun resumes")
-        sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+        print("interrupted; finished stages are kept and a rerun resumes", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 — the one place that turns every failure into one line
+        kind = _click_kind(exc)
+        if kind == "exit":
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if kind == "abort":
+            _fail("aborted", 1)
+        if kind == "usage":
+            cmd = getattr(getattr(exc, "ctx", None), "command_path", "layerinf")
+            _fail(f"{exc.format_message()} — see `{cmd} --help`", getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)  # type: ignore[attr-defined]
+        if debug:
+            raise
+        if isinstance(exc, MemoryError):
+            _fail("out of memory — use a smaller --batch-size / --grad-batch-size or --max-train")
+        if isinstance(exc, OSError):
+            _fail(f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''} — check the path and "
+                  "permissions (LAYERINF_DEBUG=1 shows the traceback)")
+        _fail(f"unexpected {type(exc).__name__}: {exc} — this is a bug in layerinf; rerun with --debug and report "
+              "the traceback")
 
 
 if __name__ == "__main__":

@@ -1,111 +1,281 @@
-"""Typed configuration for every stage, and the YAML experiment file that combines them.
+"""Every option of layerinf, defined once: name, type, default, help text and valid range.
 
-Each dataclass holds one stage's settings (scikit-learn style: configuration in the constructor, no hidden
-state). ``ExperimentConfig.from_yaml`` rejects unknown keys with the list of valid ones.
+Each stage's settings are one dataclass (scikit-learn style: configuration in the constructor, checked in
+``__post_init__``, no hidden state). The CLI options, the Python API keywords and the YAML keys are all made
+from these fields, so an option has one name and one default everywhere:
+
+* YAML: ``<section>.<field>`` (``score.vote_kappa``);
+* Python API and CLI: the field name (``vote_kappa=0.3``, ``--vote-kappa 0.3``); the one exception is
+  ``model.name``, which is ``model=`` / ``--model`` (a field called ``model`` inside the ``model`` section
+  would read badly in YAML). Field names are unique across sections, so a flat option always has one home.
+
+``ExperimentConfig.from_yaml`` rejects unknown keys and wrong types with the list of valid ones before
+anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from layerinf.errors import LayerinfError
 
-# Learning rates that make each built-in learn in a few epochs; hub models default to the paper's 3e-4.
-DEFAULT_LR = {"minilm": 5e-3, "smollm2-135m": 1e-3}
-PAPER_LR = 3e-4
-
 PAPER_METHODS = ("tracin", "cosine", "datainf")
 PAPER_AGGREGATORS = ("mean", "rank", "vote")
+BASELINES = ("none", "random", "oracle")
+CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name differs from its field name
 
 
-@dataclass
-class DataConfig:
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = None, lo: float | None = None,
+        hi: float | None = None, lo_open: bool = False, hi_open: bool = False, factory: Callable | None = None,
+        hidden: bool = False) -> Any:
+    """A config field with its help text and valid range (``choices`` may be a callable, for registries)."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
+            "hidden": hidden}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _method_names() -> list[str]:
+    from layerinf.influence.registry import METHODS
+
+    return list(METHODS)
+
+
+def _aggregator_names() -> list[str]:
+    from layerinf.influence.registry import AGGREGATORS
+
+    return list(AGGREGATORS)
+
+
+class Checked:
+    """Mixin: type- and range-check every field on construction (one clear error per bad value)."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            if dataclasses.is_dataclass(getattr(self, f.name)):
+                continue
+            value = _coerce(getattr(self, f.name), hints[f.name], self._where(f))
+            _check_range(value, f, self._where(f))
+            object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks (override)."""
+
+    @classmethod
+    def section(cls) -> str:
+        return getattr(cls, "SECTION", cls.__name__.replace("Config", "").lower())
+
+    def _where(self, f: dataclasses.Field) -> str:
+        return f"{self.section()}.{f.name}"
+
+
+def option_name(section: str, name: str) -> str:
+    """The flat (CLI / API) name of YAML key ``section.name``."""
+    return CLI_NAMES.get((section, name), name)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (int, float, str, bool, list[str], X | None)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise LayerinfError(f"{where} must be a list, got {value!r}", f"e.g. {where.split('.')[-1]}: [a, b]")
+        return [_coerce(v, args[0], where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise LayerinfError(f"{where} must be true or false, got {value!r}", f"set {where} to true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+            raise LayerinfError(f"{where} must be a whole number, got {value!r}", f"set {where} to an integer")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise LayerinfError(f"{where} must be a finite number, got {value!r}", f"set {where} to a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, Path)) or (isinstance(value, str) and not value.strip()):
+            raise LayerinfError(f"{where} must be a non-empty text, got {value!r}", f"set {where} to a name or path")
+        return str(value)
+    return value
+
+
+def _choices(f: dataclasses.Field) -> list[str] | None:
+    c = f.metadata.get("choices")
+    return list(c() if callable(c) else c) if c is not None else None
+
+
+def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
+    if value is None:
+        return
+    meta = f.metadata
+    choices = _choices(f)
+    for v in value if isinstance(value, list) else [value]:
+        if choices is not None and v not in choices:
+            close = difflib.get_close_matches(str(v), choices, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise LayerinfError(f"{where}: unknown value '{v}'", f"{hint}use one of {', '.join(choices)}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            lo, hi = meta.get("lo"), meta.get("hi")
+            bad_lo = lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
+            bad_hi = hi is not None and (v >= hi if meta.get("hi_open") else v > hi)
+            if bad_lo or bad_hi:
+                lb = "(" if meta.get("lo_open") else "["
+                rb = ")" if meta.get("hi_open") else "]"
+                rng = f"{lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}"
+                raise LayerinfError(f"{where} = {v} is out of range {rng}", f"set {where} to a value in {rng}")
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+@dataclass(frozen=True)
+class DataConfig(Checked):
     """Where the data come from and how it is split and corrupted (spec §9)."""
 
-    source: str = "demo"
-    task: str | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
-    dev_source: str | None = None
-    label_names: list[str] | None = None
-    max_train: int = 4500
-    max_dev: int = 1000
-    noise_rate: float = 0.2
-    seed: int = 0
+    source: str = opt("demo", "demo | a GLUE task folder | a CSV/TSV/JSONL/Parquet file | hf:NAME[/CONFIG].")
+    task: str | None = opt(None, "GLUE task name when SOURCE is the GLUE root folder.")
+    text_column: str | None = opt(None, "Text column (CSV/TSV/JSONL/hf).")
+    text_pair_column: str | None = opt(None, "Second text column for pair tasks.")
+    label_column: str | None = opt(None, "Label column.")
+    dev_source: str | None = opt(None, "Separate labelled dev file (else a stratified dev part is carved out).")
+    label_names: list[str] | None = opt(None, "Label names in class order (default: sorted labels).")
+    max_train: int | None = opt(4500, "Cap on training examples (stratified); none = no cap.", lo=1)
+    max_dev: int | None = opt(1000, "Cap on dev examples, split 50/50 into influence and test sets.", lo=2)
+    noise_rate: float = opt(0.2, "Fraction of training labels to flip, in [0, 1).", lo=0.0, hi=1.0, hi_open=True)
+    seed: int = opt(0, "Seed for sampling, splitting and noise (and training, unless train_seed is set).", lo=0)
 
 
-@dataclass
-class ModelConfig:
-    """Which model and LoRA settings (paper: r=4, alpha=4, dropout 0.05 on query/value)."""
+@dataclass(frozen=True)
+class ModelConfig(Checked):
+    """Which model, its precision and LoRA settings (paper: r=4, alpha=4, dropout 0.05 on query/value)."""
 
-    name: str = "minilm"
-    lora_r: int = 4
-    lora_alpha: int = 4
-    lora_dropout: float = 0.05
-    lora_targets: list[str] | None = None
-    max_length: int = 128
-    trust_remote_code: bool = False
-
-
-@dataclass
-class TrainConfig:
-    """Fine-tuning recipe. ``lr=None`` picks a per-model default (see ``DEFAULT_LR``)."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float | None = None
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    eval_batch_size: int = 64
-    seed: int | None = None  # None: the data seed
+    name: str = opt("minilm", "minilm | smollm2-135m | shape:<paper model> | a local folder | a Hub id.")
+    lora_r: int = opt(4, "LoRA rank.", lo=1)
+    lora_alpha: int = opt(4, "LoRA alpha.", lo=1)
+    lora_dropout: float = opt(0.05, "LoRA dropout.", lo=0.0, hi=1.0, hi_open=True)
+    lora_targets: list[str] | None = opt(None, "LoRA target modules (default: the query/value projections).")
+    max_length: int = opt(128, "Truncation length in tokens.", lo=1)
+    precision: str = opt("fp32", "Frozen base weights: fp32 | bf16 | fp16 (LoRA and head stay fp32).",
+                         choices=("fp32", "bf16", "fp16"))
+    trust_remote_code: bool = opt(False, "Allow custom model code from the Hub.")
 
 
-@dataclass
-class GradsConfig:
+@dataclass(frozen=True)
+class TrainConfig(Checked):
+    """Fine-tuning recipe. ``lr=None`` picks a per-model default (``layerinf.model.default_lr``)."""
+
+    epochs: int = opt(10, "Epochs (paper: 10).", lo=1)
+    batch_size: int = opt(32, "Training batch size (paper: 32).", lo=1)
+    lr: float | None = opt(None, "Learning rate (default: per built-in, else the paper's 3e-4).", lo=0.0, lo_open=True)
+    weight_decay: float = opt(0.01, "AdamW weight decay.", lo=0.0)
+    warmup: float = opt(0.1, "Warm-up fraction of the steps (cosine schedule).", lo=0.0, hi=1.0, hi_open=True)
+    eval_batch_size: int = opt(64, "Batch size for evaluation passes.", lo=1)
+    train_seed: int | None = opt(None, "Training seed (default: the data seed).", lo=0)
+
+
+@dataclass(frozen=True)
+class GradsConfig(Checked):
     """Per-sample gradient collection."""
 
-    checkpoint: str = "best"  # best | last | init
-    dtype: str = "float32"  # float32 | float16 | bfloat16 (storage)
-    batch_size: int = 32
-    include_we: bool = True
+    checkpoint: str = opt("best", "init | best (lowest influence loss) | last.", choices=("init", "best", "last"))
+    grad_dtype: str = opt("float32", "Gradient storage dtype: float32 | float16 | bfloat16.",
+                          choices=("float32", "float16", "bfloat16"))
+    grad_batch_size: int = opt(32, "Samples per forward/backward when collecting gradients.", lo=1)
+    include_we: bool = opt(True, "Also store row-sparse word-embedding gradients.")
 
 
-@dataclass
-class ScoreConfig:
+@dataclass(frozen=True)
+class ScoreConfig(Checked):
     """Which influence methods, layer groups and aggregators to evaluate (default: the paper's grid)."""
 
-    methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))
-    groups: list[str] | None = None  # None: WE, the four attention groups, CL, all
-    aggregators: list[str] = field(default_factory=lambda: list(PAPER_AGGREGATORS))
-    vote_kappa: float = 0.30
-    use_correct: bool | None = None  # None: Mean uses all, Rank/Vote the correctly predicted (paper)
-    tie_method: str = "min"
-    datainf_threshold: int = 100_000
-    group_mode: str = "per_module"  # per_module (paper) | concat (TracIn/Cosine only)
-    chunk_size: int = 2048
-    compute_dtype: str = "float32"  # float32 | bfloat16
-    cancellation_norm: str = "l1"
+    methods: list[str] = opt(help="Influence methods.", factory=lambda: list(PAPER_METHODS), choices=_method_names)
+    groups: list[str] | None = opt(None, "Layer groups (default: WE, the 4 attention groups, CL, all); also "
+                                   "query_A…value_B, L03, module names, globs.")
+    aggregators: list[str] = opt(help="Aggregators over voters (module × validation sample).",
+                                 factory=lambda: list(PAPER_AGGREGATORS), choices=_aggregator_names)
+    vote_kappa: float = opt(0.30, "Vote's κ: the bottom fraction of n each voter votes against, in (0, 1].",
+                            lo=0.0, hi=1.0, lo_open=True)
+    use_correct: bool | None = opt(None, "Validation filter: only correctly predicted samples (default: Mean all, "
+                                   "Rank/Vote correct only).")
+    tie_method: str = opt("min", "Rank ties: min | average | ordinal.", choices=("min", "average", "ordinal"))
+    datainf_threshold: int = opt(100_000, "Skip DataInf on modules with at least this many parameters.", lo=1)
+    group_mode: str = opt("per_module", "per_module (paper) | concat (TracIn/Cosine on concatenated gradients).",
+                          choices=("per_module", "concat"))
+    chunk_size: int = opt(2048, "Training samples per streamed chunk.", lo=1)
+    compute_dtype: str = opt("float32", "float32 | bfloat16 (faster, ~1e-3 rel. error) | float64.",
+                             choices=("float32", "bfloat16", "float64"))
+    cancellation_norm: str = opt("l1", "l1 | l2 | l1_l2.", choices=("l1", "l2", "l1_l2"))
 
 
-@dataclass
-class FilterConfig:
+@dataclass(frozen=True)
+class FilterConfig(Checked):
     """Filter-and-retrain evaluation (spec §6)."""
 
-    fraction: float = 0.30
-    retrain: bool = True
-    configs: list[str] | None = None  # "method/group/aggregator" to retrain; None: every scored configuration
-    baselines: list[str] = field(default_factory=lambda: ["none", "random", "oracle"])
+    fraction: float = opt(0.30, "Fraction of the training set removed (the lowest scores), in (0, 1).",
+                          lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    retrain: bool = opt(True, "Retrain after filtering (the expensive part).")
+    configs: list[str] | None = opt(None, "method/group/aggregator keys to retrain (default: every scored one).")
+    baselines: list[str] = opt(help="Baselines to retrain.", factory=lambda: list(BASELINES), choices=BASELINES)
+
+    def check(self) -> None:
+        bad = [c for c in self.configs or [] if c.count("/") != 2]
+        if bad:
+            raise LayerinfError(f"filter.configs entry '{bad[0]}' is not method/group/aggregator",
+                                "write e.g. datainf/02-03/vote")
 
 
-@dataclass
+@dataclass(frozen=True)
+class RankConfig(Checked):
+    """One influence configuration that ranks a user's training examples (``layerinf suspects``)."""
+
+    SECTION = "rank"
+    method: str = opt("datainf", "Influence method.", choices=_method_names)
+    group: str | None = opt(None, "Layer group (default: the second attention group, the paper's pick).")
+    aggregator: str = opt("vote", "Aggregator.", choices=_aggregator_names)
+    vote_kappa: float = opt(0.30, "Vote's κ: the bottom fraction of n each voter votes against, in (0, 1].",
+                            lo=0.0, hi=1.0, lo_open=True)
+    top: float = opt(0.30, "Fraction of the training set flagged as suspects, in (0, 1).",
+                     lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig(Checked):
+    """Where to compute. Not part of any stage's identity: a stage made on a GPU is reused on a CPU."""
+
+    device: str = opt("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N | mps.")
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "grads": GradsConfig,
+                             "score": ScoreConfig, "filter": FilterConfig, "runtime": RuntimeConfig}
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
-    """One model × task × seed experiment (``layerinf run``)."""
+    """One model × task × seed experiment (``layerinf run``): a name plus one section per stage."""
 
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
@@ -114,20 +284,43 @@ class ExperimentConfig:
     grads: GradsConfig = field(default_factory=GradsConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self):
+        import re
+
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", self.name):
+            raise LayerinfError(f"config name {self.name!r} is not a plain folder name",
+                                "use letters, digits, '.', '_' and '-' only (it names runs/<name>)")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "ExperimentConfig":
-        return _build(cls, raw or {}, "config")
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise LayerinfError(f"the config must be a mapping of sections, got {type(raw).__name__}",
+                                "see examples/*.yaml")
+        unknown = sorted(set(raw) - {"name", *SECTIONS})
+        if unknown:
+            raise LayerinfError(f"unknown key(s) {', '.join(unknown)} in 'config'",
+                                f"valid keys: name, {', '.join(SECTIONS)}")
+        kwargs: dict[str, Any] = {}
+        if "name" in raw:
+            kwargs["name"] = raw["name"]
+        for section, sub in SECTIONS.items():
+            if section in raw:
+                kwargs[section] = build_section(sub, raw[section] or {}, f"config.{section}")
+        return cls(**kwargs)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
         path = Path(path)
-        if not path.exists():
+        if not path.is_file():
             raise LayerinfError(f"config file {path} does not exist", "check the path (see examples/*.yaml)")
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise LayerinfError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix its syntax") from None
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise LayerinfError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})",
+                                "fix its syntax") from None
         if raw is not None and not isinstance(raw, dict):
             raise LayerinfError(f"config file {path} must be a mapping of sections", "see examples/*.yaml")
         return cls.from_dict(raw or {})
@@ -143,41 +336,49 @@ class ExperimentConfig:
             parts = key.split(".")
             for part in parts[:-1]:
                 if part not in node or not isinstance(node[part], dict):
-                    raise LayerinfError(f"unknown config field '{key}'", f"valid sections: {', '.join(raw)}")
+                    raise LayerinfError(f"unknown config field '{key}'", f"valid sections: {', '.join(SECTIONS)}")
                 node = node[part]
             if parts[-1] not in node:
-                raise LayerinfError(f"unknown config field '{key}'", f"valid fields here: {', '.join(node)}")
+                close = difflib.get_close_matches(parts[-1], list(node), n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise LayerinfError(f"unknown config field '{key}'", f"{hint}valid fields here: {', '.join(node)}")
             node[parts[-1]] = value
         return ExperimentConfig.from_dict(raw)
 
 
-def _build(cls, raw: dict[str, Any], where: str):
+def build_section(cls, raw: Any, where: str):
+    """A section dataclass from a mapping, with unknown keys named and the valid ones listed."""
     if not isinstance(raw, dict):
         raise LayerinfError(f"'{where}' must be a mapping, got {type(raw).__name__}", "see examples/*.yaml")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise LayerinfError(
-            f"unknown key(s) {', '.join(unknown)} in '{where}'", f"valid keys: {', '.join(known)}"
-        )
-    kwargs = {}
-    for name, value in raw.items():
-        sub = _dataclass_type(known[name])
-        kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub is not None else value
-    return cls(**kwargs)
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise LayerinfError(f"unknown key(s) {', '.join(unknown)} in '{where}'",
+                            f"{hint}valid keys: {', '.join(sorted(known))}")
+    return cls(**raw)
 
 
-def _dataclass_type(f: dataclasses.Field):
-    default = f.default_factory if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-    if default is not None:
-        obj = default()
-        if dataclasses.is_dataclass(obj):
-            return type(obj)
-    return None
+def split_options(options: dict[str, Any], *classes: type, where: str = "options") -> list[Any]:
+    """Distribute flat API/CLI options over section dataclasses (``lora_r`` → ModelConfig.lora_r, ...).
 
-
-def resolve_lr(model_name: str, lr: float | None) -> float:
-    """The learning rate to use: the user's, else the built-in's tuned default, else the paper's 3e-4."""
-    if lr is not None:
-        return float(lr)
-    return DEFAULT_LR.get(model_name.lower(), PAPER_LR)
+    Every option must belong to one of ``classes``; the result is one constructed (checked) section each.
+    """
+    rest = dict(options)
+    out = []
+    for cls in classes:
+        section = cls.section()
+        kwargs = {}
+        for f in fields(cls):
+            flat = option_name(section, f.name)
+            if flat in rest:
+                kwargs[f.name] = rest.pop(flat)
+        out.append(cls(**kwargs))
+    if rest:
+        valid = sorted(option_name(c.section(), f.name) for c in classes for f in fields(c))
+        close = difflib.get_close_matches(sorted(rest)[0], valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise LayerinfError(f"unknown option(s) {', '.join(sorted(rest))} for {where}",
+                            f"{hint}valid: {', '.join(valid)}")
+    return out

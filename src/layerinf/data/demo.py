@@ -12,7 +12,7 @@ from importlib import resources
 import numpy as np
 
 from layerinf.errors import LayerinfError
-from layerinf.data.loaders import RawData, _frame
+from layerinf.data.raw import RawData, raw_frame
 
 DEMO_FILE = "demo.jsonl"
 DEMO_LABELS = ["negative", "positive"]
@@ -35,7 +35,7 @@ def load_demo() -> RawData:
     parts = {}
     for split in ("train", "dev"):
         pos = [i for i, r in enumerate(rows) if r["split"] == split]
-        parts[split] = _frame(np.array(pos, dtype=np.int64), [rows[i]["text"] for i in pos], None,
+        parts[split] = raw_frame(np.array(pos, dtype=np.int64), [rows[i]["text"] for i in pos], None,
                               [lookup[rows[i]["label"]] for i in pos])
     return RawData(train=parts["train"], dev=parts["dev"], label_names=list(DEMO_LABELS), task="demo",
                    source="demo", info={"dev_origin": "demo dev part"})

@@ -24,6 +24,8 @@ def inject_noise(labels, rate: float, num_classes: int | None = None, seed: int 
     if y.size and not np.issubdtype(y.dtype, np.integer):
         raise LayerinfError(f"labels must be integer class ids, got dtype {y.dtype}", "encode labels as 0..K-1 first")
     y = y.astype(np.int64)
+    if isinstance(rate, (bool, np.bool_)):
+        raise LayerinfError(f"noise rate {rate!r} is a bool, not a number", "use a fraction in [0, 1), e.g. 0.2")
     try:
         rate = float(rate)
     except (TypeError, ValueError):

@@ -20,6 +20,9 @@ The model runs in eval mode (LoRA dropout is the identity) and parameter ``.grad
 
 from __future__ import annotations
 
+import itertools
+import os
+
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -30,15 +33,9 @@ from torch import nn
 
 from layerinf.engine.batching import EncodedSplit, model_inputs
 from layerinf.errors import LayerinfError
-from layerinf.model.loading import ModuleSpec, eval_mode, inventory
-
-
-class WERows(NamedTuple):
-    """Row-sparse word-embedding gradients of consecutive samples: sample ``i`` owns ``indptr[i]:indptr[i+1]``."""
-
-    indptr: Any  # (b + 1,) int64, starts at 0
-    tokens: Any  # (nnz,) int64 token ids, sorted within a sample
-    rows: Any  # (nnz, h) gradient rows (summed over repeated tokens)
+from layerinf.model import eval_mode, inventory
+from layerinf.spec import ModuleSpec
+from layerinf.store.gradstore import StoreWriter, WERows
 
 
 @dataclass
@@ -300,3 +297,68 @@ def predictions(model, encoded: EncodedSplit, batch_size: int = 64) -> np.ndarra
                 out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32)
             out[rows] = logits
     return out
+
+
+# ------------------------------------------------------------------------------------ into a gradient store
+
+
+def split_fingerprint(encoded: EncodedSplit) -> str:
+    """sha256 of a split's token ids, masks and labels: a store is reusable only for the same data."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key in encoded.features[0]:
+            lengths = np.fromiter((len(f[key]) for f in encoded.features), dtype=np.int64, count=len(encoded))
+            h.update(key.encode() + lengths.tobytes())
+            h.update(np.fromiter(itertools.chain.from_iterable(f[key] for f in encoded.features), dtype=np.int64).tobytes())
+    h.update(np.asarray(encoded.labels, dtype=np.int64).tobytes())
+    h.update(f"{encoded.pad_token_id}/{encoded.padding_side}".encode())
+    return h.hexdigest()
+
+
+def we_token_counts(encoded: EncodedSplit, vocab: int) -> np.ndarray:
+    """Number of distinct (unmasked) tokens per sample = its number of WE gradient rows."""
+    lengths = encoded.lengths
+    ids = np.fromiter(itertools.chain.from_iterable(f["input_ids"] for f in encoded.features), dtype=np.int64,
+                      count=int(lengths.sum()))
+    sample = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
+    if "attention_mask" in encoded.features[0]:
+        keep = np.fromiter(itertools.chain.from_iterable(f["attention_mask"] for f in encoded.features),
+                           dtype=np.int64, count=len(ids)).astype(bool)
+        ids, sample = ids[keep], sample[keep]
+    uniq = np.unique(sample * vocab + ids)
+    return np.bincount(uniq // vocab, minlength=len(encoded)).astype(np.int64)
+
+
+def write_store(
+    model,
+    encoded: EncodedSplit,
+    folder: str | os.PathLike,
+    *,
+    specs: Sequence[ModuleSpec] | None = None,
+    batch_size: int = 32,
+    include_we: bool = True,
+    dtype: str = "float32",
+    checkpoint_sha256: str = "",
+    data_sha256: str | None = None,
+    progress: bool = True,
+) -> "GradStore":
+    """Collect a split's per-sample gradients and stream them into a new store at ``folder``.
+
+    ``data_sha256`` defaults to ``split_fingerprint(encoded)``. An existing store there is replaced only once
+    the new one is complete.
+    """
+    net = model.model if hasattr(model, "tokenizer") and hasattr(model, "model") else model
+    if specs is None:
+        specs = inventory(net, include_we=include_we)
+    specs = [s for s in specs if include_we or s.kind != "we"]
+    we_spec = next((s for s in specs if s.kind == "we"), None)
+    counts = we_token_counts(encoded, int(we_spec.shape[0])) if we_spec is not None else None
+    if data_sha256 is None:
+        data_sha256 = split_fingerprint(encoded)
+    with StoreWriter(folder, len(encoded), specs, dtype=dtype, we_counts=counts) as writer:
+        for batch in collect_gradients(net, encoded, specs, batch_size=batch_size, include_we=we_spec is not None,
+                                       progress=progress):
+            writer.add(batch)
+        return writer.finish(checkpoint_sha256=checkpoint_sha256, data_sha256=data_sha256)

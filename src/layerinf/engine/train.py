@@ -8,7 +8,7 @@ checkpoint is the epoch with the lowest mean influence-set loss (ties → the la
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -17,35 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from layerinf.config import TrainConfig
 from layerinf.engine.batching import EncodedSplit, model_inputs
 from layerinf.errors import LayerinfError
-from layerinf.model.loading import trainable_state
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Fine-tuning hyper-parameters (paper defaults except where noted)."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.01  # torch AdamW default
-    warmup: float = 0.1
-    eval_batch_size: int = 64
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise LayerinfError(f"epochs must be ≥ 1, got {self.epochs}", "pass --epochs 1 or more")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise LayerinfError("batch sizes must be ≥ 1", "pass --batch-size 1 or more")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LayerinfError(f"learning rate must be a positive number, got {self.lr}", "pass e.g. --lr 3e-4")
-        if not 0 <= self.warmup < 1:
-            raise LayerinfError(f"warm-up fraction must be in [0, 1), got {self.warmup}", "pass e.g. --warmup 0.1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from layerinf.model import trainable_state
 
 
 @dataclass
@@ -93,8 +68,10 @@ def fit(
     train: EncodedSplit,
     infl: EncodedSplit,
     test: EncodedSplit,
-    settings: TrainSettings,
+    recipe: TrainConfig,
     *,
+    lr: float,
+    seed: int,
     rows: np.ndarray | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
@@ -102,8 +79,9 @@ def fit(
 ) -> FitResult:
     """Train the trainable (LoRA + head) parameters of ``model`` on ``train`` (optionally only ``rows``).
 
-    ``init_state`` restores the trainable tensors first (retraining from the same start). Deterministic given
-    ``settings.seed``: the shuffling and dropout streams are seeded.
+    ``recipe`` holds epochs, batch sizes, weight decay and warm-up; ``lr`` and ``seed`` are resolved by the
+    caller (per-model default learning rate, data seed). ``init_state`` restores the trainable tensors first
+    (retraining from the same start). Deterministic given ``seed``: the shuffling and dropout streams are seeded.
     """
     if rows is not None and len(rows) == 0:
         raise LayerinfError("nothing left to train on after filtering", "remove a smaller fraction")
@@ -111,21 +89,21 @@ def fit(
         _load_state(model, init_state)
     init = trainable_state(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = train.num_batches(settings.batch_size, rows)
-    scheduler = cosine_with_warmup(optimizer, steps_per_epoch * settings.epochs, settings.warmup)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = train.num_batches(recipe.batch_size, rows)
+    scheduler = cosine_with_warmup(optimizer, steps_per_epoch * recipe.epochs, recipe.warmup)
 
     history, best_loss, best_epoch = [], math.inf, 0
     best_state, best_logits = init, None
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, recipe.epochs + 1):
         model.train()
         total, count = 0.0, 0
         bar = tqdm(
-            train.batches(settings.batch_size, shuffle=True, generator=rng, rows=rows),
+            train.batches(recipe.batch_size, shuffle=True, generator=rng, rows=rows),
             total=steps_per_epoch,
-            desc=f"epoch {epoch}/{settings.epochs}",
+            desc=f"epoch {epoch}/{recipe.epochs}",
             disable=not progress,
             leave=False,
         )
@@ -143,8 +121,8 @@ def fit(
             total += loss.item() * len(batch["labels"])
             count += len(batch["labels"])
             bar.set_postfix(loss=f"{total / count:.4f}")
-        infl_loss, infl_acc, infl_logits = evaluate(model, infl, settings.eval_batch_size)
-        test_loss, test_acc, _ = evaluate(model, test, settings.eval_batch_size)
+        infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size)
+        test_loss, test_acc, _ = evaluate(model, test, recipe.eval_batch_size)
         row = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),

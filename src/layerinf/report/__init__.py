@@ -1,0 +1,119 @@
+"""Reports: summary tables, figures and one static HTML page for a run or a sweep directory.
+
+``report(path)`` reads the results table of ``layerinf run`` or ``layerinf sweep`` (every path from
+:mod:`layerinf.store.layout`: ``RunLayout.results()``, ``SweepLayout.results()`` and the sweep's unit run
+directories) and writes, atomically, the report folder (``RunLayout.report``)::
+
+    PAGE_FILE           one self-contained page (inline CSS, no JavaScript, no external URLs)
+    tables/*.csv|.md    every table, machine-readable and as Markdown
+    figures/*.png       NDR curves, layer-wise NDR@30, accuracy box plots, noise ranks, NDR@30 heat map
+
+A run that was scored but not retrained (``filter.retrain: false``) gets the detection side only: the NDR
+table of its score tables, the curves, layer-wise NDR and noise ranks. The texts state the parameters the runs
+used (filtering fraction, Vote's κ, layer groups, models), read from each run (:mod:`.params`).
+
+Modules: :mod:`.results` (loading), :mod:`.params` (run parameters), :mod:`.summary` (statistics tables),
+:mod:`.formatting` (display, Markdown, CSV), :mod:`.plots` (figures), :mod:`.page` (HTML), :mod:`.common`.
+Sign convention everywhere: higher score = more helpful; filtering removes the bottom f % of the training set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from layerinf.errors import LayerinfError
+from layerinf.report.common import run_key
+from layerinf.report.formatting import write_tables
+from layerinf.report.page import write_html
+from layerinf.report.params import ReportParams
+from layerinf.report.plots import figures
+from layerinf.report.results import has_results, load_detection, load_results, unit_dirs
+from layerinf.report.summary import detection_table, tables
+from layerinf.store.layout import PAGE_FILE, REPORT, REPORT_FIGURES, REPORT_TABLES
+
+__all__ = ["report", "load_results", "tables", "figures", "write_tables", "write_html"]
+
+NO_RETRAIN = "Run `layerinf run` with filter.retrain: true to compare test accuracy after filtering."
+
+
+def _no_retrain_note(params: ReportParams) -> str:
+    """Why there is no accuracy, and what retraining would add (one line)."""
+    if params.runs and all(r.retrain is False for r in params.runs):
+        return ("No retraining: these runs had filter.retrain: false, so this report shows noise detection only. "
+                + NO_RETRAIN)
+    return f"No retraining results: this report shows noise detection only. {NO_RETRAIN}"
+
+
+def _seeds(values) -> list:
+    return sorted(int(s) if str(s).lstrip("-").isdigit() else s for s in values)
+
+
+def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: float = 0.75,
+           include_self: bool = False) -> Path:
+    """Tables, figures and the HTML page for a run or sweep directory; returns the page's path.
+
+    Writes into the run's or sweep's report folder unless ``out`` is given, atomically: everything is built in a
+    temporary sibling folder that replaces the old report only when complete. Without retraining results but with
+    score tables, the report covers noise detection only and says so.
+    """
+    root = Path(path)
+    base = root if root.is_dir() else root.parent
+    try:
+        results, detection = load_results(root), None
+    except LayerinfError:  # no (or empty) results: the detection side of scored runs, if any
+        detection = pd.DataFrame() if has_results(root) else load_detection(root)
+        if detection.empty:
+            raise
+        results = None
+    params = ReportParams.read(unit_dirs(base))
+    target = Path(out) if out is not None else base / REPORT
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    try:
+        frame: pd.DataFrame = results if results is not None else detection
+        if results is not None:
+            tabs = tables(results, tau=tau, include_self=include_self)
+        else:
+            tabs = {"detection": detection_table(detection, params.fraction)}
+        write_tables(tabs, tmp / REPORT_TABLES)
+        figs = figures(base, tmp / REPORT_FIGURES, results=frame)
+        from layerinf import __version__
+
+        meta = {
+            "title": f"layerinf report — {root.resolve().name}",
+            "source": str(root),
+            "kind": ("sweep" if "unit" in frame.columns else "run") + ("" if results is not None
+                                                                       else ", no retraining"),
+            "models": sorted(frame["model"].unique()),
+            "tasks": sorted(frame["task"].unique()),
+            "seeds": _seeds(frame["seed"].unique()),
+            "runs": int(frame.groupby(run_key(frame)).ngroups),
+            "units": int(frame["unit"].nunique()) if "unit" in frame.columns else None,
+            "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "version": __version__,
+        }
+        if results is not None:
+            meta.update(tau=tau, win_rate_denominator="|C| (paper)" if include_self else "|C| − 1")
+        else:
+            meta["note"] = _no_retrain_note(params)
+        write_html(tmp, tabs, figs, meta, params=params)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
+    return target / PAGE_FILE

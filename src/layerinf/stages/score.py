@@ -12,33 +12,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from layerinf.influence import aggregate as agg_mod
-from layerinf.influence import methods
+from layerinf.influence import methods, registry
 from layerinf.evaluation import metrics
 from layerinf.config import ScoreConfig
 from layerinf.errors import LayerinfError
 from layerinf.store.gradstore import GradStore
 from layerinf.influence.groups import resolve_groups
-from layerinf.model.loading import ModuleSpec
+from layerinf.spec import ModuleSpec
+from layerinf.stages.base import StageBase
+from layerinf.store.layout import AGGREGATED_FILE, DATA, GRADS, MATRICES_DIR, SCORE_FRAMES, SCORE_TABLE, SCORES, matrix_file, table_file
 
 NDR_LEVELS = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
-KNOWN_METHODS = ("tracin", "cosine", "datainf")
 
 
 @dataclass
 class ModuleScores:
-    """Per-module score matrices (m × n) of one method, memory-mapped from disk."""
+    """Per-module score matrices (m × n) of one method, memory-mapped from disk (``folder``: the stage's)."""
 
     method: str
     folder: Path
 
     def path(self, module: str) -> Path:
-        return self.folder / self.method / f"{module}.npy"
+        return self.folder / matrix_file(self.method, module)
 
     def has(self, module: str) -> bool:
         return self.path(module).exists()
@@ -48,27 +48,19 @@ class ModuleScores:
 
 
 def method_applies(method: str, spec: ModuleSpec, cfg: ScoreConfig) -> bool:
-    """DataInf is skipped on WE and on modules with ≥ ``datainf_threshold`` parameters (spec §3.3)."""
-    if method == "datainf":
-        return spec.kind != "we" and methods.datainf_applicable(spec.numel, cfg.datainf_threshold)
-    return True
+    """Whether a registered method scores this module (DataInf: not WE, not ≥ ``datainf_threshold`` parameters)."""
+    return registry.method(method).applies(spec.kind, spec.numel, cfg.datainf_threshold)
 
 
-def compute_module_scores(
-    method: str,
-    spec: ModuleSpec,
-    train: GradStore,
-    infl: GradStore,
-    cfg: ScoreConfig,
-) -> np.ndarray:
+def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl: GradStore,
+                          cfg: ScoreConfig) -> np.ndarray:
     """S^b (m × n, float32) for one method and module, streaming training chunks from the store."""
     compute_dtype = _torch_dtype(cfg.compute_dtype)
     if spec.kind == "we":
-        if method == "tracin":
-            return methods.tracin_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n).astype(np.float32)
-        if method == "cosine":
-            return methods.cosine_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n).astype(np.float32)
-        raise LayerinfError(f"method {method} does not apply to WE", "use tracin or cosine for the WE group")
+        score_we = registry.method(method).score_we
+        if score_we is None:
+            raise LayerinfError(f"method {method} does not apply to WE", "use tracin or cosine for the WE group")
+        return np.asarray(score_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n), dtype=np.float32)
     V = np.asarray(infl.module(spec.name), dtype=np.float32)
     return methods.score_module(
         method,
@@ -86,22 +78,6 @@ def _torch_dtype(name: str):
     if name not in table:
         raise LayerinfError(f"unknown compute dtype '{name}'", "use float32 or bfloat16 (never float16 on CPU)")
     return table[name]
-
-
-def _check_methods(names: Iterable[str]) -> list[str]:
-    names = [m.lower() for m in names]
-    bad = [m for m in names if m not in KNOWN_METHODS]
-    if bad:
-        raise LayerinfError(f"unknown method(s) {', '.join(bad)}", f"use any of {', '.join(KNOWN_METHODS)}")
-    return names
-
-
-def _check_aggregators(names: Iterable[str]) -> list[str]:
-    names = [a.lower() for a in names]
-    bad = [a for a in names if a not in ("mean", "rank", "vote")]
-    if bad:
-        raise LayerinfError(f"unknown aggregator(s) {', '.join(bad)}", "use mean, rank or vote")
-    return names
 
 
 def aggregate_group(
@@ -183,7 +159,7 @@ def score_stores(
     correct: np.ndarray,
     num_layers: int,
     cfg: ScoreConfig,
-    matrices_dir: Path,
+    folder: Path,
     *,
     progress: bool = True,
     per_module_metrics: bool = True,
@@ -191,14 +167,12 @@ def score_stores(
     """Score every method × group × aggregator from two gradient stores (pure orchestration of the math).
 
     ``noisy`` (the ground-truth mask) may be None for real data: then no NDR/AUC columns are computed.
-    Per-module matrices are written to ``matrices_dir/<method>/<module>.npy``.
+    Per-module matrices are written to ``folder/matrices/<method>/<module>.npy`` (``layout.matrix_file``).
     """
     from tqdm.auto import tqdm
 
-    method_names = _check_methods(cfg.methods)
-    aggregators = _check_aggregators(cfg.aggregators)
-    if cfg.group_mode not in ("per_module", "concat"):
-        raise LayerinfError(f"unknown group mode '{cfg.group_mode}'", "use per_module (paper) or concat")
+    method_names = [registry.method(m).name for m in cfg.methods]
+    aggregators = [registry.aggregator(a).name for a in cfg.aggregators]
     specs = train.specs
     by_name = {s.name: s for s in specs}
     groups = resolve_groups(cfg.groups, specs, num_layers)
@@ -210,7 +184,7 @@ def score_stores(
     jobs = [(m, s) for m in method_names for s in needed if method_applies(m, s, cfg)]
     bar = tqdm(jobs, desc="influence matrices", disable=not progress)
     for method, spec in bar:
-        out = ModuleScores(method, matrices_dir)
+        out = ModuleScores(method, folder)
         if out.has(spec.name):
             continue
         bar.set_postfix(module=spec.name, method=method, refresh=False)
@@ -229,11 +203,11 @@ def score_stores(
     rows, columns, curves = [], {}, []
     combos = [(m, g, a) for m in method_names for g in groups for a in aggregators]
     for method, group, aggregator in tqdm(combos, desc="aggregate", disable=not progress):
-        store = ModuleScores(method, matrices_dir)
+        store = ModuleScores(method, folder)
         members = [b for b in groups[group] if method_applies(method, by_name[b], cfg) and store.has(b)]
         if not members:
             continue  # e.g. DataInf × WE: not defined (spec §3.3)
-        if cfg.group_mode == "concat" and method in ("tracin", "cosine") and len(members) > 1:
+        if cfg.group_mode == "concat" and method in ("tracin", "cosine") and len([b for b in members if b != "WE"]) > 1:
             S_cat = _concat_scores(method, members, train, infl, cfg)
             s = aggregate_group([S_cat], aggregator, correct, cfg)
         else:
@@ -261,7 +235,7 @@ def score_stores(
     module_rows, noise_rows = [], []
     if per_module_metrics and noisy is not None and noisy.any():
         for method in method_names:
-            store = ModuleScores(method, matrices_dir)
+            store = ModuleScores(method, folder)
             for spec in specs:
                 if not store.has(spec.name):
                     continue
@@ -291,9 +265,42 @@ def score_stores(
 
 def _concat_scores(method: str, members: list[str], train: GradStore, infl: GradStore, cfg: ScoreConfig) -> np.ndarray:
     """TracIn / Cosine on the concatenated gradients of a group's modules (``group_mode="concat"``)."""
-    dense = [b for b in members if b != "WE"]
-    if len(dense) != len(members):
-        raise LayerinfError("group_mode='concat' does not support the WE module", "use per_module for groups with WE")
+    dense = [b for b in members if b != "WE"]  # WE is row-sparse: concat mode scores the group's dense modules
     V_blocks = [np.asarray(infl.module(b), dtype=np.float32) for b in dense]
     sources = [(lambda b=b: (c for _, c in train.iter_chunks(b, cfg.chunk_size))) for b in dense]
     return methods.score_concat(method, V_blocks, sources, n=train.n, compute_dtype=_torch_dtype(cfg.compute_dtype))
+
+
+class ScoreStage(StageBase):
+    """Every method × layer group × aggregator from the gradient stores, with the metric tables."""
+
+    name = SCORES
+    upstream = (DATA, GRADS)
+    artifacts = (*(table_file(f) for f in SCORE_FRAMES), table_file(SCORE_TABLE, "csv"), MATRICES_DIR)
+
+    def key(self, cfg: ScoreConfig) -> dict:
+        from dataclasses import asdict
+
+        return {"score": asdict(cfg)}
+
+    def compute(self, st, cfg: ScoreConfig, *, progress=True, device="cpu") -> dict:
+        from layerinf.stages.data import load_data
+        from layerinf.stages.grads import GradsStage
+
+        prepared = load_data(self.run_dir)
+        grads = GradsStage(self.run_dir)
+        train, infl = grads.load()
+        correct = infl.logits.argmax(1) == infl.labels
+        noisy = prepared.train["noisy"].to_numpy(bool)
+        res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress)
+        for name in SCORE_FRAMES:
+            getattr(res, name).to_parquet(st.out(table_file(name)), index=False)
+        res.table.to_csv(st.out(table_file(SCORE_TABLE, "csv")), index=False)
+        return {"configurations": len(res.table), "correct_infl": int(correct.sum()), "infl": int(len(correct))}
+
+    def load(self) -> pd.DataFrame:
+        """The summary table, one row per (method, group, aggregator), best NDR@30 first."""
+        return pd.read_parquet(self.path / table_file(SCORE_TABLE))
+
+    def aggregated(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / AGGREGATED_FILE)

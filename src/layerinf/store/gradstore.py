@@ -9,36 +9,45 @@ Layout (docs/internals.md, "Gradient store")::
     WE.rows.npy               (nnz, h)        — gradient rows (row-sparse WE; never vocab × h)
     loss.npy, logits.npy, labels.npy
 
-``write_store`` streams ``collect.collect_gradients`` batches straight into the memmaps of a hidden temporary
+``engine.collect.write_store`` streams ``collect_gradients`` batches straight into the memmaps of a hidden temporary
 folder and renames it into place when complete, so memory stays about one batch and a half-written store is
 never visible. ``GradStore`` reads it back, streaming float32 chunks of training samples.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
 from layerinf.store.rundir import atomic_write_json
-from layerinf.engine.batching import EncodedSplit
-from layerinf.engine.collect import GradBatch, WERows, collect_gradients
 from layerinf.errors import LayerinfError
-from layerinf.model.loading import ModuleSpec, inventory
+from layerinf.spec import ModuleSpec
+
+if TYPE_CHECKING:  # the writer takes batches made by the engine
+    from layerinf.engine.collect import GradBatch
 
 STORE_FORMAT = "layerinf-gradstore-v1"
 INFO = "info.json"
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 _NP_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+
+
+class WERows(NamedTuple):
+    """Row-sparse word-embedding gradients of consecutive samples: sample ``i`` owns ``indptr[i]:indptr[i+1]``."""
+
+    indptr: Any  # (b + 1,) int64, starts at 0
+    tokens: Any  # (nnz,) int64 token ids, sorted within a sample
+    rows: Any  # (nnz, h) gradient rows (summed over repeated tokens)
+
 
 
 def _version() -> str:
@@ -64,35 +73,6 @@ def from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "bfloat16":
         return (np.asarray(a, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
     return np.asarray(a, dtype=np.float32)
-
-
-def split_fingerprint(encoded: EncodedSplit) -> str:
-    """sha256 of a split's token ids, masks and labels: a store is reusable only for the same data."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
-        if key in encoded.features[0]:
-            lengths = np.fromiter((len(f[key]) for f in encoded.features), dtype=np.int64, count=len(encoded))
-            h.update(key.encode() + lengths.tobytes())
-            h.update(np.fromiter(itertools.chain.from_iterable(f[key] for f in encoded.features), dtype=np.int64).tobytes())
-    h.update(np.asarray(encoded.labels, dtype=np.int64).tobytes())
-    h.update(f"{encoded.pad_token_id}/{encoded.padding_side}".encode())
-    return h.hexdigest()
-
-
-def we_token_counts(encoded: EncodedSplit, vocab: int) -> np.ndarray:
-    """Number of distinct (unmasked) tokens per sample = its number of WE gradient rows."""
-    lengths = encoded.lengths
-    ids = np.fromiter(itertools.chain.from_iterable(f["input_ids"] for f in encoded.features), dtype=np.int64,
-                      count=int(lengths.sum()))
-    sample = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
-    if "attention_mask" in encoded.features[0]:
-        keep = np.fromiter(itertools.chain.from_iterable(f["attention_mask"] for f in encoded.features),
-                           dtype=np.int64, count=len(ids)).astype(bool)
-        ids, sample = ids[keep], sample[keep]
-    uniq = np.unique(sample * vocab + ids)
-    return np.bincount(uniq // vocab, minlength=len(encoded)).astype(np.int64)
 
 
 class StoreWriter:
@@ -246,39 +226,6 @@ def _replace_folder(src: Path, dst: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(src, dst)
-
-
-def write_store(
-    model,
-    encoded: EncodedSplit,
-    folder: str | os.PathLike,
-    *,
-    specs: Sequence[ModuleSpec] | None = None,
-    batch_size: int = 32,
-    include_we: bool = True,
-    dtype: str = "float32",
-    checkpoint_sha256: str = "",
-    data_sha256: str | None = None,
-    progress: bool = True,
-) -> "GradStore":
-    """Collect a split's per-sample gradients and stream them into a new store at ``folder``.
-
-    ``data_sha256`` defaults to ``split_fingerprint(encoded)``. An existing store there is replaced only once
-    the new one is complete.
-    """
-    net = model.model if hasattr(model, "tokenizer") and hasattr(model, "model") else model
-    if specs is None:
-        specs = inventory(net, include_we=include_we)
-    specs = [s for s in specs if include_we or s.kind != "we"]
-    we_spec = next((s for s in specs if s.kind == "we"), None)
-    counts = we_token_counts(encoded, int(we_spec.shape[0])) if we_spec is not None else None
-    if data_sha256 is None:
-        data_sha256 = split_fingerprint(encoded)
-    with StoreWriter(folder, len(encoded), specs, dtype=dtype, we_counts=counts) as writer:
-        for batch in collect_gradients(net, encoded, specs, batch_size=batch_size, include_we=we_spec is not None,
-                                       progress=progress):
-            writer.add(batch)
-        return writer.finish(checkpoint_sha256=checkpoint_sha256, data_sha256=data_sha256)
 
 
 class GradStore:
@@ -443,5 +390,4 @@ def is_valid(folder: str | os.PathLike, checkpoint_sha256: str | None = None, da
     return True
 
 
-__all__ = ["GradStore", "StoreWriter", "write_store", "is_valid", "split_fingerprint", "we_token_counts",
-           "to_storage", "from_storage", "STORAGE_DTYPES"]
+__all__ = ["GradStore", "StoreWriter", "is_valid", "to_storage", "from_storage", "STORAGE_DTYPES"]

@@ -61,6 +61,10 @@ AGGREGATED_FILE = "aggregated.parquet"
 SCORE_FRAMES = ("table", "curves", "modules", "noise_rank", "aggregated")
 MATRICES_DIR = "matrices"
 
+# report/
+REPORT_TABLES = "tables"
+REPORT_FIGURES = "figures"
+
 # eval/ and sweeps
 RESULTS = "results"
 SWEEP_FILE = "sweep.json"

@@ -1,14 +1,19 @@
-"""Run directories: one folder per stage, atomic writes, manifests with config, versions and checksums.
+"""Run directories: one folder per stage, atomic writes, manifests, checksums, a writer lock.
 
 A stage writes into a hidden temporary folder; only when it finishes is that folder renamed into place and
-recorded in ``manifest.json`` (run level) and ``<stage>/stage.json`` (stage level). A rerun with the same
-configuration reuses a finished stage when its checksums still match, and redoes a stage that is missing,
-half-written or corrupted. Only JSON, safetensors, numpy and parquet files are written; nothing is pickled.
+recorded in ``manifest.json`` (run level) and ``<stage>/stage.json`` (stage level: config, inputs, versions,
+seed, device, SHA-256 of every file). A rerun with the same configuration and inputs reuses a finished stage
+whose checksums still match, and redoes one that is missing, half-written, corrupted or made from other
+inputs. Reading a stage (``require``) verifies its checksums and that it was made from the current version
+of the stages it read. One process writes a run at a time (``RUN/.lock``); temporary folders left by a
+killed process are swept when the next writer takes the lock. Only JSON, safetensors, numpy and parquet
+files are written; nothing is pickled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -21,10 +26,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from layerinf.errors import LayerinfError
+from layerinf.store.layout import (DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORES, STAGE_FILE, SUSPECTS,
+                                   RunLayout)
 
-MANIFEST = "manifest.json"
-STAGE_FILE = "stage.json"
 _VERSIONED = ("layerinf", "torch", "transformers", "peft", "numpy", "scipy", "pandas", "datasets", "safetensors")
+WALL_CLOCK_FIELDS = ("started", "seconds", "updated")  # the only fields that differ between identical runs
 
 
 def package_versions() -> dict[str, str]:
@@ -52,19 +58,35 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _disk_error(exc: OSError, path: Path) -> LayerinfError:
+    if exc.errno == errno.ENOSPC:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+        return LayerinfError(f"disk full while writing {path} ({free / 2**30:.2f} GiB free)",
+                             "free some space or choose another output directory, then rerun")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return LayerinfError(f"cannot write {path} ({os.strerror(exc.errno)})",
+                             "choose a writable output directory")
+    return LayerinfError(f"cannot write {path} ({exc.strerror or exc})", "check the output directory")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _disk_error(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _disk_error(exc, path) from None
         raise
 
 
@@ -78,11 +100,14 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise LayerinfError(f"missing file {path}", "run the stage that writes it first") from None
-    except json.JSONDecodeError as exc:
-        raise LayerinfError(f"{path} is not valid JSON ({exc.msg})", "delete it and rerun the stage") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LayerinfError(f"{path} is not valid JSON ({type(exc).__name__})", "delete it and rerun the stage") from None
+    except IsADirectoryError:
+        raise LayerinfError(f"{path} is a folder, not a JSON file", "remove it and rerun the stage") from None
 
 
-def _checksums(folder: Path) -> dict[str, str]:
+def checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` except its ``stage.json``."""
     return {
         p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
@@ -107,61 +132,184 @@ class Stage:
         return p
 
 
+_HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth): the lock is re-entrant within a process
+
+
 class RunDir:
-    """A run directory: ``manifest.json`` plus one sub-folder per stage."""
+    """A run directory: ``manifest.json`` plus one sub-folder per stage (names in ``store.layout``)."""
 
     def __init__(self, root: "str | os.PathLike | RunDir"):
         self.root = Path(root.root if isinstance(root, RunDir) else root)
+        self.layout = RunLayout(self.root)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
 
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST
+    # ---------------------------------------------------------------------------------------- reading
 
     def manifest(self) -> dict:
-        if not self.manifest_path.exists():
+        if not self.layout.manifest.exists():
             return {"stages": {}}
-        return read_json(self.manifest_path)
+        return read_json(self.layout.manifest)
 
     def stage_path(self, name: str) -> Path:
-        return self.root / name
+        return self.layout.stage(name)
+
+    def _info(self, name: str) -> dict | None:
+        path = self.stage_path(name) / STAGE_FILE
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) and isinstance(info.get("files"), dict) else None
 
     def is_finished(self, name: str, config: Any | None = None, verify: bool = True) -> bool:
         """True when stage ``name`` finished (with this config, if given) and its files still match."""
-        folder = self.stage_path(name)
-        info_path = folder / STAGE_FILE
-        if not info_path.exists():
-            return False
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        info = self._info(name)
+        if info is None:
             return False
         if config is not None and info.get("config_hash") != config_hash(config):
             return False
         if verify:
             try:
-                return _checksums(folder) == info.get("files")
+                return checksums(self.stage_path(name)) == info.get("files")
             except OSError:
                 return False
         return True
 
     def stage_info(self, name: str) -> dict:
-        return read_json(self.stage_path(name) / STAGE_FILE)
+        info = self._info(name)
+        if info is None:
+            raise LayerinfError(f"stage '{name}' in {self.root} has no valid {STAGE_FILE}",
+                                f"redo it: `layerinf {_COMMAND.get(name, name)} {self.root} --force`")
+        return info
 
-    def require(self, name: str, hint: str | None = None) -> Path:
-        """The folder of a finished stage, or a clear error naming the command that makes it."""
-        if not self.is_finished(name, verify=False):
-            raise LayerinfError(
-                f"stage '{name}' has not finished in {self.root}",
-                hint or f"run `layerinf {name} {self.root}` first",
-            )
+    def fingerprint(self, name: str) -> str:
+        """Identity of a finished stage's content: its config hash and its files' checksums."""
+        info = self.stage_info(name)
+        return config_hash({"config_hash": info.get("config_hash"), "files": info.get("files")})
+
+    def verify(self, name: str) -> None:
+        """Raise a clear error naming the first file of stage ``name`` whose checksum does not match."""
+        info = self.stage_info(name)
+        folder = self.stage_path(name)
+        want = info["files"]
+        for rel, sha in sorted(want.items()):
+            path = folder / rel
+            try:
+                ok = path.is_file() and sha256_file(path) == sha
+            except OSError:
+                ok = False
+            if not ok:
+                raise LayerinfError(
+                    f"{path} is {'missing' if not path.exists() else 'corrupted (checksum mismatch)'}",
+                    f"redo the stage: `layerinf {_COMMAND.get(name, name)} {self.root} --force`",
+                )
+        extra = sorted(set(checksums(folder)) - set(want))
+        if extra:
+            raise LayerinfError(f"{folder / extra[0]} was added after stage '{name}' finished",
+                                f"remove it, or redo the stage: `layerinf {_COMMAND.get(name, name)} {self.root} --force`")
+
+    def require(self, name: str, hint: str | None = None, *, verify: bool = True) -> Path:
+        """The folder of a finished, intact, up-to-date stage, or a clear error naming the command to run."""
+        if self._info(name) is None:
+            raise LayerinfError(f"stage '{name}' has not finished in {self.root}",
+                                hint or f"run `layerinf {_COMMAND.get(name, name)} {self.root}` first")
+        if verify:
+            self.verify(name)
+        self.check_fresh(name)
         return self.stage_path(name)
 
+    def check_fresh(self, name: str) -> None:
+        """Error when stage ``name`` was made from an older version of a stage it reads."""
+        for up, fp in (self.stage_info(name).get("inputs") or {}).items():
+            owner = RunDir(Path(up).parent) if os.sep in up else self  # a stage of another run: its absolute path
+            up = Path(up).name
+            if owner._info(up) is None or owner.fingerprint(up) != fp:
+                raise LayerinfError(
+                    f"stage '{name}' in {self.root} was made from an older '{up}' stage (it was redone since)",
+                    f"redo it: `layerinf {_COMMAND.get(name, name)} {self.root}`",
+                )
+
+    # ---------------------------------------------------------------------------------------- writing
+
     @contextlib.contextmanager
-    def stage(self, name: str, config: Any, *, seed: int | None = None, force: bool = False) -> Iterator[Stage]:
-        """Run a stage atomically, or reuse it when it already finished with the same config.
+    def locked(self) -> Iterator[None]:
+        """Hold ``RUN/.lock`` (re-entrant in this process); another writer gets a clear error at once."""
+        import fcntl
+
+        key = str(self.layout.lock.resolve())
+        if key in _HELD:
+            fd, depth = _HELD[key]
+            _HELD[key] = (fd, depth + 1)
+            try:
+                yield
+            finally:
+                fd, depth = _HELD[key]
+                _HELD[key] = (fd, depth - 1)
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise LayerinfError(f"{self.root} is a file, not a run directory", "choose another output path")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _disk_error(exc, self.layout.lock) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LayerinfError(f"another layerinf process (pid {holder}) is writing {self.root}",
+                                "wait for it to finish, then rerun (finished stages are reused)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[key] = (fd, 1)
+        try:
+            self.sweep_temporaries()
+            yield
+        finally:
+            _HELD.pop(key, None)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """On failure, remove what this command created, except what a rerun resumes from (finished stages,
+        retraining records, the manifest that lists them). A directory it created with nothing finished goes."""
+        existed = self.root.exists()
+        before = set(os.listdir(self.root)) if existed and self.root.is_dir() else set()
+        try:
+            yield
+        except BaseException:
+            if self.root.is_dir():
+                keep = {n for n in os.listdir(self.root) if self._info(n) is not None}
+                if not existed and not keep:
+                    shutil.rmtree(self.root, ignore_errors=True)
+                else:
+                    keep |= {MANIFEST, RETRAIN_DIR} if keep else set()
+                    for name in set(os.listdir(self.root)) - before - keep:
+                        path = self.root / name
+                        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            raise
+
+    def sweep_temporaries(self) -> list[Path]:
+        """Remove ``.<name>.*.tmp`` / ``.old`` leftovers of killed writers (call only while holding the lock)."""
+        gone = []
+        for p in list(self.root.glob(".*.tmp")) + list(self.root.glob(".*.old")) + list(self.root.glob("*/.*.tmp")):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            gone.append(p)
+        return gone
+
+    @contextlib.contextmanager
+    def stage(self, name: str, config: Any, *, seed: int | None = None, force: bool = False,
+              inputs: dict[str, str] | None = None, device: str | None = None) -> Iterator[Stage]:
+        """Run a stage atomically, or reuse it when it already finished with the same config and inputs.
 
         Usage::
 
@@ -170,47 +318,72 @@ class RunDir:
                     save(st.out("best.safetensors"))
         """
         final = self.stage_path(name)
-        if not force and self.is_finished(name, config):
-            yield Stage(name, final, final, True, self.stage_info(name))
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}.", suffix=".tmp"))
-        started = time.time()
-        try:
-            st = Stage(name, final, tmp, False, {})
-            yield st
-            info = {
-                "stage": name,
-                "config": config,
-                "config_hash": config_hash(config),
-                "seed": seed,
-                "versions": package_versions(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                "seconds": round(time.time() - started, 3),
-                "files": _checksums(tmp),
-                **st.info,
-            }
-            atomic_write_json(tmp / STAGE_FILE, info)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            st.tmp, st.info = final, info
-            self._record(name, info)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        key = {**config, "inputs": inputs} if inputs else config
+        with self.locked():
+            if not force and self.is_finished(name, key):
+                yield Stage(name, final, final, True, self.stage_info(name))
+                return
+            try:
+                tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}.", suffix=".tmp"))
+            except OSError as exc:
+                raise _disk_error(exc, self.root / name) from None
+            started = time.time()
+            try:
+                st = Stage(name, final, tmp, False, {})
+                yield st
+                info = {
+                    "stage": name,
+                    "config": config,
+                    "config_hash": config_hash(key),
+                    "inputs": inputs or {},
+                    "seed": seed,
+                    "device": device or "cpu",
+                    "versions": package_versions(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                    "seconds": round(time.time() - started, 3),
+                    "files": checksums(tmp),
+                    **st.info,
+                }
+                atomic_write_json(tmp / STAGE_FILE, info)
+                _publish(tmp, final)
+                st.tmp, st.info = final, info
+                self._record(name, info)
+            except OSError as exc:
+                raise _disk_error(exc, final) from None
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     def _record(self, name: str, info: dict) -> None:
         man = self.manifest()
         man.setdefault("stages", {})[name] = {
-            k: info[k] for k in ("config", "config_hash", "seed", "versions", "started", "seconds", "files")
+            k: info[k] for k in ("config", "config_hash", "inputs", "seed", "device", "versions", "started",
+                                 "seconds", "files")
         }
         man["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_write_json(self.manifest_path, man)
+        atomic_write_json(self.layout.manifest, man)
 
     def invalidate(self, name: str) -> None:
         """Forget a stage (its folder is removed), e.g. after an upstream stage changed."""
-        shutil.rmtree(self.stage_path(name), ignore_errors=True)
-        man = self.manifest()
-        if man.get("stages", {}).pop(name, None) is not None:
-            atomic_write_json(self.manifest_path, man)
+        with self.locked():
+            shutil.rmtree(self.stage_path(name), ignore_errors=True)
+            man = self.manifest()
+            if man.get("stages", {}).pop(name, None) is not None:
+                atomic_write_json(self.layout.manifest, man)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by ``tmp``: the old folder is first moved aside, so a crash never leaves neither."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.{os.getpid()}.old")
+        if trash.exists():
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+# the CLI command that (re)makes each stage folder, for error messages
+_COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", EVAL: "run", SUSPECTS: "suspects"}

@@ -1,0 +1,192 @@
+"""The ``eval`` stage: remove the bottom fraction by every configuration and baseline, retrain, compare.
+
+For each retrained configuration (``filter.configs``, default every scored one) and baseline (``none``,
+``random``, the noise-aware ``oracle``) the lowest ``filter.fraction`` of the training set is removed and the
+model is retrained from the same initial checkpoint with the same recipe. Each retraining is a small JSON
+record under ``RUN/retrain/`` keyed by the exact kept subset, the initial checkpoint and the recipe, with its
+own checksum: configurations that remove the same examples share one retraining, a killed run resumes where
+it stopped, and an edited or broken record is redone rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+import numpy as np
+import pandas as pd
+
+from layerinf.config import BASELINES, FilterConfig, ModelConfig, TrainConfig
+from layerinf.errors import LayerinfError
+from layerinf.evaluation import metrics
+from layerinf.stages.base import StageBase
+from layerinf.store.layout import AGGREGATED_FILE, DATA, EVAL, FINETUNE, RESULTS, SCORE_TABLE, SCORES, adapter_file, table_file
+from layerinf.store.rundir import atomic_write_json, config_hash
+
+METRIC_COLUMNS = ["ndr_30", "auc_ndr", "roc_auc", "cancellation"]
+
+
+def config_key(method: str, group: str, aggregator: str) -> str:
+    return f"{method}/{group}/{aggregator}"
+
+
+def baseline_scores(name: str, noisy: np.ndarray, seed: int) -> np.ndarray | None:
+    """Scores of a baseline (spec §6): Random, the noise-aware oracle ('Full'), or None for no removal."""
+    if name == "random":
+        return metrics.random_scores(len(noisy), seed)
+    if name == "oracle":
+        return metrics.oracle_scores(noisy, seed)
+    if name == "none":
+        return None
+    raise LayerinfError(f"unknown baseline '{name}'", f"use any of {', '.join(BASELINES)}")
+
+
+def _unit_key(kept: np.ndarray, salt: str) -> str:
+    """File key of one retraining: the exact kept subset plus what else shapes it (start point, recipe)."""
+    h = hashlib.sha256(salt.encode())
+    h.update(np.ascontiguousarray(kept, dtype=np.int64).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _record_sha(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_record(path: Path) -> dict | None:
+    """A retraining record whose checksum matches, else None (missing, half-written or edited)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        record = raw["record"]
+        return record if raw.get("sha256") == _record_sha(record) and "best_accuracy" in record else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_record(path: Path, record: dict) -> None:
+    atomic_write_json(path, {"record": record, "sha256": _record_sha(record)})
+
+
+def _baseline_metrics(s: np.ndarray | None, noisy: np.ndarray) -> dict[str, float]:
+    if s is None or not noisy.any():
+        return {c: float("nan") for c in METRIC_COLUMNS}
+    return {"ndr_30": float(metrics.ndr_at(s, noisy, 0.30)), "auc_ndr": float(metrics.auc_ndr(s, noisy)),
+            "roc_auc": float(metrics.roc_auc(s, noisy)), "cancellation": float("nan")}
+
+
+class EvalStage(StageBase):
+    """Filter and retrain; writes ``results.parquet|csv`` (one row per configuration or baseline)."""
+
+    name = EVAL
+    upstream = (DATA, FINETUNE, SCORES)
+    artifacts = (table_file(RESULTS), table_file(RESULTS, "csv"))
+
+    def key(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig) -> dict:
+        from layerinf.stages.finetune import recipe
+
+        return {"filter": asdict(filt), "train": recipe(self.run_dir, model, train)}
+
+    def seed(self, filt, model, train) -> int:
+        return int(self.run_dir.stage_info(DATA)["seed"] or 0)
+
+    def plan(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig):
+        """(kind, name, scores, kept rows, record path) per configuration and baseline."""
+        from layerinf.stages.data import load_data
+
+        run = self.run_dir
+        noisy = load_data(run).train["noisy"].to_numpy(bool)
+        n = len(noisy)
+        table = pd.read_parquet(run.stage_path(SCORES) / table_file(SCORE_TABLE))
+        aggregated = pd.read_parquet(run.stage_path(SCORES) / AGGREGATED_FILE)
+        keys = [config_key(r.method, r.group, r.aggregator) for r in table.itertuples()]
+        if filt.configs is not None:
+            unknown = sorted(set(filt.configs) - set(keys))
+            if unknown:
+                raise LayerinfError(f"filter.configs names unscored configuration(s) {', '.join(unknown)}",
+                                    "add their method/group/aggregator to the score section, or fix the names")
+            keys = [k for k in keys if k in set(filt.configs)]
+        seed = self.seed(filt, model, train)
+        units = [("baseline", b, baseline_scores(b, noisy, seed)) for b in filt.baselines]
+        units += [("influence", k, aggregated[k].to_numpy(np.float64)) for k in keys]
+        removed = metrics.removal_count(filt.fraction, n)
+        # a retraining is reused only for the same kept subset, initial checkpoint and recipe
+        salt = config_hash({"init": run.stage_info(FINETUNE)["files"][adapter_file("init")],
+                            "train": self.key(filt, model, train)["train"]})
+        plan = []
+        for kind, name, s in units:
+            kept = np.arange(n) if s is None else np.sort(metrics.filter_order(s)[removed:])
+            plan.append((kind, name, s, kept, run.layout.retrain / f"{_unit_key(kept, salt)}.json"))
+        return plan, table, noisy
+
+    def compute(self, st, filt: FilterConfig, model: ModelConfig, train: TrainConfig, *, progress=True,
+                device="cpu") -> dict:
+        plan, table, noisy = self.plan(filt, model, train)
+        self._retrain(plan, model, train, progress=progress, device=device)
+        results = self._results(plan, table, noisy, model)
+        results.to_parquet(st.out(table_file(RESULTS)), index=False)
+        results.to_csv(st.out(table_file(RESULTS, "csv")), index=False)
+        return {"rows": len(results), "retrainings": len({p[4] for p in plan})}
+
+    def _retrain(self, plan, model: ModelConfig, train: TrainConfig, *, progress: bool, device: str) -> None:
+        from tqdm.auto import tqdm
+
+        from layerinf.engine import train as train_mod
+        from layerinf.model import read_adapter
+        from layerinf.stages.finetune import encode_splits, load_finetuned, recipe
+
+        todo = list(dict.fromkeys(p[4] for p in plan if read_record(p[4]) is None))
+        if not todo:
+            return
+        rec = recipe(self.run_dir, model, train)
+        loaded, prepared, model_cfg = load_finetuned(self.run_dir, "init", device=device)
+        enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
+        init_state = read_adapter(self.run_dir.layout.adapter("init"))
+        n = len(prepared.train)
+        bar = tqdm(total=len(todo), desc="retrain", disable=not progress)
+        for kind, name, s, kept, path in plan:
+            if path not in todo or read_record(path) is not None:
+                continue
+            t0 = time.time()
+            res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
+                                seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False)
+            write_record(path, {
+                "kept": int(len(kept)), "unit": path.stem, "best_accuracy": res.best_accuracy,
+                "accuracy_at_best_epoch": res.accuracy_at_best_epoch, "best_epoch": res.best_epoch,
+                "history": res.history.to_dict(orient="list"), "first_config": name,
+                "seconds": round(time.time() - t0, 2),
+            })
+            bar.update(1)
+            if self.echo:
+                self.echo(f"retrained without {n - len(kept)} examples chosen by {name}: "
+                     f"best test acc {res.best_accuracy:.4f}")
+        bar.close()
+
+    def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig) -> pd.DataFrame:
+        from layerinf.stages.data import load_data
+
+        prepared = load_data(self.run_dir)
+        seed = int(self.run_dir.stage_info(DATA)["seed"] or 0)
+        task = prepared.task or self.run_dir.stage_info(DATA)["config"]["data"]["source"]
+        by_key = {config_key(r.method, r.group, r.aggregator): r for r in table.itertuples()}
+        n, rows = len(noisy), []
+        for kind, name, s, kept, path in plan:
+            unit = read_record(path)
+            if unit is None:
+                raise LayerinfError(f"retraining record {path} is missing or corrupted",
+                                    "rerun the same command: the retraining is redone")
+            if kind == "baseline":
+                method, group, agg = name, "-", "-"
+                m = _baseline_metrics(s, noisy)
+            else:
+                method, group, agg = name.split("/")
+                m = {c: float(getattr(by_key[name], c)) for c in METRIC_COLUMNS}
+            rows.append({
+                "model": model.name, "task": task, "seed": seed, "method": method, "group": group,
+                "aggregator": agg, "kind": kind, **m, "removed": int(n - len(kept)),
+                "best_accuracy": unit["best_accuracy"], "accuracy_at_best_epoch": unit["accuracy_at_best_epoch"],
+            })
+        return pd.DataFrame(rows)
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / table_file(RESULTS))

@@ -1,0 +1,154 @@
+"""The ``finetune`` stage (``layerinf finetune``): LoRA fine-tuning, or importing a trained adapter.
+
+Writes ``init|best|last.safetensors`` (the trainable LoRA + head tensors), the influence-set logits at the
+best checkpoint and the per-epoch history. The best checkpoint is the epoch with the lowest influence-set
+loss (ties → the later epoch). ``AdapterStage`` fills the same folder from a user's adapter instead (a
+layerinf ``.safetensors`` file or a PEFT folder): only ``best`` exists then, and there is no history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from layerinf.config import ModelConfig, TrainConfig
+from layerinf.errors import LayerinfError
+from layerinf.stages.base import StageBase
+from layerinf.stages.data import load_data
+from layerinf.store.layout import CHECKPOINTS, DATA, FINETUNE, HISTORY, INFL_LOGITS_FILE, adapter_file, table_file
+
+
+@dataclass
+class FinetuneOutput:
+    """What ``finetune`` leaves in ``finetune/`` and its headline numbers."""
+
+    folder: Path
+    history: pd.DataFrame
+    best_epoch: int
+    best_accuracy: float
+    accuracy_at_best_epoch: float
+
+
+def train_seed(train: TrainConfig, data_seed: int) -> int:
+    return data_seed if train.train_seed is None else train.train_seed
+
+
+def recipe(run_dir, model: ModelConfig, train: TrainConfig) -> dict:
+    """The training recipe with the learning rate and seed resolved (what makes a training run)."""
+    from layerinf.model import default_lr
+
+    data_seed = int(StageBase(run_dir).run_dir.stage_info(DATA)["seed"] or 0)
+    lr = default_lr(model.name) if train.lr is None else float(train.lr)
+    return {**asdict(train), "lr": lr, "train_seed": train_seed(train, data_seed)}
+
+
+def encode_splits(prepared, tokenizer, max_length: int) -> dict:
+    from layerinf.engine.batching import encode_split
+
+    return {name: encode_split(getattr(prepared, name), tokenizer, max_length) for name in ("train", "infl", "test")}
+
+
+def _save_outputs(st, result, model: ModelConfig) -> None:
+    from layerinf.model import save_adapter
+
+    meta = {"model": model.name, "lora_r": str(model.lora_r)}
+    save_adapter(result.init_state, st.out(adapter_file("init")), meta)
+    save_adapter(result.best_state, st.out(adapter_file("best")), {**meta, "epoch": str(result.best_epoch)})
+    save_adapter(result.last_state, st.out(adapter_file("last")), meta)
+    np.save(st.out(INFL_LOGITS_FILE), result.best_infl_logits)
+    result.history.to_parquet(st.out(table_file(HISTORY)), index=False)
+    result.history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
+
+
+class FinetuneStage(StageBase):
+    """LoRA-fine-tune on the run's (noisy) training split."""
+
+    name = FINETUNE
+    upstream = (DATA,)
+    artifacts = (*(adapter_file(c) for c in CHECKPOINTS), INFL_LOGITS_FILE, table_file(HISTORY),
+                 table_file(HISTORY, "csv"))
+
+    def key(self, model: ModelConfig, train: TrainConfig) -> dict:
+        return {"model": asdict(model), "train": recipe(self.run_dir, model, train)}
+
+    def seed(self, model: ModelConfig, train: TrainConfig) -> int:
+        return self.key(model, train)["train"]["train_seed"]
+
+    def compute(self, st, model: ModelConfig, train: TrainConfig, *, progress=True, device="cpu", on_epoch=None):
+        from layerinf.engine.train import fit
+        from layerinf.model import load_classifier
+
+        prepared = load_data(self.run_dir)
+        rec = recipe(self.run_dir, model, train)
+        loaded = load_classifier(model, len(prepared.label_names), seed=rec["train_seed"], device=device)
+        enc = encode_splits(prepared, loaded.tokenizer, model.max_length)
+        result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
+                     seed=rec["train_seed"], progress=progress, on_epoch=on_epoch)
+        _save_outputs(st, result, model)
+        return {"best_epoch": result.best_epoch, "best_accuracy": result.best_accuracy,
+                "accuracy_at_best_epoch": result.accuracy_at_best_epoch, "lr": rec["lr"],
+                "model": asdict(model), "train_seed": rec["train_seed"]}
+
+    def load(self) -> FinetuneOutput:
+        summary = self.summary()
+        return FinetuneOutput(
+            folder=self.path,
+            history=pd.read_parquet(self.path / table_file(HISTORY)),
+            best_epoch=summary["best_epoch"],
+            best_accuracy=summary["best_accuracy"],
+            accuracy_at_best_epoch=summary["accuracy_at_best_epoch"],
+        )
+
+
+class AdapterStage(FinetuneStage):
+    """The ``finetune`` folder filled from a user's trained adapter (no training)."""
+
+    artifacts = (adapter_file("best"), INFL_LOGITS_FILE, table_file(HISTORY), table_file(HISTORY, "csv"))
+
+    def key(self, model: ModelConfig, adapter: Path) -> dict:
+        from layerinf.model import adapter_fingerprint
+
+        return {"model": asdict(model), "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(adapter)}
+
+    def seed(self, model: ModelConfig, adapter: Path) -> int:
+        return int(self.run_dir.stage_info(DATA)["seed"] or 0)
+
+    def compute(self, st, model: ModelConfig, adapter: Path, *, progress=True, device="cpu"):
+        from layerinf.engine.train import evaluate
+        from layerinf.model import import_adapter, save_adapter, trainable_state
+
+        prepared = load_data(self.run_dir)
+        seed = self.seed(model, adapter)
+        loaded = import_adapter(model, adapter, len(prepared.label_names), seed=seed, device=device)
+        enc = encode_splits(prepared, loaded.tokenizer, model.max_length)
+        save_adapter(trainable_state(loaded.model), st.out(adapter_file("best")),
+                     {"model": model.name, "imported_from": Path(adapter).name})
+        infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"])
+        test_loss, test_acc, _ = evaluate(loaded.model, enc["test"])
+        np.save(st.out(INFL_LOGITS_FILE), infl_logits)
+        history = pd.DataFrame([{"epoch": 0, "train_loss": float("nan"), "infl_loss": infl_loss, "infl_acc": infl_acc,
+                                 "test_loss": test_loss, "test_acc": test_acc, "lr": 0.0}])
+        history.to_parquet(st.out(table_file(HISTORY)), index=False)
+        history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
+        return {"best_epoch": 0, "best_accuracy": test_acc, "accuracy_at_best_epoch": test_acc, "lr": None,
+                "model": asdict(loaded.config), "train_seed": seed, "imported": True}
+
+
+def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu"):
+    """The run's model with the chosen adapter (init | best | last) loaded, its data and model config."""
+    from layerinf.model import load_classifier
+
+    stage = FinetuneStage(run_dir)
+    folder = stage.run_dir.require(FINETUNE)
+    prepared = load_data(run_dir)
+    summary = stage.summary()
+    model = ModelConfig(**summary["model"])
+    path = folder / adapter_file(checkpoint)
+    if not path.is_file():
+        raise LayerinfError(f"the run has no '{checkpoint}' checkpoint ({path.name} is absent: the adapter was imported)",
+                            "use --checkpoint best")
+    loaded = load_classifier(model, len(prepared.label_names), seed=summary["train_seed"], adapter=path, device=device)
+    return loaded, prepared, model

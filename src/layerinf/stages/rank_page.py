@@ -1,0 +1,89 @@
+"""The suspects page: a static, self-contained HTML list of the most suspicious training examples."""
+
+from __future__ import annotations
+
+import html
+
+HTML_LIMIT = 300  # rows listed on the HTML page (the CSV / JSONL hold every example)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;padding:0 1em;line-height:1.45}
+h1{font-size:1.5em;margin-bottom:.2em} .sub{color:#666;margin-top:0}
+.box{background:#f5f7fa;border:1px solid #dde3ea;border-radius:6px;padding:.8em 1em;margin:1em 0}
+.ndr{background:#eef8ee;border-color:#bfe0bf}
+table{border-collapse:collapse;width:100%;font-size:.92em}
+th,td{border-bottom:1px solid #e3e3e3;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#fafafa;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.diff{color:#b00020;font-weight:600} .pair{color:#555;display:block;margin-top:.2em}
+.tag{font-size:.8em;border-radius:3px;padding:0 .3em;background:#fde2e2;color:#8a1020}
+"""
+
+
+def render_html(result, limit: int = HTML_LIMIT) -> str:
+    """A static, self-contained page (inline CSS, no scripts, no external resources; all texts escaped)."""
+    e = html.escape
+    t = result.table
+    shown = t[t["suspect"]].head(limit)
+    rows = []
+    for r in shown.itertuples(index=False):
+        text = e(str(r.text))
+        if r.text_pair is not None:
+            text += f'<span class="pair">{e(str(r.text_pair))}</span>'
+        pred_cls = ' class="diff"' if r.predicted_label != r.given_label else ""
+        noisy = ""
+        if result.mask_known:
+            noisy = "<td>" + ('<span class="tag">noisy</span>' if r.noisy else "") + "</td>"
+        rows.append(
+            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.index}</td><td>{text}</td>"
+            f"<td>{e(str(r.given_label))}</td><td{pred_cls}>{e(str(r.predicted_label))}</td>"
+            f"<td class=\"num\">{r.probability:.3f}</td><td class=\"num\">{e(_fmt(float(r.score)))}</td>{noisy}</tr>"
+        )
+    method_names = {"datainf": "DataInf", "tracin": "TracIn", "cosine": "Cosine (gradient similarity)"}
+    agg_names = {"vote": f"Vote (κ = {result.kappa:g})", "rank": "Rank", "mean": "Mean"}
+    explain = (
+        f"Each training example was scored by <b>{e(method_names.get(result.method, result.method))}</b> influence: "
+        f"how much the example's gradient, on the LoRA modules of layer group <b>{e(result.group)}</b> of the "
+        f"fine-tuned model <b>{e(result.model)}</b>, helps the model on held-out validation examples. "
+        "The per-module, per-validation-example scores were combined by "
+        f"<b>{e(agg_names.get(result.aggregator, result.aggregator))}</b>. "
+        "Sign convention: <b>higher score = more helpful</b>; an example with a low score pushes the model away from "
+        "what the validation data teach, which is typical of a wrong label. The page lists the lowest-scoring "
+        f"{result.top:.0%} of the training set ({result.n_suspects} of {result.n}), most suspicious first. "
+        "This is a ranking, not a verdict: read the suspects, <b>relabel</b> the ones that are wrong (or <b>drop</b> "
+        "them when unsure), then <b>retrain</b> and run this again on the cleaned data."
+    )
+    ndr = ""
+    if result.mask_known and result.ndr_30 is not None:
+        ndr = (f'<div class="box ndr">A noise mask is known for this data: the suspects contain '
+               f"<b>NDR@30 = {result.ndr_30:.3f}</b> of the known noisy examples (random ranking: 0.30), "
+               f"AUC-NDR = {result.auc_ndr:.3f}.</div>")
+    more = ""
+    if len(shown) < result.n_suspects:
+        more = (f'<p class="sub">Showing the first {len(shown)} of {result.n_suspects} suspects; '
+                "every example is in suspects.csv.</p>")
+    noisy_head = "<th>known</th>" if result.mask_known else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>layerinf suspects</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>Training examples most likely to be wrong</h1>
+<p class="sub">{e(result.config_key)} · {result.n} training examples · labels: {e(", ".join(result.label_names))}</p>
+<div class="box">{explain}</div>
+{ndr}
+{more}
+<table>
+<thead><tr><th>rank</th><th>index</th><th>text</th><th>given label</th><th>predicted</th><th>p(given)</th>
+<th>score</th>{noisy_head}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table>
+<p class="sub">Made by layerinf (layer-wise influence for LoRA fine-tuned language models;
+Vitel &amp; Chhabra, arXiv 2511.04715).</p>
+</body></html>
+"""

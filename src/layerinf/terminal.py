@@ -1,0 +1,33 @@
+"""Tables for the terminal: numbers right-aligned, floats to 4 digits, missing values as "–", fitted to the width."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def _cell(value, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if kind == "f":
+        return f"{value:.4f}"
+    return str(value)
+
+
+def print_table(df: pd.DataFrame, title: str | None = None, console=None) -> None:
+    """Print ``df`` as a rich table that wraps text columns rather than cutting numbers at narrow widths."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    table = Table(title=title, show_lines=False, title_justify="left")
+    kinds = [df[c].dtype.kind for c in df.columns]
+    for col, kind in zip(df.columns, kinds):
+        numeric = kind in "fiu"
+        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=numeric,
+                         overflow="fold", min_width=len(str(col)) if numeric else None)
+    for row in df.itertuples(index=False):
+        table.add_row(*[Text(_cell(v, k)) for v, k in zip(row, kinds)])
+    console.print(table)

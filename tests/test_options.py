@@ -1,0 +1,118 @@
+"""One name and one default per option: the YAML keys, the Python API keywords and the CLI options are the
+same fields of the config dataclasses (layerinf.config), checked here option by option."""
+
+import dataclasses
+import inspect
+
+import pytest
+import typer
+
+import layerinf as li
+from layerinf import api, cli
+from layerinf.config import SECTIONS, ExperimentConfig, RankConfig, option_name, split_options
+from layerinf.errors import LayerinfError
+from layerinf.workflows.suspects import SUSPECTS_DEFAULTS, suspects_options
+
+# which CLI commands / API functions expose which config sections
+COMMANDS = {
+    "prepare": ("data",),
+    "finetune": ("model", "train", "runtime"),
+    "grads": ("grads", "runtime"),
+    "score": ("score",),
+    "suspects": ("data", "model", "train", "rank", "runtime"),
+}
+ALL_SECTIONS = {**SECTIONS, "rank": RankConfig}
+
+
+def _click_options(command: str) -> dict:
+    group = typer.main.get_command(cli.app)
+    return {p.name: p for p in group.commands[command].params}
+
+
+def _every_option():
+    for section, cls in ALL_SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield section, cls, f
+
+
+def _default(f):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+@pytest.mark.parametrize("section, cls, f", list(_every_option()),
+                         ids=[f"{s}.{f.name}" for s, _, f in _every_option()])
+def test_option_has_one_name_and_default_everywhere(section, cls, f):
+    flat = option_name(section, f.name)
+    default = _default(f)
+    assert f.metadata.get("help"), f"{section}.{f.name} has no help text"
+    # YAML: the section key holds the same default
+    if section in SECTIONS:
+        assert getattr(getattr(ExperimentConfig(), section), f.name) == default
+        assert ExperimentConfig.from_dict({section: {f.name: default}}) == ExperimentConfig()
+    # Python API: the flat keyword lands in the field
+    (built,) = split_options({flat: default}, cls)
+    assert getattr(built, f.name) == default
+    # CLI: every command that exposes the section has --flat with the same default (suspects: its presets)
+    for command, sections in COMMANDS.items():
+        if section not in sections or (command == "suspects" and flat == "noise_rate"):
+            continue
+        opts = _click_options(command)
+        assert flat in opts, f"`layerinf {command}` lacks --{flat.replace('_', '-')}"
+        param = opts[flat]
+        assert f"--{flat.replace('_', '-')}" in param.opts
+        want = SUSPECTS_DEFAULTS.get(flat, default) if command == "suspects" else default
+        if command == "suspects" and flat == "source":
+            want = None
+        want = ",".join(want) if isinstance(want, list) else want
+        assert param.default == want, f"`layerinf {command} --{flat}` default {param.default!r} != {want!r}"
+
+
+def test_flat_names_are_unique_or_the_same_option():
+    seen = {}
+    for section, cls, f in _every_option():
+        flat = option_name(section, f.name)
+        if flat in seen:
+            other = seen[flat]
+            assert (_default(other), other.metadata["help"]) == (_default(f), f.metadata["help"]), flat
+        seen[flat] = f
+
+
+@pytest.mark.parametrize("command, typo, fix", [
+    ("prepare", "noise_rte", "noise_rate"), ("finetune", "epocs", "epochs"), ("grads", "grad_dtyp", "grad_dtype"),
+    ("score", "vote_kapa", "vote_kappa"), ("suspects", "vote_kapa", "vote_kappa"),
+])
+def test_api_functions_refuse_a_mistyped_option_and_write_nothing(tmp_path, command, typo, fix):
+    fn = getattr(li, command)
+    assert "options" in inspect.signature(fn).parameters  # flat options, checked by split_options
+    kwargs = {"source": "demo"} if command == "suspects" else {}
+    with pytest.raises(LayerinfError, match=f"did you mean '{fix}'"):
+        fn(tmp_path / "run", **kwargs, **{typo: 1})
+    assert not (tmp_path / "run").exists()
+
+
+def test_suspects_takes_every_option_but_noise_rate():
+    names = {option_name(c.section(), f.name) for c, f in suspects_options()}
+    assert "noise_rate" not in names and {"vote_kappa", "max_length", "lr", "batch_size", "device", "top"} <= names
+    assert set(SUSPECTS_DEFAULTS) <= names
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"train": {"epochs": "abc"}}, "train.epochs must be a whole number"),
+    ({"train": {"epochs": 0}}, "out of range"),
+    ({"score": {"vote_kappa": 1.5}}, "out of range"),
+    ({"filter": {"fraction": 0}}, "out of range"),
+    ({"model": {"max_length": 0}}, "out of range"),
+    ({"score": {"methods": ["tracn"]}}, "did you mean 'tracin'"),
+    ({"grads": {"checkpoint": "final"}}, "use one of init, best, last"),
+    ({"name": "../../x"}, "not a plain folder name"),
+    ({"data": {"noise_rate": True}}, "must be a finite number"),
+    ({"filter": {"configs": ["datainf-02-03-vote"]}}, "method/group/aggregator"),
+])
+def test_bad_values_are_refused_before_anything_runs(raw, match):
+    with pytest.raises(LayerinfError, match=match):
+        ExperimentConfig.from_dict(raw)
+
+
+def test_public_functions_exist():
+    for name in ("prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects"):
+        assert callable(getattr(li, name))
