@@ -22,6 +22,7 @@ import typer
 from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig, TrainConfig,
                              option_name)
 from layerinf.errors import LayerinfError
+from layerinf.store.layout import RunLayout
 
 app = typer.Typer(
     add_completion=False,
@@ -167,7 +168,7 @@ def score(run_dir: Path, top: int = 20, force: bool = False, **kwargs):
     cols = [c for c in ("method", "group", "aggregator", "ndr_30", "precision_30", "auc_ndr", "roc_auc",
                         "cancellation") if c in table.columns]
     print_table(table[cols].head(top), title="configurations by NDR@30 (random = 0.30; scores: higher = more helpful)")
-    _console().print(f"full table → {run_dir}/scores/table.csv", markup=False, highlight=False)
+    _console().print(f"full table → {RunLayout(run_dir).scores(ext='csv')}", markup=False, highlight=False)
 
 
 def _parse_set(values: list[str]) -> dict:
@@ -206,7 +207,8 @@ def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), device: 
         cols = ["method", "group", "aggregator", "ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
         shown = results.sort_values("best_accuracy", ascending=False, kind="stable")[cols]
         print_table(shown, title="after removing the bottom and retraining (test accuracy; NDR@30 random = 0.30)")
-    console.print(f"results → {out}/eval/results.csv · next: layerinf report {out}", markup=False, highlight=False)
+    console.print(f"results → {RunLayout(out).results('csv')} · next: layerinf report {out}", markup=False,
+                  highlight=False)
 
 
 @command("sweep", [_arg("config", Path, "Base experiment YAML."),
@@ -291,7 +293,6 @@ def demo(out: Path = Path("runs/demo"), epochs: Optional[int] = None):
     from layerinf.api import run as run_experiment
     from layerinf.config import ExperimentConfig
     from layerinf.terminal import print_table
-    from layerinf.store.layout import RunLayout
 
     cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / "demo.yaml"))
     if epochs is not None:
