@@ -31,6 +31,7 @@ from layerinf.errors import LayerinfError
 PAPER_METHODS = ("tracin", "cosine", "datainf")
 PAPER_AGGREGATORS = ("mean", "rank", "vote")
 BASELINES = ("none", "random", "oracle")
+MODEL_BASELINES = ("loss", "self_influence")  # rankings by the model's own signals, no validation set
 CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name differs from its field name
 
 
@@ -229,6 +230,9 @@ class ScoreConfig(Checked):
     compute_dtype: str = opt("float32", "float32 | bfloat16 (faster, ~1e-3 rel. error) | float64.",
                              choices=("float32", "bfloat16", "float64"))
     cancellation_norm: str = opt("l1", "l1 | l2 | l1_l2.", choices=("l1", "l2", "l1_l2"))
+    model_baselines: list[str] = opt(help="Rankings from the model itself, scored like a configuration: loss (the "
+                                     "example's own loss) | self_influence (its gradient's squared norm).",
+                                     factory=lambda: list(MODEL_BASELINES), choices=MODEL_BASELINES)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ layerinf ``.safetensors`` file or a PEFT folder): only ``best`` exists then, and
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +64,46 @@ def _save_outputs(st, result, model: ModelConfig) -> None:
     result.history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
 
 
+def wilson(acc: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def health_check(infl_acc: float, infl_labels: np.ndarray, test_acc: float, test_labels: np.ndarray) -> dict:
+    """Did the model learn? Its influence-set accuracy at the chosen checkpoint must beat the majority-class
+    rate with a 95 % Wilson interval clear of it; otherwise its gradients say little and the scores are noise."""
+    out = {}
+    for split, acc, labels in (("infl", infl_acc, infl_labels), ("test", test_acc, test_labels)):
+        labels = np.asarray(labels)
+        majority = float(np.bincount(labels).max() / len(labels)) if len(labels) else 1.0
+        lo, hi = wilson(acc, len(labels))
+        out[split] = {"accuracy": acc, "majority": majority, "ci95": [lo, hi], "n": int(len(labels))}
+    infl = out["infl"]
+    out["learned"] = bool(infl["ci95"][0] > infl["majority"])
+    if not out["learned"]:
+        out["warning"] = (
+            f"the fine-tuned model has not clearly learned the task: influence-set accuracy {infl['accuracy']:.3f} "
+            f"(95 % CI {infl['ci95'][0]:.3f}–{infl['ci95'][1]:.3f}) vs {infl['majority']:.3f} for always predicting "
+            "the majority class, so its influence scores are close to random. Train longer (--epochs), adjust "
+            "--lr, raise --max-length, or use more data (--max-train)")
+    return out
+
+
+def health_warning(run_dir) -> str | None:
+    """The warning of a run whose model did not learn (None when it did, or when unknown)."""
+    run = StageBase(run_dir).run_dir
+    if run._info(FINETUNE) is None:
+        return None
+    return (run.stage_info(FINETUNE).get("summary", {}).get("health") or {}).get("warning")
+
+
 class FinetuneStage(StageBase):
     """LoRA-fine-tune on the run's (noisy) training split."""
 
@@ -88,9 +129,12 @@ class FinetuneStage(StageBase):
         result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
                      seed=rec["train_seed"], progress=progress, on_epoch=on_epoch)
         _save_outputs(st, result, model)
+        best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
         return {"best_epoch": result.best_epoch, "best_accuracy": result.best_accuracy,
                 "accuracy_at_best_epoch": result.accuracy_at_best_epoch, "lr": rec["lr"],
-                "model": asdict(model), "train_seed": rec["train_seed"]}
+                "model": asdict(model), "train_seed": rec["train_seed"],
+                "health": health_check(float(best["infl_acc"]), prepared.infl["label"].to_numpy(),
+                                       float(best["test_acc"]), prepared.test["label"].to_numpy())}
 
     def load(self) -> FinetuneOutput:
         summary = self.summary()
@@ -134,7 +178,9 @@ class AdapterStage(FinetuneStage):
         history.to_parquet(st.out(table_file(HISTORY)), index=False)
         history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
         return {"best_epoch": 0, "best_accuracy": test_acc, "accuracy_at_best_epoch": test_acc, "lr": None,
-                "model": asdict(loaded.config), "train_seed": seed, "imported": True}
+                "model": asdict(loaded.config), "train_seed": seed, "imported": True,
+                "health": health_check(infl_acc, prepared.infl["label"].to_numpy(), test_acc,
+                                       prepared.test["label"].to_numpy())}
 
 
 def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu"):

@@ -71,6 +71,31 @@ def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl:
     ).astype(np.float32)
 
 
+def model_baseline_scores(name: str, train: GradStore, chunk_size: int = 2048) -> np.ndarray:
+    """Scores from the model alone (higher = more helpful, like every score): ``loss`` is minus each training
+    example's own loss on its given label (the usual "high loss = suspicious" ranking); ``self_influence`` is
+    minus TracIn of the example with itself, Σ over every stored module of ‖g_i‖² (Pruthi et al. 2020)."""
+    if name == "loss":
+        return -np.asarray(train.loss, dtype=np.float64)
+    if name == "self_influence":
+        total = np.zeros(train.n, dtype=np.float64)
+        for spec in train.specs:
+            if spec.kind != "we":
+                for start, chunk in train.iter_chunks(spec.name, chunk_size):
+                    c = np.asarray(chunk, dtype=np.float64)
+                    total[start:start + len(c)] += np.einsum("ij,ij->i", c, c)
+        if train.has_we:  # row-sparse: a sample's squared norm is the sum over its rows
+            for start in range(0, train.n, max(1, int(chunk_size))):
+                we = train.we_chunk(start, start + chunk_size)
+                indptr = np.asarray(we.indptr)
+                rows = np.asarray(we.rows, dtype=np.float64)
+                owner = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+                total[start:start + len(indptr) - 1] += np.bincount(owner, weights=np.einsum("ij,ij->i", rows, rows),
+                                                                    minlength=len(indptr) - 1)
+        return -total
+    raise LayerinfError(f"unknown model baseline '{name}'", "use loss or self_influence")
+
+
 def _torch_dtype(name: str):
     import torch
 
@@ -226,6 +251,19 @@ def score_stores(
         row["n"] = n
         row["n_noisy"] = int(noisy.sum()) if noisy is not None else 0
         rows.append(row)
+    for name in cfg.model_baselines:  # the model's own signals, ranked like a configuration (group/aggregator "-")
+        s = model_baseline_scores(name, train, cfg.chunk_size)
+        columns[f"{name}/-/-"] = s
+        row = {"method": name, "group": "-", "aggregator": "-", "modules": 0}
+        if noisy is not None and noisy.any():
+            row.update(ndr_row(s, noisy))
+            c = curve_points(s, noisy)
+            c.insert(0, "aggregator", "-")
+            c.insert(0, "group", "-")
+            c.insert(0, "method", name)
+            curves.append(c)
+        rows.append({**row, "cancellation": float("nan"), "n": n,
+                     "n_noisy": int(noisy.sum()) if noisy is not None else 0})
     table = pd.DataFrame(rows)
     if "ndr_30" in table.columns:
         table = table.sort_values("ndr_30", ascending=False, kind="stable").reset_index(drop=True)
