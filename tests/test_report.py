@@ -512,3 +512,20 @@ def test_html_images_load_in_chromium(tmp_path):
     assert len(status) == len(FIGURES)
     assert all(complete and width > 0 for _, complete, width in status), status
     assert title.startswith("layerinf report") and n_tables >= 4
+
+
+def test_first_screen_states_the_answer_and_the_health_warning(tmp_path):
+    run = make_run_dir(tmp_path)
+    page = rp.report(run).read_text()
+    head = page[: page.index("How to read this report")]  # the answer comes before the glossary
+    assert "What this run found" in head
+    assert f"Best configuration by test accuracy after removing the bottom 30 %: {'/'.join(WINNER)}" in head
+    assert "no filtering" in head and "random removal" in head and "single measurements" in head
+    assert "not clearly learned" not in head
+    _write_stage(run, "finetune", {"model": {"name": "tiny-bert"}})
+    info = json.loads((run / "finetune" / STAGE_FILE).read_text())
+    info["summary"] = {"health": {"learned": False, "warning": "the fine-tuned model has not clearly learned the task"}}
+    (run / "finetune" / STAGE_FILE).write_text(json.dumps(info))
+    head = rp.report(run).read_text()
+    head = head[: head.index("How to read this report")]
+    assert "Warning: in 1 of 1 run(s) the fine-tuned model has not clearly learned the task" in head

@@ -34,6 +34,7 @@ from layerinf.report.params import ReportParams
 from layerinf.report.plots import figures
 from layerinf.report.results import has_results, load_detection, load_results, unit_dirs
 from layerinf.report.summary import detection_table, tables
+from layerinf.report.answer import answer
 from layerinf.store.layout import PAGE_FILE, REPORT, REPORT_FIGURES, REPORT_TABLES
 
 __all__ = ["report", "load_results", "tables", "figures", "write_tables", "write_html"]
@@ -105,6 +106,7 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             meta.update(tau=tau, win_rate_denominator="|C| (paper)" if include_self else "|C| − 1")
         else:
             meta["note"] = _no_retrain_note(params)
+        meta["answer"] = answer(frame, params, retrained=results is not None)
         write_html(tmp, tabs, figs, meta, params=params)
         if target.exists():
             os.replace(target, old)

@@ -30,6 +30,7 @@ padding-bottom:4px} h3{font-size:1.05em;margin:20px 0 6px}
 .guide{background:#f2f6fb;border-left:4px solid #3b7dd8;padding:10px 16px;font-size:.93em}
 .guide dt{font-weight:600;margin-top:6px} .guide dd{margin:0 0 0 16px}
 .caveat{background:#fff7e6;border-left:4px solid #e0a030;padding:8px 16px;font-size:.93em;margin-top:10px}
+.answer{background:#eef6ee;border-left:4px solid #3a9a3a;padding:4px 16px;margin:12px 0} .answer h2{margin-top:8px}
 table{border-collapse:collapse;font-size:.86em;margin:6px 0;width:auto}
 th,td{padding:4px 9px;border-bottom:1px solid #e6e8eb;text-align:right;vertical-align:top;white-space:nowrap}
 th{background:#eef1f4;position:sticky;top:0;font-weight:600}
@@ -228,6 +229,9 @@ def write_html(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], figu
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="meta">{" · ".join(bits)}</p>',
     ]
+    if meta.get("answer"):
+        parts.append('<section class="answer"><h2>What this run found</h2>'
+                     + "".join(f"<p>{html.escape(str(line))}</p>" for line in meta["answer"]) + "</section>")
     if meta.get("note"):
         parts.append(f'<div class="caveat">{html.escape(str(meta["note"]))}</div>')
     parts += ["<h2>How to read this report</h2>", '<div class="guide">' + guide(p, groups, retrained) + "</div>"]

@@ -63,6 +63,7 @@ class RunParams:
     task: str | None = None
     seed: int | None = None
     retrain: bool | None = None
+    health_warning: str | None = None  # set when the fine-tuned model did not clearly learn
 
 
 def run_params(run: str | Path) -> RunParams:
@@ -85,14 +86,16 @@ def run_params(run: str | Path) -> RunParams:
         except Exception:  # noqa: BLE001 - no (readable) scores table: groups unknown
             groups = None
     model = _first(_get(stage[FINETUNE], "config", "model", "name"), _get(cfg, "model", "name"))
-    task = _first(meta.get("task"), _get(stage[DATA], "config", "task"), _get(cfg, "data", "task"),
-                  _get(stage[DATA], "config", "source"), _get(cfg, "data", "source"))
+    task = _first(meta.get("task"), _get(stage[DATA], "config", "data", "task"), _get(cfg, "data", "task"),
+                  _get(stage[DATA], "config", "data", "source"), _get(cfg, "data", "source"))
     seed = _first(_number(stage[DATA].get("seed"), int), _number(meta.get("seed"), int),
                   _number(_get(cfg, "data", "seed"), int))
     retrain = _first(_get(stage[EVAL], "config", "filter", "retrain"), _get(cfg, "filter", "retrain"))
+    warning = _get(stage[FINETUNE], "summary", "health", "warning")
     return RunParams(fraction=fraction, kappa=kappa, groups=tuple(str(g) for g in groups) if groups else None,
                      model=None if model is None else str(model), task=None if task is None else str(task),
-                     seed=seed, retrain=None if retrain is None else bool(retrain))
+                     seed=seed, retrain=None if retrain is None else bool(retrain),
+                     health_warning=str(warning) if warning else None)
 
 
 def _numbers(values: Iterable[float]) -> list[float]:
