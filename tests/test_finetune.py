@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 import layerinf as li
 from layerinf.store.rundir import RunDir
 
+pytestmark = pytest.mark.slow  # real MiniLM weights, fine-tuning on GLUE
+
 
 @pytest.fixture(scope="module")
 def sst2_run(tmp_path_factory, glue_dir):
