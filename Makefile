@@ -26,6 +26,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_collect.py
 	$(BIN)/python bench/bench_scoring.py
+	$(BIN)/python bench/bench_scaleout.py
 
 clean:
 	rm -rf runs .pytest_cache build dist

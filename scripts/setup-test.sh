@@ -28,6 +28,8 @@ fi
 
 if [ -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -c "import selenium" 2>/dev/null || "$VENV/bin/python" -m pip install -q selenium
+    # Ray for tests/test_ray.py (the `ray` extra; also installed by setup.sh), psutil for its fault test
+    "$VENV/bin/python" -c "import ray, psutil" 2>/dev/null || "$VENV/bin/python" -m pip install -q "ray[default]>=2.40" psutil
 else
     echo "setup-test: no virtual env at $VENV (set VENV=...); skipping selenium install" >&2
 fi

@@ -154,3 +154,66 @@ def test_identical_stages_write_identical_bytes_except_wall_clock_fields(tmp_pat
         info = run.stage_info("s")
         infos.append({k: v for k, v in info.items() if k not in WALL_CLOCK_FIELDS})
     assert infos[0] == infos[1]
+
+
+def test_os_errors_in_a_stage_name_the_file_and_what_failed(tmp_path):
+    import errno
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(LayerinfError, match=r"cannot read /elsewhere/data\.csv \(Permission denied\)"):
+        with run.stage("s", {}):
+            raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/data.csv")
+    with pytest.raises(LayerinfError, match=r"disk full while writing .*x\.npy"):
+        with run.stage("s", {}) as st:
+            raise OSError(errno.ENOSPC, "No space left on device", str(st.tmp / "x.npy"))
+    with pytest.raises(LayerinfError, match=r"cannot write .*x\.npy \(Permission denied\)"):
+        with run.stage("s", {}) as st:
+            raise PermissionError(errno.EACCES, "Permission denied", str(st.tmp / "x.npy"))
+    assert not (tmp_path / "run" / "s").exists()
+
+
+def test_a_run_directory_inside_a_file_is_refused_before_anything_is_written(tmp_path):
+    from layerinf.store.rundir import check_writable_dir
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(LayerinfError, match="f is a file, not a folder"):
+        check_writable_dir(tmp_path / "f" / "run")
+    with pytest.raises(LayerinfError, match="f is a file, not a run directory"):
+        check_writable_dir(tmp_path / "f")
+    assert check_writable_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_guard_leaves_what_another_writer_created(tmp_path):
+    """A command refused by the lock must not remove the temporary folder of the process that holds it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    run = RunDir(tmp_path / "run")
+    with run.stage("s", {}) as st:
+        st.out("a.txt").write_text("a")
+    code = textwrap.dedent(f"""
+        from layerinf.store.rundir import RunDir
+        from layerinf.errors import LayerinfError
+        run = RunDir({str(tmp_path / "run")!r})
+        try:
+            with run.guard():
+                (run.root / ".s.inprogress.tmp").mkdir()  # appears meanwhile: the lock holder's work in progress
+                with run.locked():
+                    pass
+        except LayerinfError as exc:
+            print("refused")
+    """)
+    with run.locked():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+        assert out.strip() == "refused"
+        assert (tmp_path / "run" / ".s.inprogress.tmp").is_dir()
+
+
+def test_guard_removes_parent_folders_it_created(tmp_path):
+    run = RunDir(tmp_path / "runs" / "deep" / "name")
+    with pytest.raises(LayerinfError):
+        with run.guard(), run.locked():
+            raise LayerinfError("bad input", "fix it")
+    assert list(tmp_path.iterdir()) == []

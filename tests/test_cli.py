@@ -79,8 +79,9 @@ def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     load_finetuned(run, "best")
 
 
-def test_every_stage_through_the_cli(tmp_path, capsys):
+def test_every_stage_through_the_cli(tmp_path, capsys, monkeypatch):
     """prepare → finetune → grads → score → run → report → suspects, as a user types them."""
+    monkeypatch.setenv("COLUMNS", "160")  # wide enough that rich does not fold method names in the tables
     run = str(tmp_path / "run")
     assert _run(["prepare", run, "--max-train", "80", "--max-dev", "40"], capsys)[0] == 0
     assert _run(["finetune", run, "--epochs", "1", "--max-length", "24"], capsys)[0] == 0
@@ -90,6 +91,7 @@ def test_every_stage_through_the_cli(tmp_path, capsys):
                          "--aggregators", "mean,vote", "--top", "50"], capsys)
     assert code == 0 and "ndr_30" in out and "datainf" in out
     table = pd.read_csv(tmp_path / "run" / "scores" / "table.csv")
+    table = table[table["aggregator"] != "-"]  # rows that are not a method/group/aggregator (e.g. a loss baseline)
     assert len(table) == 2 * 2 * 2 and set(table["group"]) == {"02-03", "CL"}
 
     cfg = tmp_path / "tiny.yaml"
@@ -107,3 +109,21 @@ def test_every_stage_through_the_cli(tmp_path, capsys):
     assert code == 0 and "NDR@30" in " ".join(out.split()) and (tmp_path / "sus" / "suspects" / "suspects.csv").exists()
     code, _, err = _run(["run", str(cfg), "--set", "data.nope=1"], capsys)
     assert code == 2 and "unknown config field" in err
+
+
+def test_brackets_are_printed_as_written_not_as_rich_markup(capsys):
+    """Titles, headers and cells with square brackets (model names, hf:NAME[/CONFIG]) never raise rich's
+    MarkupError nor lose their text."""
+    from layerinf.terminal import print_table
+
+    df = pd.DataFrame({"[bold]col[/bold]": ["a[/x]", "[red]b"], "n": [1, 2]})
+    print_table(df, title="fine-tuning hf:org/model[/CONFIG] [/] [bold]")
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps to the terminal width
+    assert "hf:org/model[/CONFIG] [/] [bold]" in out and "a[/x]" in out and "[red]b" in out
+    assert "[bold]col[/bold]" in out
+
+
+def test_an_error_with_brackets_is_one_plain_line(tmp_path, capsys):
+    code, out, err = _run(["prepare", str(tmp_path / "r"), "--source", "hf:[/bad]"], capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and "MarkupError" not in err

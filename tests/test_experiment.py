@@ -19,6 +19,22 @@ TINY = {
     "filter": {"fraction": 0.3, "baselines": ["none", "random", "oracle"]},
 }
 
+# smaller still, for the scale-out tests (tests/test_ray.py, tests/test_gradstore_shards.py): 4 retrainings
+SMALL = {**TINY, "data": {**TINY["data"], "max_train": 60},
+         "score": {"methods": ["tracin", "datainf"], "groups": ["WE", "CL", "all"], "aggregators": ["mean"]},
+         "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none", "random", "oracle"]}}
+
+
+def scored_run(tmp_path_factory):
+    """A SMALL run finished up to its scores, built once per test session and shared: copy it before writing."""
+    from pathlib import Path
+
+    root = Path(tmp_path_factory.getbasetemp()) / "shared-scored-small-run"
+    if not RunDir(root).is_finished("scores", verify=False):
+        cfg = ExperimentConfig.from_dict({**SMALL, "filter": {**SMALL["filter"], "retrain": False}})
+        li.run(cfg, root, progress=False, echo=None)
+    return root
+
 
 def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
     cfg = ExperimentConfig.from_dict(TINY)
@@ -52,8 +68,9 @@ def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
     n_units = len(list((out / "retrain").glob("*.json")))
     assert reruns == n_units - 2
 
-    # 2 methods × 3 groups × 2 aggregators + 3 baselines
-    assert len(results) == 12 + 3
+    # 2 methods × 3 groups × 2 aggregators (+ the model's own rankings, rows of the score table) + 3 baselines
+    n_scored = len(pd.read_parquet(out / "scores" / "table.parquet"))
+    assert n_scored >= 12 and len(results) == n_scored + 3
     assert set(results["kind"]) == {"influence", "baseline"}
     none = results[results["method"] == "none"].iloc[0]
     oracle = results[results["method"] == "oracle"].iloc[0]

@@ -20,6 +20,8 @@ COMMANDS = {
     "grads": ("grads", "runtime"),
     "score": ("score",),
     "suspects": ("data", "model", "train", "rank", "runtime"),
+    "run": ("runtime",),
+    "sweep": ("runtime",),
 }
 ALL_SECTIONS = {**SECTIONS, "rank": RankConfig}
 
@@ -55,6 +57,8 @@ def test_option_has_one_name_and_default_everywhere(section, cls, f):
     # CLI: every command that exposes the section has --flat with the same default (suspects: its presets)
     for command, sections in COMMANDS.items():
         if section not in sections or (command == "suspects" and flat == "noise_rate"):
+            continue
+        if command in ("finetune", "suspects") and flat in cli.SCALE_OUT:  # executors: run, sweep and grads only
             continue
         opts = _click_options(command)
         assert flat in opts, f"`layerinf {command}` lacks --{flat.replace('_', '-')}"
@@ -116,3 +120,15 @@ def test_bad_values_are_refused_before_anything_runs(raw, match):
 def test_public_functions_exist():
     for name in ("prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects"):
         assert callable(getattr(li, name))
+
+
+def test_report_is_still_the_api_function_after_it_ran(tmp_path):
+    """Running `li.report` imports the subpackage `layerinf.report`, which must not replace the function."""
+    from layerinf.errors import LayerinfError
+
+    bad = tmp_path / "results.parquet"
+    bad.write_bytes(b"not parquet")
+    for _ in range(2):
+        with pytest.raises(LayerinfError, match="cannot read"):
+            li.report(bad)
+        assert callable(li.report)

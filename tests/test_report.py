@@ -23,6 +23,8 @@ from layerinf.report.params import ReportParams
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import EVAL, SCORES, STAGE_FILE, RunLayout
 
+pytestmark = pytest.mark.slow  # writes many reports with figures (minutes on 2 cores)
+
 L = 16
 METHODS = ("tracin", "datainf")
 GROUPS = ("WE", "00-03", "04-07", "08-11", "12-15", "CL")

@@ -9,7 +9,7 @@ from layerinf.errors import LayerinfError  # noqa: E402
 
 __all__ = ["LayerinfError", "__version__"]
 
-from layerinf.api import finetune, grads, prepare, report, run, score, suspects, sweep  # noqa: E402
+from layerinf.api import advise, finetune, grads, prepare, report, run, score, suspects, sweep  # noqa: E402
 from layerinf.config import ExperimentConfig  # noqa: E402
 
-__all__ += ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "ExperimentConfig"]
+__all__ += ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "advise", "ExperimentConfig"]

@@ -11,12 +11,14 @@ passed flat: ``li.score(run, vote_kappa=0.25)`` is ``layerinf score RUN --vote-k
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from layerinf.config import (DataConfig, ExperimentConfig, GradsConfig, ModelConfig, RuntimeConfig, ScoreConfig,
                              TrainConfig, split_options)
-from layerinf.store.rundir import RunDir
+from layerinf.store.layout import DATA, FINETUNE, GRADS, STAGE_FILE
+from layerinf.store.rundir import RunDir, check_writable_dir
 
 
 def _device(runtime: RuntimeConfig) -> str:
@@ -25,40 +27,84 @@ def _device(runtime: RuntimeConfig) -> str:
     return str(resolve_device(runtime.device))
 
 
+def check_model(model: ModelConfig) -> None:
+    """Resolve the model name (built-in, shape, local folder, Hub id) without loading weights: a misspelled
+    or unavailable model is a clear error (with a did-you-mean) before anything is written."""
+    from layerinf.model.sources import resolve_source
+
+    resolve_source(model.name)
+
+
+def check_device(runtime: RuntimeConfig, model: ModelConfig | None = None) -> str:
+    """The resolved device (a clear error when it is not there), and the precision checked against it."""
+    device = _device(runtime)
+    if model is not None:
+        from layerinf.model import base_dtype
+
+        base_dtype(model.precision, device)  # fp16 is refused on a CPU
+    return device
+
+
+def require_upstream(run_dir, *stages: str) -> None:
+    """The stages a command reads must be finished, intact and up to date (checked before the stage's heavy
+    modules are imported; the stage itself verifies them again when it runs)."""
+    rd = RunDir(run_dir)
+    for name in stages:
+        rd.require(name, verify=False)  # checksums: by the stage itself, once
+
+
 def prepare(run_dir, *, force: bool = False, progress: bool = True, **options):
     """Load a data source, split it and inject label noise (options: ``DataConfig``); returns the splits."""
+    (data,) = split_options(options, DataConfig, where="prepare")
+    check_writable_dir(run_dir)
     from layerinf.stages.data import DataStage
 
-    (data,) = split_options(options, DataConfig, where="prepare")
     with RunDir(run_dir).guard():
         return DataStage(run_dir).run(data, force=force, progress=progress)
 
 
 def finetune(run_dir, *, force: bool = False, progress: bool = True, **options):
     """LoRA-fine-tune on a prepared run (options: ``ModelConfig`` with ``model=``, ``TrainConfig``, ``device``)."""
+    model, train, runtime = split_options(options, ModelConfig, TrainConfig, RuntimeConfig, where="finetune")
+    check_writable_dir(run_dir)
+    require_upstream(run_dir, DATA)
+    check_model(model)
+    device = check_device(runtime, model)
     from layerinf.stages.finetune import FinetuneStage
 
-    model, train, runtime = split_options(options, ModelConfig, TrainConfig, RuntimeConfig, where="finetune")
-    device = _device(runtime)
     with RunDir(run_dir).guard():
         return FinetuneStage(run_dir).run(model, train, force=force, progress=progress, device=device)
 
 
 def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
     """Per-sample gradients of the train and influence splits (options: ``GradsConfig``, ``device``)."""
+    cfg, runtime = split_options(options, GradsConfig, RuntimeConfig, where="grads")
+    check_writable_dir(run_dir)
+    require_upstream(run_dir, DATA, FINETUNE)
+    device = _device(runtime)
     from layerinf.stages.grads import GradsStage
 
-    cfg, runtime = split_options(options, GradsConfig, RuntimeConfig, where="grads")
-    device = _device(runtime)
-    with RunDir(run_dir).guard():
-        return GradsStage(run_dir).run(cfg, force=force, progress=progress, device=device)
+    from layerinf.workflows.executor import make_executor
+
+    executor, owned = make_executor(runtime.executor, ray_address=runtime.ray_address, num_cpus=runtime.num_cpus,
+                                    num_gpus=runtime.num_gpus, max_retries=runtime.max_retries)
+    try:
+        executor.start()
+        with RunDir(run_dir).guard():
+            return GradsStage(run_dir, executor=executor, task_device=device).run(
+                cfg, shards=runtime.grad_shards, force=force, progress=progress, device=device)
+    finally:
+        if owned:
+            executor.close()
 
 
 def score(run_dir, *, force: bool = False, progress: bool = True, **options):
     """Influence scores, aggregation and metrics (options: ``ScoreConfig``); returns the summary table."""
+    (cfg,) = split_options(options, ScoreConfig, where="score")
+    check_writable_dir(run_dir)
+    require_upstream(run_dir, DATA, GRADS)
     from layerinf.stages.score import ScoreStage
 
-    (cfg,) = split_options(options, ScoreConfig, where="score")
     with RunDir(run_dir).guard():
         return ScoreStage(run_dir).run(cfg, force=force, progress=progress)
 
@@ -73,18 +119,117 @@ def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool 
     return run_experiment(cfg, out, progress=progress, echo=echo)
 
 
-def sweep(config, grid: dict[str, list[Any]], out, *, workers: int = 1, echo=print):
-    """Every combination of ``grid`` (dotted keys → values) as its own run, collected in one table."""
+def sweep(config, grid: dict[str, list[Any]], out, *, workers: int = 1, echo=print, **runtime):
+    """Every combination of ``grid`` (dotted keys → values) as its own run, collected in one table.
+
+    ``runtime`` options (``RuntimeConfig``: ``executor="ray"``, ``ray_address``, ``num_cpus``, ``num_gpus``,
+    ``max_retries``, ``device``, ...) override the config's ``runtime`` section."""
+    from layerinf.errors import LayerinfError
+    from layerinf.workflows.run import check_config, resolve_device
+    from layerinf.workflows.sweep import plan_units
     from layerinf.workflows.sweep import sweep as run_sweep
 
-    return run_sweep(config, grid, out, workers=workers, echo=echo)
+    cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_yaml(config)
+    (rt,) = split_options(runtime, RuntimeConfig, where="sweep") if runtime else (None,)
+    if runtime:
+        cfg = cfg.with_overrides({f"runtime.{k}": getattr(rt, k) for k in runtime})
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise LayerinfError(f"workers = {workers!r} must be a whole number of at least 1", "use --workers 1 or more")
+    check_writable_dir(out, "sweep directory")
+    checked = set()
+    for _, unit, _ in plan_units(cfg, grid):  # every unit's config, model and groups, before anything is written
+        key = (unit.model, unit.grads.include_we, tuple(unit.score.groups or ()), tuple(unit.filter.configs or ()),
+               tuple(unit.score.methods), tuple(unit.score.aggregators))
+        if key not in checked:
+            check_config(unit)
+            checked.add(key)
+        if unit.runtime.device not in checked:
+            resolve_device(unit.runtime.device)
+            checked.add(unit.runtime.device)
+    r = cfg.runtime
+    with _sweep_guard(out):
+        return run_sweep(cfg, grid, out, workers=workers, echo=echo, executor=r.executor, ray_address=r.ray_address,
+                         num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_retries=r.max_retries)
+
+
+@contextlib.contextmanager
+def _sweep_guard(out):
+    """A sweep that fails before any stage of any unit finished leaves no sweep directory behind (one that
+    existed is left as it was: its units' finished stages are what a rerun reuses)."""
+    import shutil
+
+    from layerinf.store.layout import STAGES, SweepLayout
+
+    root = Path(out)
+    absent = [p for p in (root, *root.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        units = SweepLayout(root).units
+        finished = units.is_dir() and any((u / name / STAGE_FILE).is_file() for u in units.iterdir()
+                                          for name in STAGES)
+        if absent and not finished:
+            shutil.rmtree(root, ignore_errors=True)
+            for folder in absent[1:]:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 def report(path, *, out=None, tau: float = 0.75, include_self: bool = False) -> Path:
-    """Tables, figures and an HTML page for a run or sweep directory; returns the HTML path."""
+    """Tables, figures and an HTML page for a run or sweep directory; returns the HTML path.
+
+    Every stage the report reads is verified first (checksums, up to date with its inputs): a corrupted or
+    stale file is a clear error naming the command that redoes it, never a report of wrong numbers."""
+    import math
+
+    from layerinf.errors import LayerinfError
+
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or not 0 <= tau <= 1:
+        raise LayerinfError(f"tau = {tau!r} is out of range [0, 1]", "give the Pareto threshold τ as a win rate, "
+                                                                   "e.g. --tau 0.75")
+    check_report_input(path, out)
+    import layerinf
     from layerinf.report import report as make_report
 
+    # importing the subpackage layerinf.report rebinds the attribute layerinf.report to it: put this function
+    # back, so that `li.report(...)` works a second time (the subpackage stays importable by its name)
+    if getattr(layerinf, "report", None) is not report:
+        layerinf.report = report
     return make_report(path, out=out, tau=tau, include_self=include_self)
+
+
+def check_report_input(path, out=None) -> None:
+    """What ``report`` reads must exist and be intact: a run directory (its finished stages, verified) or a
+    sweep directory (every unit's); ``out`` must be a folder we can write."""
+    from layerinf.errors import LayerinfError
+    from layerinf.store.layout import REPORT, STAGES, RunLayout, SweepLayout, is_sweep
+
+    root = Path(path)
+    if root.is_file() and root.suffix == ".parquet":
+        return  # a results table given directly: nothing to verify it against
+    if not root.exists():
+        raise LayerinfError(f"{root} does not exist", "give a run directory (layerinf run) or a sweep directory "
+                                                      "(layerinf sweep)")
+    if not root.is_dir():
+        raise LayerinfError(f"{root} is a file, not a run or sweep directory", "give the folder `layerinf run` "
+                                                                               "or `layerinf sweep` wrote")
+    if out is not None:
+        check_writable_dir(out, "report folder")
+    else:
+        check_writable_dir(root / REPORT, "report folder")
+    sweep = is_sweep(root)
+    runs = sorted(p for p in SweepLayout(root).units.iterdir() if p.is_dir()) if sweep and \
+        SweepLayout(root).units.is_dir() else [root]
+    if not sweep and not any((root / name / STAGE_FILE).is_file() for name in STAGES) \
+            and not RunLayout(root).results().exists():
+        raise LayerinfError(f"no results in {root}: no finished stage of `layerinf run` (no eval/ nor scores/)",
+                            "run `layerinf run` first, or point at a run or sweep directory")
+    for run in runs:
+        rd = RunDir(run)
+        for name in STAGES:
+            if rd.stage_path(name).is_dir() and (rd.stage_path(name) / STAGE_FILE).exists():
+                rd.require(name)
 
 
 def suspects(out_dir, *, source: str | None = None, run=None, adapter=None, force: bool = False,
@@ -97,3 +242,17 @@ def suspects(out_dir, *, source: str | None = None, run=None, adapter=None, forc
     from layerinf.workflows.suspects import find_suspects
 
     return find_suspects(out_dir, source=source, run=run, adapter=adapter, force=force, progress=progress, **options)
+
+
+def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2,
+           kappa_factor: float = 1.5, criterion: str = "ndr_30", force: bool = False, progress: bool = True,
+           echo=print, **options):
+    """Which (method, layer group, aggregator) finds bad labels best on YOUR data (planted-flip probes), and Vote's
+    κ from an estimated noise rate (``layerinf advise``). Options: ``DataConfig`` (not ``noise_rate``),
+    ``ModelConfig`` (``model=``), ``TrainConfig``, ``GradsConfig``, ``ScoreConfig``, ``device``; see docs/advisor.md."""
+    from layerinf.workflows.advise import advise as run_advise
+
+    check_writable_dir(out_dir)
+    return run_advise(out_dir, source=source, probe_rate=probe_rate, probes=probes, noise_folds=noise_folds,
+                      kappa_factor=kappa_factor, criterion=criterion, force=force, progress=progress, echo=echo,
+                      **options)

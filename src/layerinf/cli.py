@@ -22,7 +22,7 @@ import typer
 from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig, TrainConfig,
                              option_name)
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import RunLayout
+from layerinf.store.layout import RunLayout, SweepLayout
 
 app = typer.Typer(
     add_completion=False,
@@ -118,6 +118,7 @@ def _opt(name: str, annotation: Any, default: Any, help: str, *decls: str) -> in
 
 
 FORCE = _opt("force", bool, False, "Redo the stage even if it finished.")
+SCALE_OUT = {"executor", "ray_address", "num_cpus", "num_gpus", "max_retries", "grad_shards"}  # run, sweep, grads only
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -135,7 +136,7 @@ def prepare(run_dir: Path, force: bool = False, **kwargs):
 
 
 @command("finetune", [_arg("run_dir", Path, "Run directory (after `layerinf prepare`)."), FORCE],
-         (ModelConfig, TrainConfig, RuntimeConfig))
+         (ModelConfig, TrainConfig, RuntimeConfig), exclude=SCALE_OUT)
 def finetune(run_dir: Path, force: bool = False, **kwargs):
     """LoRA-fine-tune the model on the noisy training split; keep init / best-influence-loss / last adapters."""
     from layerinf.api import finetune as run_finetune
@@ -179,6 +180,8 @@ def _parse_set(values: list[str]) -> dict:
         if "=" not in item:
             raise LayerinfError(f"--set needs KEY=VALUE, got '{item}'", "e.g. --set data.seed=3")
         key, value = item.split("=", 1)
+        if not key.strip():
+            raise LayerinfError(f"--set needs KEY=VALUE, got '{item}'", "e.g. --set data.seed=3")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -188,17 +191,16 @@ def _parse_set(values: list[str]) -> dict:
 
 @command("run", [_arg("config", Path, "Experiment YAML (see examples/)."),
                  _opt("out", Optional[Path], None, "Run directory (default: runs/<name>)."),
-                 _opt("set_", list[str], [], "Override a config field: --set data.seed=3 (repeatable).", "--set"),
-                 _opt("device", Optional[str], None, "Override runtime.device (auto | cpu | cuda | cuda:N | mps).")])
-def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), device: Optional[str] = None):
+                 _opt("set_", list[str], [], "Override a config field: --set data.seed=3 (repeatable).", "--set")],
+         (RuntimeConfig,))
+def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), **kwargs):
     """The whole experiment: noise → fine-tune → gradients → scores → filter & retrain → results table."""
     from layerinf.api import run as run_experiment
     from layerinf.config import ExperimentConfig
     from layerinf.terminal import print_table
 
     overrides = _parse_set(list(set_))
-    if device is not None:
-        overrides["runtime.device"] = device
+    overrides.update({f"runtime.{k}": v for k, v in given(run, kwargs).items()})  # runtime options given here win
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides)
     out = out or Path("runs") / cfg.name
     console = _console()
@@ -214,8 +216,9 @@ def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), device: 
 @command("sweep", [_arg("config", Path, "Base experiment YAML."),
                    _opt("grid", list[str], ..., "KEY=V1,V2,... e.g. --grid data.seed=0,1,2 (repeatable)."),
                    _opt("out", Path, Path("runs/sweep"), "Sweep directory."),
-                   _opt("workers", int, 1, "Worker processes (units in parallel).")])
-def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers: int = 1):
+                   _opt("workers", int, 1, "Worker processes (units in parallel) with --executor local.")],
+         (RuntimeConfig,))
+def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers: int = 1, **kwargs):
     """Run an experiment over a grid of config values (models × tasks × seeds ...), one tidy results table."""
     import yaml
 
@@ -223,14 +226,21 @@ def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers
 
     parsed = {}
     for item in grid:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise LayerinfError(f"--grid needs KEY=V1,V2, got '{item}'", "e.g. --grid data.seed=0,1,2")
         key, values = item.split("=", 1)
-        parsed[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+        try:
+            parsed[key.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        except yaml.YAMLError:
+            raise LayerinfError(f"--grid {key}: cannot read the values '{values}'",
+                                "give plain comma-separated values, e.g. --grid data.seed=0,1,2") from None
+        if not parsed[key.strip()]:
+            raise LayerinfError(f"--grid {key} has no values", "e.g. --grid data.seed=0,1,2")
     console = _console()
-    results = run_sweep(config, parsed, out, workers=workers, echo=lambda m: console.print(m, markup=False))
+    results = run_sweep(config, parsed, out, workers=workers, echo=lambda m: console.print(m, markup=False),
+                        **given(sweep, kwargs))
     console.print(f"{len(results)} result rows from {results['unit'].nunique() if len(results) else 0} units "
-                  f"→ {out}/results.csv · next: layerinf report {out}", markup=False, highlight=False)
+                  f"→ {SweepLayout(out).results('csv')} · next: layerinf report {out}", markup=False, highlight=False)
 
 
 @command("report", [_arg("path", Path, "A run or sweep directory."),
@@ -262,7 +272,7 @@ def _suspects_presets():
 
 
 @command("suspects", _suspects_fixed(), (DataConfig, ModelConfig, TrainConfig, RankConfig, RuntimeConfig),
-         exclude={"noise_rate"}, presets=_suspects_presets())
+         exclude={"noise_rate"} | SCALE_OUT, presets=_suspects_presets())
 def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] = None, force: bool = False, **kwargs):
     """Rank YOUR training examples by how likely they are mislabeled or harmful (no noise mask needed)."""
     from layerinf.api import suspects as find
@@ -311,6 +321,44 @@ def demo(out: Path = Path("runs/demo"), epochs: Optional[int] = None):
     console.print(f"report: {html.resolve()}", markup=False, highlight=False)
 
 
+def _advise_presets():
+    from layerinf.workflows.advise import ADVISE_DEFAULTS
+
+    return {**ADVISE_DEFAULTS, "source": None}
+
+
+@command("advise", [_arg("out", Path, "Output folder (the page: OUT/advise/index.html)."),
+                    _opt("probe_rate", float, 0.1, "Share of the training labels flipped per probe, in (0, 0.5]."),
+                    _opt("probes", int, 3, "Probes: each one fine-tuning + one gradient pass (2 or more give a 95 % "
+                         "interval)."),
+                    _opt("noise_folds", int, 2, "Folds of the cross-fitted noise-rate estimate (0: skip; κ stays "
+                         "--vote-kappa)."),
+                    _opt("kappa_factor", float, 1.5, "Vote's κ for your data = clip(factor × estimated noise rate, "
+                         "0.05, 0.5)."),
+                    _opt("criterion", str, "ndr_30", "Planted-flip metric that picks: ndr_30 | ndr_10 | auc_ndr | "
+                         "roc_auc."),
+                    FORCE],
+         (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig),
+         exclude={"noise_rate"} | SCALE_OUT, presets=_advise_presets())
+def advise(out: Path, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2, kappa_factor: float = 1.5,
+           criterion: str = "ndr_30", force: bool = False, **kwargs):
+    """Which layers to trust on YOUR data: plant label flips, score every configuration, recommend one (and κ)."""
+    from layerinf.api import advise as run_advise
+    from layerinf.terminal import print_table
+
+    console = _console()
+    res = run_advise(out, source=kwargs.get("source"), probe_rate=probe_rate, probes=probes, noise_folds=noise_folds,
+                     kappa_factor=kappa_factor, criterion=criterion, force=force,
+                     echo=lambda m: console.print(m, markup=False, highlight=False), **given(advise, kwargs, "source"))
+    cols = ["rank", "method", "group", "aggregator", f"{criterion}_mean", f"{criterion}_low", f"{criterion}_high",
+            "auc_ndr_mean"]
+    print_table(res.table[[c for c in cols if c in res.table.columns]].head(12),
+                title=f"configurations by planted {criterion} (mean, 95 % CI over probes)")
+    rc = res.rank_config
+    console.print(f"recommended: {rc['method']}/{rc['group']}/{rc['aggregator']}, --vote-kappa {rc['vote_kappa']:.2f}"
+                  f" · page → {res.html}", markup=False, highlight=False)
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 
 
@@ -336,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("LAYERINF_DEBUG", "") not in ("", "0") or "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if not sys.stderr.isatty():  # piped or logged: no Hugging Face progress bars between our lines
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=os.environ.get("LAYERINF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
         app(args=args, standalone_mode=False, prog_name="layerinf")
@@ -357,6 +407,12 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"{exc.format_message()} — see `{cmd} --help`", getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)  # type: ignore[attr-defined]
         if debug:
             raise
+        if isinstance(exc, BrokenPipeError):  # `layerinf report … | head`: the reader left; nothing to say
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            except (OSError, ValueError, AttributeError):
+                pass
+            sys.exit(1)
         if isinstance(exc, MemoryError):
             _fail("out of memory — use a smaller --batch-size / --grad-batch-size or --max-train")
         if isinstance(exc, OSError):

@@ -37,10 +37,13 @@ CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name diff
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = None, lo: float | None = None,
         hi: float | None = None, lo_open: bool = False, hi_open: bool = False, factory: Callable | None = None,
-        hidden: bool = False) -> Any:
-    """A config field with its help text and valid range (``choices`` may be a callable, for registries)."""
+        hidden: bool = False, builtin: tuple = ()) -> Any:
+    """A config field with its help text and valid range (``choices`` may be a callable, for registries).
+
+    ``builtin``: values a callable ``choices`` always contains (the registry's built-ins); they are accepted
+    without calling it, so that checking a config does not import the registry (and torch) for them."""
     meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
-            "hidden": hidden}
+            "hidden": hidden, "builtin": tuple(builtin)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -133,8 +136,11 @@ def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
     if value is None:
         return
     meta = f.metadata
-    choices = _choices(f)
-    for v in value if isinstance(value, list) else [value]:
+    values = value if isinstance(value, list) else [value]
+    builtin = meta.get("builtin") or ()
+    needed = meta.get("choices") is not None and any(v not in builtin for v in values)
+    choices = _choices(f) if needed else None
+    for v in values:
         if choices is not None and v not in choices:
             close = difflib.get_close_matches(str(v), choices, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -213,11 +219,13 @@ class GradsConfig(Checked):
 class ScoreConfig(Checked):
     """Which influence methods, layer groups and aggregators to evaluate (default: the paper's grid)."""
 
-    methods: list[str] = opt(help="Influence methods.", factory=lambda: list(PAPER_METHODS), choices=_method_names)
+    methods: list[str] = opt(help="Influence methods.", factory=lambda: list(PAPER_METHODS), choices=_method_names,
+                             builtin=PAPER_METHODS)
     groups: list[str] | None = opt(None, "Layer groups (default: WE, the 4 attention groups, CL, all); also "
                                    "query_A…value_B, L03, module names, globs.")
     aggregators: list[str] = opt(help="Aggregators over voters (module × validation sample).",
-                                 factory=lambda: list(PAPER_AGGREGATORS), choices=_aggregator_names)
+                                 factory=lambda: list(PAPER_AGGREGATORS), choices=_aggregator_names,
+                                 builtin=PAPER_AGGREGATORS)
     vote_kappa: float = opt(0.30, "Vote's κ: the bottom fraction of n each voter votes against, in (0, 1].",
                             lo=0.0, hi=1.0, lo_open=True)
     use_correct: bool | None = opt(None, "Validation filter: only correctly predicted samples (default: Mean all, "
@@ -227,8 +235,8 @@ class ScoreConfig(Checked):
     group_mode: str = opt("per_module", "per_module (paper) | concat (TracIn/Cosine on concatenated gradients).",
                           choices=("per_module", "concat"))
     chunk_size: int = opt(2048, "Training samples per streamed chunk.", lo=1)
-    compute_dtype: str = opt("float32", "float32 | bfloat16 (faster, ~1e-3 rel. error) | float64.",
-                             choices=("float32", "bfloat16", "float64"))
+    compute_dtype: str = opt("float32", "float32 | bfloat16 (faster, ~1e-3 rel. error) | float64 | tf32 (CUDA: "
+                             "TF32 GEMMs; float32 elsewhere).", choices=("float32", "bfloat16", "float64", "tf32"))
     cancellation_norm: str = opt("l1", "l1 | l2 | l1_l2.", choices=("l1", "l2", "l1_l2"))
     model_baselines: list[str] = opt(help="Rankings from the model itself, scored like a configuration: loss (the "
                                      "example's own loss) | self_influence (its gradient's squared norm).",
@@ -257,9 +265,9 @@ class RankConfig(Checked):
     """One influence configuration that ranks a user's training examples (``layerinf suspects``)."""
 
     SECTION = "rank"
-    method: str = opt("datainf", "Influence method.", choices=_method_names)
+    method: str = opt("datainf", "Influence method.", choices=_method_names, builtin=PAPER_METHODS)
     group: str | None = opt(None, "Layer group (default: the second attention group, the paper's pick).")
-    aggregator: str = opt("vote", "Aggregator.", choices=_aggregator_names)
+    aggregator: str = opt("vote", "Aggregator.", choices=_aggregator_names, builtin=PAPER_AGGREGATORS)
     vote_kappa: float = opt(0.30, "Vote's κ: the bottom fraction of n each voter votes against, in (0, 1].",
                             lo=0.0, hi=1.0, lo_open=True)
     top: float = opt(0.30, "Fraction of the training set flagged as suspects, in (0, 1).",
@@ -271,6 +279,22 @@ class RuntimeConfig(Checked):
     """Where to compute. Not part of any stage's identity: a stage made on a GPU is reused on a CPU."""
 
     device: str = opt("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N | mps.")
+    executor: str = opt("local", "Where retrainings, sweep units and gradient shards run: local | ray.",
+                        choices=("local", "ray"))
+    ray_address: str | None = opt(None, "Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).")
+    num_cpus: float | None = opt(None, "CPUs per Ray task (default 1).", lo=0.0, lo_open=True)
+    num_gpus: float | None = opt(None, "GPUs per Ray task; a fraction lets tasks share a GPU (0.25: four).", lo=0.0)
+    max_retries: int = opt(2, "Retries of a Ray task whose worker died.", lo=0)
+    grad_shards: int = opt(1, "Split gradient collection of the training set into this many tasks.", lo=1)
+
+    def check(self) -> None:
+        """The device's spelling (whether it is there is checked when it is resolved, by torch)."""
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device.strip().lower()):
+            close = difflib.get_close_matches(self.device.strip().lower(), ["auto", "cpu", "cuda", "mps"], n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise LayerinfError(f"unknown device '{self.device}'", f"{hint}use one of auto, cpu, cuda, cuda:N, mps")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "grads": GradsConfig,

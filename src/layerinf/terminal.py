@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by whoever made the frame; the CLI starts quicker without it
+    import pandas as pd
 
 
 def _cell(value, kind: str) -> str:
@@ -15,18 +17,19 @@ def _cell(value, kind: str) -> str:
     return str(value)
 
 
-def print_table(df: pd.DataFrame, title: str | None = None, console=None) -> None:
+def print_table(df: "pd.DataFrame", title: str | None = None, console=None) -> None:
     """Print ``df`` as a rich table that wraps text columns rather than cutting numbers at narrow widths."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = console or Console()
-    table = Table(title=title, show_lines=False, title_justify="left")
+    # titles and headers are Text, never rich markup: a bracket in a model name or a column is printed as written
+    table = Table(title=None if title is None else Text(str(title)), show_lines=False, title_justify="left")
     kinds = [df[c].dtype.kind for c in df.columns]
     for col, kind in zip(df.columns, kinds):
         numeric = kind in "fiu"
-        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=numeric,
+        table.add_column(Text(str(col)), justify="right" if numeric else "left", no_wrap=numeric,
                          overflow="fold", min_width=len(str(col)) if numeric else None)
     for row in df.itertuples(index=False):
         table.add_row(*[Text(_cell(v, k)) for v, k in zip(row, kinds)])

@@ -16,10 +16,17 @@ grad, its gradient ``(B, T, h)`` is taken in the same backward pass and scatter-
 unique) tokens of each sample — a row-sparse gradient; the vocab × h matrix is never formed.
 
 The model runs in eval mode (LoRA dropout is the identity) and parameter ``.grad`` fields are left untouched.
+
+Memory: out of device memory, a batch is retried from the same sample at half the size (``engine.memory``;
+logged, kept for the rest of the split, LayerinfError at 1); with gradient checkpointing on, the checkpointed
+layers recompute in the backward pass here too (the hooks record only the first forward). With a bf16 base
+the LoRA and head gradients are float32 (PEFT runs LoRA in the adapters' dtype) and the word-embedding
+gradients, which arrive in bf16, are summed over repeated tokens in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
@@ -32,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerinf.engine.batching import EncodedSplit, model_inputs
+from layerinf.engine.memory import free_memory, halve, is_oom
 from layerinf.errors import LayerinfError
 from layerinf.model import eval_mode, inventory
 from layerinf.spec import ModuleSpec
@@ -159,6 +167,34 @@ def _batch_order(encoded: EncodedSplit, rows: np.ndarray | None, sort_by_length:
     return order
 
 
+@contextlib.contextmanager
+def _checkpointing_in_eval(model: nn.Module):
+    """Let gradient-checkpointed layers recompute in eval mode too.
+
+    Hugging Face checkpoints a layer only while ``layer.training`` is set; collection runs in eval mode (no
+    dropout). Only the checkpointed layers' own flags are set — their children (dropout, attention) stay in
+    eval mode, and the layers use the flag for nothing else — and restored afterwards.
+    """
+    layers = [m for m in model.modules() if m is not model and getattr(m, "gradient_checkpointing", False) is True
+              and _is_checkpoint_layer(m)]
+    saved = [m.training for m in layers]
+    for m in layers:
+        m.training = True
+    try:
+        yield bool(layers)
+    finally:
+        for m, flag in zip(layers, saved):
+            m.training = flag
+
+
+def _is_checkpoint_layer(module: nn.Module) -> bool:
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # older transformers: the encoder/decoder stack holds the flag
+        return True
+    return isinstance(module, GradientCheckpointingLayer)
+
+
 def collect_gradients(
     model,
     encoded: EncodedSplit,
@@ -176,7 +212,13 @@ def collect_gradients(
 
     ``specs`` defaults to ``models.inventory(model)``; WE is collected when ``include_we`` and a ``we`` spec is
     present. ``rows`` restricts to some split positions; ``sort_by_length`` batches similar lengths together
-    (less padding; ``GradBatch.rows`` says which samples a batch holds). Gradients are returned in ``dtype``.
+    (less padding; ``GradBatch.rows`` says which samples a batch holds). Gradients are returned in ``dtype``;
+    word-embedding gradients are scattered in at least float32 (a bf16 base gives bf16 embedding outputs).
+
+    Out of device memory, the batch is retried from the same sample at half the size (logged; see
+    ``engine.memory``), and the smaller size is kept; per-sample results do not depend on the batching.
+    A model with gradient checkpointing on (``model.set_gradient_checkpointing``) recomputes its layers in
+    the backward pass here too; the hooks record the first forward only.
     """
     model = _unwrap(model)
     if specs is None:
@@ -192,17 +234,83 @@ def collect_gradients(
 
     captured: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     we_out: list[torch.Tensor] = []
+    recording = [False]  # off during the backward pass: checkpointed layers call the hooked modules again
 
     def linear_hook(name):
         def hook(_mod, args, output):
-            captured.setdefault(name, []).append((args[0].detach(), output))
+            if recording[0]:
+                captured.setdefault(name, []).append((args[0].detach(), output))
 
         return hook
 
     def embedding_hook(_mod, _args, output):
+        if not recording[0]:
+            return None
         leaf = output.detach().requires_grad_(True)
         we_out.append(leaf)
         return leaf
+
+    def one_batch(batch_rows: np.ndarray) -> GradBatch:
+        batch = encoded.collate(batch_rows)
+        inputs = forward_inputs(model, batch, device)
+        labels = batch["labels"].to(device)
+        mask = inputs.get("attention_mask")
+        mask = mask.bool() if mask is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)
+        captured.clear()
+        we_out.clear()
+        recording[0] = True
+        try:
+            logits = model(**inputs).logits
+        finally:
+            recording[0] = False
+        loss = per_sample_loss(logits, labels)
+        outputs = [y for n in targets for _, y in captured.get(n, ())]
+        missing = [n for n in targets if n not in captured]
+        if missing:
+            raise LayerinfError(f"module {missing[0]} was not called in the forward pass",
+                                "collect gradients only for modules the model uses")
+        if embedding is not None and len(we_out) != 1:
+            raise LayerinfError(f"the input embedding was called {len(we_out)} times in one forward pass",
+                                "collect without WE (include_we=False) for this model")
+        out_grads = list(torch.autograd.grad(loss.sum(), outputs + we_out, allow_unused=True))
+        grads: dict[str, torch.Tensor] = {}
+        call = 0
+        for name in targets:
+            weight = bias = None
+            want_bias = any(s.attr == "bias" for s in targets[name])
+            for x, y in captured[name]:
+                gy, out_grads[call] = out_grads[call], None  # free each output gradient once used
+                call += 1
+                if gy is None:
+                    gy = torch.zeros_like(y)
+                w, b_ = _per_sample_linear(x, gy.detach(), mask, want_bias)
+                weight = w if weight is None else weight + w
+                bias = b_ if bias is None or b_ is None else bias + b_
+            for spec in targets[name]:
+                g = weight if spec.attr == "weight" else bias
+                grads[spec.name] = g.reshape(len(batch_rows), -1).to(dtype)
+        we = None
+        if embedding is not None:
+            g_emb = out_grads[len(outputs)]
+            if g_emb is None:
+                g_emb = torch.zeros_like(we_out[0])
+            g_emb = g_emb.detach()
+            g_emb = g_emb.to(torch.promote_types(g_emb.dtype, torch.float32))  # bf16 base: sum repeats in fp32
+            we = row_sparse_rows(inputs["input_ids"], mask, g_emb, vocab)
+            we = WERows(we.indptr, we.tokens, we.rows.to(dtype))
+        captured.clear()
+        we_out.clear()
+        del out_grads, outputs
+        if check_finite:
+            _check_finite(grads, we, batch_rows)
+        return GradBatch(
+            rows=batch_rows,
+            grads={s.name: grads[s.name] for s in dense},
+            we=we,
+            loss=loss.detach(),
+            logits=logits.detach(),
+            labels=labels,
+        )
 
     handles = [modules[name].register_forward_hook(linear_hook(name)) for name in targets]
     if embedding is not None:
@@ -213,63 +321,24 @@ def collect_gradients(
 
         bar = tqdm(total=len(order), desc="gradients", unit="sample", leave=False)
     try:
-        with eval_mode(model), torch.enable_grad():
-            for start in range(0, len(order), batch_size):
-                batch_rows = order[start : start + batch_size]
-                batch = encoded.collate(batch_rows)
-                inputs = forward_inputs(model, batch, device)
-                labels = batch["labels"].to(device)
-                mask = inputs.get("attention_mask")
-                mask = mask.bool() if mask is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)
-                captured.clear()
-                we_out.clear()
-                logits = model(**inputs).logits
-                loss = per_sample_loss(logits, labels)
-                outputs = [y for n in targets for _, y in captured.get(n, ())]
-                missing = [n for n in targets if n not in captured]
-                if missing:
-                    raise LayerinfError(f"module {missing[0]} was not called in the forward pass",
-                                        "collect gradients only for modules the model uses")
-                if embedding is not None and len(we_out) != 1:
-                    raise LayerinfError(f"the input embedding was called {len(we_out)} times in one forward pass",
-                                        "collect without WE (include_we=False) for this model")
-                out_grads = list(torch.autograd.grad(loss.sum(), outputs + we_out, allow_unused=True))
-                grads: dict[str, torch.Tensor] = {}
-                call = 0
-                for name in targets:
-                    weight = bias = None
-                    want_bias = any(s.attr == "bias" for s in targets[name])
-                    for x, y in captured[name]:
-                        gy, out_grads[call] = out_grads[call], None  # free each output gradient once used
-                        call += 1
-                        if gy is None:
-                            gy = torch.zeros_like(y)
-                        w, b_ = _per_sample_linear(x, gy.detach(), mask, want_bias)
-                        weight = w if weight is None else weight + w
-                        bias = b_ if bias is None or b_ is None else bias + b_
-                    for spec in targets[name]:
-                        g = weight if spec.attr == "weight" else bias
-                        grads[spec.name] = g.reshape(len(batch_rows), -1).to(dtype)
-                we = None
-                if embedding is not None:
-                    g_emb = out_grads[len(outputs)]
-                    if g_emb is None:
-                        g_emb = torch.zeros_like(we_out[0])
-                    we = row_sparse_rows(inputs["input_ids"], mask, g_emb.detach(), vocab)
-                    we = WERows(we.indptr, we.tokens, we.rows.to(dtype))
-                captured.clear()
-                we_out.clear()
-                del out_grads, outputs
-                if check_finite:
-                    _check_finite(grads, we, batch_rows)
-                yield GradBatch(
-                    rows=batch_rows,
-                    grads={s.name: grads[s.name] for s in dense},
-                    we=we,
-                    loss=loss.detach(),
-                    logits=logits.detach(),
-                    labels=labels,
-                )
+        with eval_mode(model), _checkpointing_in_eval(model), torch.enable_grad():
+            start, size = 0, max(1, int(batch_size))
+            while start < len(order):
+                batch_rows = order[start : start + size]
+                result = None
+                try:
+                    result = one_batch(batch_rows)
+                except Exception as exc:  # noqa: BLE001 — only out-of-memory errors are handled
+                    if not is_oom(exc):
+                        raise
+                if result is None:  # out of memory: drop what the failed pass held (outside the except)
+                    captured.clear()
+                    we_out.clear()
+                    free_memory(device)
+                    size = halve(min(size, len(batch_rows)), device)
+                    continue
+                yield result
+                start += len(batch_rows)
                 if bar is not None:
                     bar.update(len(batch_rows))
     finally:
@@ -283,19 +352,30 @@ def collect_gradients(
 
 @torch.no_grad()
 def predictions(model, encoded: EncodedSplit, batch_size: int = 64) -> np.ndarray:
-    """Logits (n × C, float32) in split order, eval mode, no gradients."""
+    """Logits (n × C, float32) in split order, eval mode, no gradients (out of memory: smaller batches)."""
     model = _unwrap(model)
     device = next(model.parameters()).device
     order = _batch_order(encoded, None, True)
     out: np.ndarray | None = None
     with eval_mode(model):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = encoded.collate(rows)
-            logits = model(**forward_inputs(model, batch, device)).logits.float().cpu().numpy()
+        start, size = 0, max(1, int(batch_size))
+        while start < len(order):
+            rows = order[start : start + size]
+            logits = None
+            try:
+                batch = encoded.collate(rows)
+                logits = model(**forward_inputs(model, batch, device)).logits.float().cpu().numpy()
+            except Exception as exc:  # noqa: BLE001 — only out-of-memory errors are handled
+                if not is_oom(exc):
+                    raise
+            if logits is None:
+                free_memory(device)
+                size = halve(min(size, len(rows)), device)
+                continue
             if out is None:
                 out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32)
             out[rows] = logits
+            start += len(rows)
     return out
 
 

@@ -3,6 +3,16 @@
 The recipe follows the paper (spec §9): AdamW (torch defaults), cosine schedule with 10 % warm-up, batch 32;
 after every epoch the loss and accuracy on the influence and test splits are measured. The influence
 checkpoint is the epoch with the lowest mean influence-set loss (ties → the later epoch).
+
+Out of device memory (``engine.memory``), a training batch is not made smaller: it is cut into micro-batches
+of half the size whose gradients are accumulated — each micro-batch's mean loss weighted by its share of the
+batch — before the one optimiser step, so the effective batch, the number of steps, the learning-rate
+schedule and the reported training loss are those of the recipe (equal up to float rounding). The batch is
+collated once and sliced, so micro-batches keep the batch's padding and positions. The failed step is
+redone from its start (gradients cleared, RNG state restored) and the micro-batch size is kept for the rest
+of the run; at batch size 1 the run stops with a LayerinfError. With dropout (LoRA dropout, the base's own),
+a split batch draws its masks in a different order, so such a run is as random as the original but not
+identical to it. Evaluation passes halve their batch as collection does (per-sample results are unchanged).
 """
 
 from __future__ import annotations
@@ -19,8 +29,9 @@ from tqdm.auto import tqdm
 
 from layerinf.config import TrainConfig
 from layerinf.engine.batching import EncodedSplit, model_inputs
+from layerinf.engine.memory import free_memory, halve, is_oom
 from layerinf.errors import LayerinfError
-from layerinf.model import trainable_state
+from layerinf.model import set_gradient_checkpointing, trainable_state
 
 
 @dataclass
@@ -76,15 +87,20 @@ def fit(
     init_state: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    gradient_checkpointing: bool | None = None,
 ) -> FitResult:
     """Train the trainable (LoRA + head) parameters of ``model`` on ``train`` (optionally only ``rows``).
 
     ``recipe`` holds epochs, batch sizes, weight decay and warm-up; ``lr`` and ``seed`` are resolved by the
     caller (per-model default learning rate, data seed). ``init_state`` restores the trainable tensors first
     (retraining from the same start). Deterministic given ``seed``: the shuffling and dropout streams are seeded.
+    Batches run on the model's device. ``gradient_checkpointing`` True/False turns the base model's
+    checkpointing on/off first (None: as loaded). Out of memory: gradient accumulation (module docstring).
     """
     if rows is not None and len(rows) == 0:
         raise LayerinfError("nothing left to train on after filtering", "remove a smaller fraction")
+    if gradient_checkpointing is not None:
+        set_gradient_checkpointing(model, gradient_checkpointing)
     if init_state is not None:
         _load_state(model, init_state)
     init = trainable_state(model)
@@ -95,6 +111,8 @@ def fit(
     steps_per_epoch = train.num_batches(recipe.batch_size, rows)
     scheduler = cosine_with_warmup(optimizer, steps_per_epoch * recipe.epochs, recipe.warmup)
 
+    device = next(model.parameters()).device
+    micro = recipe.batch_size  # micro-batch size: the batch size until memory runs out (module docstring)
     history, best_loss, best_epoch = [], math.inf, 0
     best_state, best_logits = init, None
     for epoch in range(1, recipe.epochs + 1):
@@ -108,18 +126,26 @@ def fit(
             leave=False,
         )
         for batch in bar:
-            logits = model(**model_inputs(batch)).logits
-            loss = F.cross_entropy(logits.float(), batch["labels"])
-            if not torch.isfinite(loss):
-                raise LayerinfError(
-                    f"training loss became {loss.item()} at epoch {epoch}", "lower the learning rate (--lr)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            size = len(batch["labels"])
+            while True:
+                saved_rng = _rng_state(device)
+                batch_loss = None
+                try:
+                    batch_loss = _forward_backward(model, optimizer, batch, micro, device, epoch)
+                except Exception as exc:  # noqa: BLE001 — only out-of-memory errors are handled
+                    if not is_oom(exc):
+                        raise
+                if batch_loss is not None:
+                    break
+                optimizer.zero_grad(set_to_none=True)  # redo the whole step from its start
+                _set_rng_state(device, saved_rng)
+                free_memory(device)
+                micro = halve(min(micro, size), device,
+                              f" (gradients of micro-batches accumulated over the batch of {size})")
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(batch["labels"])
-            count += len(batch["labels"])
+            total += batch_loss
+            count += size
             bar.set_postfix(loss=f"{total / count:.4f}")
         infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size)
         test_loss, test_acc, _ = evaluate(model, test, recipe.eval_batch_size)
@@ -139,6 +165,43 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
     return FitResult(pd.DataFrame(history), init, best_state, trainable_state(model), best_epoch, best_logits)
+
+
+def _forward_backward(model, optimizer, batch: dict[str, torch.Tensor], micro: int, device: torch.device,
+                      epoch: int) -> float:
+    """Gradients of the batch's mean loss, in micro-batches of ``micro`` rows; returns the summed loss."""
+    inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
+    labels = batch["labels"].to(device)
+    size = len(labels)
+    if micro >= size:  # the recipe's step, exactly
+        pieces = [(inputs, labels, 1.0)]
+    else:
+        pieces = [({k: v[lo : lo + micro] for k, v in inputs.items()}, labels[lo : lo + micro],
+                   len(labels[lo : lo + micro]) / size) for lo in range(0, size, micro)]
+    total = 0.0
+    optimizer.zero_grad(set_to_none=True)
+    for piece_inputs, piece_labels, share in pieces:
+        logits = model(**piece_inputs).logits
+        loss = F.cross_entropy(logits.float(), piece_labels)
+        if not torch.isfinite(loss):
+            raise LayerinfError(
+                f"training loss became {loss.item()} at epoch {epoch}", "lower the learning rate (--lr)"
+            )
+        (loss if share == 1.0 else loss * share).backward()
+        total += loss.item() * len(piece_labels)
+    return total
+
+
+def _rng_state(device: torch.device):
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def _load_state(model, state: dict[str, torch.Tensor]) -> None:

@@ -10,8 +10,15 @@ of ``(c_i × d)`` chunks, a zero-argument callable returning a fresh iterable of
 generator: λ needs all ``n`` rows first), or a one-shot iterator (TracIn and Cosine make a single pass).
 
 Precision: float64 when ``V`` is float64, float32 otherwise; ``compute_dtype=torch.bfloat16`` runs the matmuls
-in bfloat16 (norms, λ and accumulators stay float32). Training chunks of another dtype are cast. Memory:
-O(mn + md + chunk·d); DataInf's factor form makes three passes, its gram/explicit forms materialise G.
+in bfloat16 (norms, λ and accumulators stay float32); ``compute_dtype="tf32"`` is float32 with TF32 GEMMs on
+CUDA (plain float32 elsewhere). ``compute_dtype`` may be a torch dtype or its name. Training chunks of another
+dtype are cast. Memory: O(mn + md + chunk·d); DataInf's factor form makes three passes, its gram/explicit
+forms materialise G.
+
+Device: ``device=None`` or ``"cpu"`` computes on the CPU (unchanged, bitwise). ``device="cuda"`` moves V once
+and streams the training chunks through pinned, double-buffered host buffers (``_chunks.DeviceChunks``) in
+device chunks of ``device_chunk_rows`` rows (default: sized from free device memory); the result comes back
+as the same numpy (m × n) array.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import numpy as np
 import torch
 
 from layerinf.errors import LayerinfError
-from layerinf.influence._chunks import (ZERO_NORM_RTOL, ChunkSource, _as_tensor, _checked, _chunk_passes,
-                                        _gemm_into, _inverse_norms, _numpy_mn, _Output, _result_dtype,
-                                        _row_norms, _row_sq_norms)
+from layerinf.influence._chunks import (ZERO_NORM_RTOL, ChunkSource, DeviceChunks, _as_tensor, _checked,
+                                        _chunk_passes, _gemm_into, _inverse_norms, _mm, _numpy_mn, _Output,
+                                        _result_dtype, _row_norms, _row_sq_norms, device_rows_for, gemm_precision,
+                                        resolve_compute, score_device)
 from layerinf.influence.we import WEGrads, cosine_we, top_k_rows, tracin_we, tracin_we_topk
 
 __all__ = [
@@ -62,9 +70,14 @@ DATAINF_FORMS = ("factor", "gram", "explicit")
 # ------------------------------------------------------------------------------------- TracIn and Cosine
 
 
+def _on(V: torch.Tensor) -> torch.device | None:
+    """Where results live: None (the CPU, as always) or V's accelerator."""
+    return None if V.device.type == "cpu" else V.device
+
+
 def _tracin_or_cosine(method: str, V: torch.Tensor, passes, n, mm_dtype, acc) -> torch.Tensor:
     m, d = V.shape
-    out = _Output(m, n, acc)
+    out = _Output(m, n, acc, _on(V))
     Vm = V.to(mm_dtype).contiguous()
     g_norms = []
     for chunk in passes():
@@ -74,14 +87,14 @@ def _tracin_or_cosine(method: str, V: torch.Tensor, passes, n, mm_dtype, acc) ->
             g_norms.append(_row_norms(chunk, acc))
     St = out.transposed()
     if method == "cosine":  # scaled at the end: the zero-norm cut needs the largest of all n norms
-        inv_g = _inverse_norms(torch.cat(g_norms) if g_norms else torch.zeros(0, dtype=acc))
+        inv_g = _inverse_norms(torch.cat(g_norms) if g_norms else torch.zeros(0, dtype=acc, device=_on(V)))
         St.mul_(inv_g[:, None]).mul_(_inverse_norms(_row_norms(V, acc))[None, :])
     return St
 
 
-def tracin(V, G, *, compute_dtype: torch.dtype | None = None, chunk_rows: int = 4096) -> np.ndarray:
+def tracin(V, G, *, compute_dtype=None, chunk_rows: int = 4096, device=None) -> np.ndarray:
     """TracIn with one checkpoint and η = 1 (spec §3.1): ``S = V Gᵀ`` (m × n)."""
-    return score_tracin(V, G, compute_dtype=compute_dtype, chunk_rows=chunk_rows)
+    return score_tracin(V, G, compute_dtype=compute_dtype, chunk_rows=chunk_rows, device=device)
 
 
 def tracin_cp(checkpoints: Sequence[tuple[Any, Any]], lrs: Sequence[float], *,
@@ -97,14 +110,14 @@ def tracin_cp(checkpoints: Sequence[tuple[Any, Any]], lrs: Sequence[float], *,
     return total
 
 
-def cosine(V, G, *, compute_dtype: torch.dtype | None = None, chunk_rows: int = 4096) -> np.ndarray:
+def cosine(V, G, *, compute_dtype=None, chunk_rows: int = 4096, device=None) -> np.ndarray:
     """Cosine of gradients (spec §3.2): ``S_jk = v_j·g_k / (‖v_j‖‖g_k‖)``.
 
     Zero rule: a row whose norm is ≤ 1e-10 (``ZERO_NORM_RTOL``) × the largest row norm of its own matrix (the m
     validation rows, or all n training rows) counts as a zero gradient, and its scores are 0 (neutral, no NaN).
     Only exact zeros and rounding noise fall under this; cosine is otherwise scale-invariant.
     """
-    return score_cosine(V, G, compute_dtype=compute_dtype, chunk_rows=chunk_rows)
+    return score_cosine(V, G, compute_dtype=compute_dtype, chunk_rows=chunk_rows, device=device)
 
 
 # ------------------------------------------------------------------------------------------------ DataInf
@@ -143,24 +156,25 @@ def _datainf_factor(V, passes, n, lam, mm_dtype, acc, legacy_datainf0) -> torch.
     """Factor form (spec §3.3 b), three passes: A & ‖g‖² → P = (A D⁻¹) G → S = (A − P Gᵀ/n)/λ."""
     m, d = V.shape
     Vm = V.to(mm_dtype).contiguous()
-    out = _Output(m, n, acc)
+    out = _Output(m, n, acc, _on(V))
     sq_blocks = []
     total_sq = 0.0
     for chunk in passes():  # pass 1: Aᵀ = G Vᵀ (kept; becomes Sᵀ in place) and row norms
         chunk = _checked(chunk, d)
         sq = _row_sq_norms(chunk, acc)
-        total_sq += float(sq.sum(dtype=torch.float64))
+        part = sq.sum(dtype=torch.float64)
+        total_sq = total_sq + (float(part) if part.device.type == "cpu" else part)  # no sync per device chunk
         sq_blocks.append(sq)
         _gemm_into(out.slot(chunk.shape[0]), chunk, Vm, mm_dtype)
     At = out.transposed()  # (n × m)
     n = At.shape[0]
-    sq_all = torch.cat(sq_blocks) if sq_blocks else torch.zeros(0, dtype=acc)
+    sq_all = torch.cat(sq_blocks) if sq_blocks else torch.zeros(0, dtype=acc, device=_on(V))
     if lam is None:
-        lam = datainf_lambda(total_sq, n, d)
+        lam = datainf_lambda(float(total_sq), n, d)
     if not lam > 0:
         return _lambda_zero(n, m, acc)
     inv_diag = 1.0 / (lam + sq_all)  # D⁻¹
-    P = torch.zeros((m, d), dtype=acc)
+    P = torch.zeros((m, d), dtype=acc, device=_on(V))
     lo = 0
     for chunk in passes():  # pass 2: P = (A D⁻¹) G
         chunk = _checked(chunk, d)
@@ -169,7 +183,7 @@ def _datainf_factor(V, passes, n, lam, mm_dtype, acc, legacy_datainf0) -> torch.
         if mm_dtype == acc:
             P.addmm_(Wt.T, chunk.to(acc))
         else:
-            P += torch.mm(Wt.T.to(mm_dtype), chunk.to(mm_dtype)).to(acc)
+            P += _mm(Wt.T.to(mm_dtype), chunk.to(mm_dtype), acc)
         lo += c
     if lo != n:
         raise LayerinfError(f"the second pass over the training chunks gave {lo} rows, the first {n}",
@@ -184,7 +198,7 @@ def _datainf_factor(V, passes, n, lam, mm_dtype, acc, legacy_datainf0) -> torch.
         if mm_dtype == acc:
             block.mul_(a_scale * n).addmm_(chunk.to(acc), Pm.T, alpha=-1.0).div_(lam * n)
         else:
-            block.mul_(a_scale).sub_(torch.mm(chunk.to(mm_dtype), Pm.T).to(acc), alpha=1.0 / n).div_(lam)
+            block.mul_(a_scale).sub_(_mm(chunk.to(mm_dtype), Pm.T, acc), alpha=1.0 / n).div_(lam)
         lo += c
     return At
 
@@ -192,8 +206,8 @@ def _datainf_factor(V, passes, n, lam, mm_dtype, acc, legacy_datainf0) -> torch.
 def _datainf_dense(V, passes, n, lam, acc, form, legacy_datainf0) -> torch.Tensor:
     """Gram (spec §3.3 a) or explicit Sherman–Morrison (d × d) form; both materialise G (reference forms)."""
     m, d = V.shape
-    chunks = [_checked(c, d).to(acc) for c in passes()]
-    G = torch.cat(chunks) if chunks else torch.zeros((0, d), dtype=acc)
+    chunks = [_checked(c, d).to(acc, copy=True) for c in passes()]  # device chunks are reused buffers
+    G = torch.cat(chunks) if chunks else torch.zeros((0, d), dtype=acc, device=_on(V))
     if n is not None and G.shape[0] != n:
         raise LayerinfError(f"the training chunks hold {G.shape[0]} rows, expected n={n}", "pass the right n")
     n = G.shape[0]
@@ -209,12 +223,12 @@ def _datainf_dense(V, passes, n, lam, acc, form, legacy_datainf0) -> torch.Tenso
         B = G @ G.T
         return ((a_scale * A - (A / (lam + sq)[None, :]) @ B / n) / lam).T
     # explicit: H̃⁻¹ = (1/(nλ)) Σ_i [I − g_i g_iᵀ/(λ + ‖g_i‖²)] = (1/λ)(I − Gᵀ D⁻¹ G / n)
-    H_inv = (torch.eye(d, dtype=acc) * a_scale - (G.T * (1.0 / (lam + sq))[None, :]) @ G / n) / lam
+    H_inv = (torch.eye(d, dtype=acc, device=_on(V)) * a_scale - (G.T * (1.0 / (lam + sq))[None, :]) @ G / n) / lam
     return (V @ H_inv @ G.T).T
 
 
-def datainf(V, G, form: str = "factor", lam: float | None = None, *, compute_dtype: torch.dtype | None = None,
-            legacy_datainf0: bool = False, chunk_rows: int = 4096) -> np.ndarray:
+def datainf(V, G, form: str = "factor", lam: float | None = None, *, compute_dtype=None,
+            legacy_datainf0: bool = False, chunk_rows: int = 4096, device=None) -> np.ndarray:
     """DataInf per validation sample, helpful > 0 (spec §3.3): ``S = (1/λ)[A − (1/n) A D⁻¹ B]``.
 
     ``A = V Gᵀ``, ``B = G Gᵀ``, ``D = diag(λ + ‖g_i‖²)``, λ = :func:`datainf_lambda` unless given. ``form`` is
@@ -223,7 +237,7 @@ def datainf(V, G, form: str = "factor", lam: float | None = None, *, compute_dty
     ``datainf0`` variant (A divided by nλ); it is never the default.
     """
     return score_datainf(V, G, compute_dtype=compute_dtype, lam=lam, form=form,
-                         legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows)
+                         legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows, device=device)
 
 
 def datainf_averaged(V, G, lam: float | None = None, *, compute_dtype: torch.dtype | None = None,
@@ -260,17 +274,25 @@ def kwon_influence(V, G, lam: float | None = None) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- entry points
 
 
-def _dense_scores(method: str, V, train_chunks: ChunkSource, n: int | None, compute_dtype: torch.dtype | None,
+def _dense_scores(method: str, V, train_chunks: ChunkSource, n: int | None, compute_dtype,
                   chunk_rows: int, lam: float | None = None, form: str = "factor",
-                  legacy_datainf0: bool = False) -> np.ndarray:
+                  legacy_datainf0: bool = False, device=None, device_chunk_rows: int | None = None) -> np.ndarray:
     Vt = _as_tensor(V)
     if Vt.ndim != 2:
         raise LayerinfError(f"validation gradients must be 2-D (m × d), got shape {tuple(Vt.shape)}",
                             "pass one module's validation gradients as an m × d array")
     mm_dtype, acc = _result_dtype(Vt, compute_dtype)
     Vt = Vt.to(acc)
+    dev = score_device(device)
     passes = _chunk_passes(train_chunks, chunk_rows)
-    with torch.no_grad():  # each path returns the TRANSPOSED (n × m) result
+    if dev is not None:  # V once onto the device; training chunks staged through pinned buffers
+        m, d = Vt.shape
+        Vt = Vt.to(dev)
+        rows = device_rows_for(dev, d, m, n, mm_dtype, acc, extra_md=1 if method == "datainf" else 0,
+                               requested=device_chunk_rows)
+        passes = DeviceChunks(_chunk_passes(train_chunks, chunk_rows, raw=True), d, rows, dev)
+    with torch.no_grad(), gemm_precision(dev, resolve_compute(compute_dtype)[1]):
+        # each path returns the TRANSPOSED (n × m) result
         if method in ("tracin", "cosine"):
             St = _tracin_or_cosine(method, Vt, passes, n, mm_dtype, acc)
         elif form == "factor":
@@ -282,47 +304,55 @@ def _dense_scores(method: str, V, train_chunks: ChunkSource, n: int | None, comp
     return _numpy_mn(St)
 
 
-def score_tracin(V, train_chunks: ChunkSource, n: int | None = None, *, compute_dtype: torch.dtype | None = None,
-                 chunk_rows: int = 4096) -> np.ndarray:
+def score_tracin(V, train_chunks: ChunkSource, n: int | None = None, *, compute_dtype=None, chunk_rows: int = 4096,
+                 device=None, device_chunk_rows: int | None = None) -> np.ndarray:
     """TracIn on any chunk source, ``n`` checked when given: the registry's ``score_dense`` for ``tracin``."""
-    return _dense_scores("tracin", V, train_chunks, n, compute_dtype, chunk_rows)
+    return _dense_scores("tracin", V, train_chunks, n, compute_dtype, chunk_rows, device=device,
+                         device_chunk_rows=device_chunk_rows)
 
 
-def score_cosine(V, train_chunks: ChunkSource, n: int | None = None, *, compute_dtype: torch.dtype | None = None,
-                 chunk_rows: int = 4096) -> np.ndarray:
+def score_cosine(V, train_chunks: ChunkSource, n: int | None = None, *, compute_dtype=None, chunk_rows: int = 4096,
+                 device=None, device_chunk_rows: int | None = None) -> np.ndarray:
     """Cosine (zero rule of :func:`cosine`) on any chunk source: the registry's ``score_dense`` for ``cosine``."""
-    return _dense_scores("cosine", V, train_chunks, n, compute_dtype, chunk_rows)
+    return _dense_scores("cosine", V, train_chunks, n, compute_dtype, chunk_rows, device=device,
+                         device_chunk_rows=device_chunk_rows)
 
 
-def score_datainf(V, train_chunks: ChunkSource, n: int | None = None, *, compute_dtype: torch.dtype | None = None,
+def score_datainf(V, train_chunks: ChunkSource, n: int | None = None, *, compute_dtype=None,
                   lam: float | None = None, form: str = "factor", legacy_datainf0: bool = False,
-                  chunk_rows: int = 4096) -> np.ndarray:
+                  chunk_rows: int = 4096, device=None, device_chunk_rows: int | None = None) -> np.ndarray:
     """DataInf (see :func:`datainf`) on any chunk source: the registry's ``score_dense`` for ``datainf``."""
-    return _dense_scores("datainf", V, train_chunks, n, compute_dtype, chunk_rows, lam, form, legacy_datainf0)
+    return _dense_scores("datainf", V, train_chunks, n, compute_dtype, chunk_rows, lam, form, legacy_datainf0,
+                         device=device, device_chunk_rows=device_chunk_rows)
 
 
 def score_module(method: str, V, train_chunks: ChunkSource, n: int | None = None, *,
-                 compute_dtype: torch.dtype | None = None, lam: float | None = None, form: str = "factor",
-                 legacy_datainf0: bool = False, chunk_rows: int = 4096) -> np.ndarray:
+                 compute_dtype=None, lam: float | None = None, form: str = "factor",
+                 legacy_datainf0: bool = False, chunk_rows: int = 4096, device=None,
+                 device_chunk_rows: int | None = None) -> np.ndarray:
     """One module's score matrix S (m × n, helpful > 0) for any registered ``method`` (spec §3).
 
     Dispatches to ``registry.method(method).score_dense``, passing only the options it accepts (``lam``,
-    ``form`` and ``legacy_datainf0`` concern DataInf). ``n``, when given, is checked against the rows seen.
+    ``form`` and ``legacy_datainf0`` concern DataInf; ``device`` / ``device_chunk_rows`` the built-ins).
+    ``n``, when given, is checked against the rows seen. ``device``: see the module docstring.
     """
     from layerinf.influence.registry import call_with_options, method as lookup
 
     spec = lookup(method)
     return call_with_options(spec.score_dense, V, train_chunks, n, compute_dtype=compute_dtype, lam=lam,
-                             form=form, legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows)
+                             form=form, legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows, device=device,
+                             device_chunk_rows=device_chunk_rows)
 
 
 def score_concat(method: str, V_blocks: Sequence[Any], train_sources: Sequence[ChunkSource], n: int | None = None,
-                 *, compute_dtype: torch.dtype | None = None, chunk_rows: int = 4096) -> np.ndarray:
+                 *, compute_dtype=None, chunk_rows: int = 4096, device=None,
+                 device_chunk_rows: int | None = None) -> np.ndarray:
     """TracIn or Cosine on the CONCATENATED gradients of several modules (``group_mode="concat"``, spec §2.3 [O]).
 
     ``V_blocks[b]`` is module b's (m × d_b) block and ``train_sources[b]`` its chunk source, read in lockstep (same
     row counts). TracIn-concat equals the sum of per-module TracIn; Cosine-concat (zero rule of :func:`cosine` on
-    the concatenated norms) differs from the mean of per-module cosines.
+    the concatenated norms) differs from the mean of per-module cosines. ``device``: as :func:`score_module`
+    (every module's chunks re-cut to the same device rows, so they stay in lockstep).
     """
     method = method.lower()
     if method not in ("tracin", "cosine"):
@@ -336,11 +366,19 @@ def score_concat(method: str, V_blocks: Sequence[Any], train_sources: Sequence[C
     m = Vs[0].shape[0]
     if any(v.shape[0] != m for v in Vs):
         raise LayerinfError("validation blocks have different numbers of rows", "use the same validation samples")
+    dev = score_device(device)
+    if dev is None:
+        iters = [_chunk_passes(s, chunk_rows)() for s in train_sources]
+    else:
+        Vs = [v.to(dev) for v in Vs]
+        d_all = sum(v.shape[1] for v in Vs)
+        rows = device_rows_for(dev, d_all, m, n, mm_dtype, acc, requested=device_chunk_rows)
+        iters = [DeviceChunks(_chunk_passes(s, chunk_rows, raw=True), v.shape[1], rows, dev)()
+                 for s, v in zip(train_sources, Vs)]
     Vms = [v.to(mm_dtype).contiguous() for v in Vs]
-    iters = [_chunk_passes(s, chunk_rows)() for s in train_sources]
-    out = _Output(m, n, acc)
+    out = _Output(m, n, acc, dev)
     g_norms = []
-    with torch.no_grad():
+    with torch.no_grad(), gemm_precision(dev, resolve_compute(compute_dtype)[1]):
         for chunks in zip(*iters, strict=True):
             rows = {c.shape[0] for c in chunks}
             if len(rows) != 1:
@@ -349,12 +387,12 @@ def score_concat(method: str, V_blocks: Sequence[Any], train_sources: Sequence[C
             block = out.slot(chunks[0].shape[0])
             block.zero_()
             for v, c in zip(Vms, chunks):
-                block += torch.mm(_checked(c, v.shape[1]).to(mm_dtype), v.T).to(acc)
+                block += _mm(_checked(c, v.shape[1]).to(mm_dtype), v.T, acc)
             if method == "cosine":
                 g_norms.append(torch.sqrt(sum(_row_sq_norms(c, acc) for c in chunks)))
         St = out.transposed()
         if method == "cosine":
             inv_v = _inverse_norms(torch.sqrt(sum(_row_sq_norms(v, acc) for v in Vs)))
-            inv_g = _inverse_norms(torch.cat(g_norms) if g_norms else torch.zeros(0, dtype=acc))
+            inv_g = _inverse_norms(torch.cat(g_norms) if g_norms else torch.zeros(0, dtype=acc, device=dev))
             St.mul_(inv_g[:, None]).mul_(inv_v[None, :])
     return _numpy_mn(St)

@@ -35,6 +35,7 @@ from layerinf.model.loading import (
     load_tokenizer,
     place,
     reset_head,
+    set_gradient_checkpointing,
 )
 from layerinf.model.sources import (
     BUILTINS,
@@ -60,5 +61,5 @@ __all__ = [
     "eval_mode", "find_lora_targets", "head_module", "import_adapter", "inventory", "known_names",
     "layerinf_lora_settings", "load_adapter", "load_base_model", "load_classifier", "load_tokenizer", "num_layers",
     "num_layers_of", "paper_model", "peft_head_saved", "place", "read_adapter", "reset_head", "resolve_device",
-    "resolve_source", "save_adapter", "trainable_state",
+    "resolve_source", "save_adapter", "set_gradient_checkpointing", "trainable_state",
 ]

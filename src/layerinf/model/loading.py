@@ -187,6 +187,34 @@ def attach_lora(model: nn.Module, cfg: ModelConfig | None = None, *, seed: int =
     return get_peft_model(model, config)
 
 
+def set_gradient_checkpointing(model: nn.Module, enable: bool = True) -> nn.Module:
+    """Turn Hugging Face gradient (activation) checkpointing of the base model's layers on or off.
+
+    Non-reentrant (``use_reentrant=False``): the frozen base needs no input that requires grad, and RNG
+    states are replayed, so dropout masks and results are those of the plain run; only memory and time
+    change (each layer's forward runs again in the backward pass). The KV cache is turned off (decoders).
+    Layers are checkpointed in training mode; ``engine.collect`` also recomputes them in eval mode.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not enable:
+        disable = getattr(inner, "activation_checkpointing_disable", None) or getattr(
+            inner, "gradient_checkpointing_disable", None)
+        if disable is not None and getattr(inner, "is_gradient_checkpointing", False):
+            disable()
+        return model
+    if not getattr(inner, "supports_gradient_checkpointing", False):
+        raise LayerinfError(f"{type(inner).__name__} does not support gradient checkpointing",
+                            "turn gradient checkpointing off, or use --precision bf16 / a smaller --max-length")
+    kwargs = {"use_reentrant": False}
+    if hasattr(inner, "activation_checkpointing_enable"):  # transformers ≥ 5
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(inner.config, "use_cache", None):
+        inner.config.use_cache = False
+    return model
+
+
 def _head_input_to_fp32(module, args, kwargs):
     cast = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() and a.dtype != torch.float32 else a
                  for a in args)
@@ -225,9 +253,14 @@ def load_classifier(
     seed: int = 0,
     adapter=None,
     device: str | torch.device = "cpu",
+    gradient_checkpointing: bool | None = None,
 ) -> LoadedModel:
     """Load base model + tokenizer, attach LoRA (seeded init), optionally load a saved layerinf adapter, and
     move the model to ``device`` (``auto | cpu | cuda | cuda:N | mps``). A plain string is ``ModelConfig(name=...)``.
+
+    ``gradient_checkpointing`` (default: ``cfg.gradient_checkpointing`` when the config has that field, else
+    off) recomputes each layer's activations in the backward pass: less memory, same results, more time
+    (:func:`set_gradient_checkpointing`).
     """
     from layerinf.model.adapters import load_adapter
 
@@ -241,6 +274,10 @@ def load_classifier(
     peft_model = attach_lora(base, cfg, seed=seed)
     if adapter is not None:
         load_adapter(peft_model, adapter)
+    if gradient_checkpointing is None:
+        gradient_checkpointing = bool(getattr(cfg, "gradient_checkpointing", False))
+    if gradient_checkpointing:  # after PEFT: non-reentrant checkpointing needs no input-requires-grad hook
+        set_gradient_checkpointing(peft_model, True)
     return LoadedModel(place(peft_model, dev, dtype), tok, src, cfg, dev)
 
 
@@ -257,5 +294,5 @@ def eval_mode(model: nn.Module):
 
 __all__ = [
     "LoadedModel", "attach_lora", "clear_model_cache", "eval_mode", "find_lora_targets", "head_module",
-    "load_base_model", "load_classifier", "load_tokenizer", "place", "reset_head",
+    "load_base_model", "load_classifier", "load_tokenizer", "place", "reset_head", "set_gradient_checkpointing",
 ]

@@ -20,6 +20,8 @@ Sign convention everywhere: higher score = more helpful; filtering removes the b
 from __future__ import annotations
 
 import os
+import sys
+import types
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,3 +121,14 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             os.replace(old, target)
         raise
     return target / PAGE_FILE
+
+
+class _CallableReportModule(types.ModuleType):
+    """Importing this subpackage sets ``layerinf.report`` to the module, over the API function of that name;
+    calling the module does what ``layerinf.report(...)`` promises, so ``li.report(run)`` always works."""
+
+    def __call__(self, *args, **kwargs):
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableReportModule

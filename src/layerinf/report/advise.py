@@ -32,14 +32,16 @@ def _key(r) -> str:
 
 
 def summarize(per_probe: pd.DataFrame, criterion: str = "ndr_30", level: float = 0.95) -> pd.DataFrame:
-    """One row per configuration: mean and t-interval over probes of every metric, ranked by ``criterion``
-    (ties: AUC-NDR, then the usual method / group / aggregator order)."""
+    """One row per configuration: mean and t-interval over probes (clipped to [0, 1]) of every metric, ranked by
+    ``criterion`` (ties: AUC-NDR, then the usual method / group / aggregator order). ``kind`` is ``baseline``
+    for the model's own rankings (loss, self-influence: group and aggregator ``-``), else ``influence``."""
     rows = []
     for (method, group, aggregator), g in per_probe.groupby(CONFIG, sort=False):
-        row = {"method": method, "group": group, "aggregator": aggregator, "probes": int(len(g))}
-        for m in METRICS:
+        row = {"method": method, "group": group, "aggregator": aggregator,
+               "kind": "baseline" if group == "-" else "influence", "probes": int(len(g))}
+        for m in METRICS:  # every metric lies in [0, 1]: so does its reported interval
             mean, low, high = mean_ci(g[m].to_numpy(), level)
-            row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean, low, high
+            row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"] = mean, max(low, 0.0), min(high, 1.0)
             row[f"{m}_sd"] = float(g[m].std(ddof=1)) if len(g) > 1 else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -60,7 +62,7 @@ def paired_margin(per_probe: pd.DataFrame, a: str, b: str, metric: str, level: f
     if a not in wide or b not in wide:
         return {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
     mean, low, high = mean_ci((wide[a] - wide[b]).to_numpy(), level)
-    return {"mean": mean, "low": low, "high": high}
+    return {"mean": mean, "low": max(low, -1.0), "high": min(high, 1.0)}  # a difference of [0, 1] metrics
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,31 @@ def _num(v) -> float | None:
     return None if math.isnan(v) else v
 
 
+TRUST_MARGIN = 0.05  # cross-fitted accuracy must beat the majority class by this much to trust the noise estimate
+
+
+def noise_trusted(noise: NoiseEstimate | None) -> bool:
+    """Whether a noise estimate may set κ: finite, and made by models that learned something (cross-fitted
+    accuracy against the given labels above the majority-class share + ``TRUST_MARGIN``). A model that learned
+    nothing gives near-constant probabilities, and confident learning then reports ≈ 50 % noise for two classes."""
+    if noise is None or not math.isfinite(noise.rate):
+        return False
+    acc, major = noise.extra.get("accuracy_vs_given_labels"), noise.extra.get("majority_share")
+    return acc is None or major is None or acc >= major + TRUST_MARGIN
+
+
 def recommend(table: pd.DataFrame, per_probe: pd.DataFrame, cfg: AdviceConfig, noise: NoiseEstimate | None,
               context: dict | None = None) -> dict[str, Any]:
     """The best configuration with its interval, its margins over the runner-up and the paper's default, and
     Vote's κ for the user's data (adaptive when the noise rate was estimated)."""
     if table.empty:
         raise LayerinfError("no configuration was scored in the probes", "check the score options (methods, groups)")
-    best = _entry(table, _key(table.iloc[0]))
-    runner = _entry(table, _key(table.iloc[1])) if len(table) > 1 else None
+    usable = table[table["kind"] == "influence"]  # what `suspects` can rank with; baselines are for reference
+    if usable.empty:
+        raise LayerinfError("no influence configuration was scored in the probes", "check the methods and groups")
+    best = _entry(table, _key(usable.iloc[0]))
+    runner = _entry(table, _key(usable.iloc[1])) if len(usable) > 1 else None
+    baselines = {_key(r): _entry(table, _key(r)) for r in table[table["kind"] == "baseline"].to_dict("records")}
     default = _entry(table, cfg.default_key or None)
 
     def margin(other):
@@ -114,8 +133,15 @@ def recommend(table: pd.DataFrame, per_probe: pd.DataFrame, cfg: AdviceConfig, n
         return {m: {k: _num(v) for k, v in paired_margin(per_probe, best["key"], other["key"], m, cfg.level).items()}
                 for m in (cfg.criterion, "auc_ndr")}
 
-    kappa = adaptive_kappa(noise.rate, cfg.kappa_factor) if noise is not None and math.isfinite(noise.rate) \
-        else cfg.vote_kappa
+    trusted = noise_trusted(noise)
+    kappa = adaptive_kappa(noise.rate, cfg.kappa_factor) if trusted else cfg.vote_kappa
+    if noise is None:
+        rule = f"no noise estimate (noise_folds=0): the configured vote_kappa {cfg.vote_kappa:g}"
+    elif not trusted:
+        rule = (f"the configured vote_kappa {cfg.vote_kappa:g}: the noise estimate is not used, its cross-fitted "
+                f"models do not beat the majority class by {TRUST_MARGIN:.0%}")
+    else:
+        rule = f"clip({cfg.kappa_factor:g} × estimated noise rate, 0.05, 0.5)"
     return {
         "format": "layerinf-advise-v1",
         "criterion": cfg.criterion,
@@ -131,10 +157,11 @@ def recommend(table: pd.DataFrame, per_probe: pd.DataFrame, cfg: AdviceConfig, n
         "margin_over_runner_up": margin(runner),
         "margin_over_default": margin(default) if default is not None and default["key"] != best["key"] else (
             {m: {"mean": 0.0, "low": 0.0, "high": 0.0} for m in (cfg.criterion, "auc_ndr")} if default else None),
+        "baselines": baselines,
         "noise": noise.to_dict() if noise is not None else None,
         "vote_kappa": kappa,
-        "kappa_rule": (f"clip({cfg.kappa_factor:g} × estimated noise rate, 0.05, 0.5)" if noise is not None
-                       else f"no noise estimate (noise_folds=0): the configured vote_kappa {cfg.vote_kappa:g}"),
+        "noise_trusted": bool(trusted),
+        "kappa_rule": rule,
         "probe_vote_kappa": cfg.vote_kappa,
         "rank_config": {"method": best["method"], "group": best["group"], "aggregator": best["aggregator"],
                         "vote_kappa": kappa},
@@ -157,6 +184,7 @@ def render_heatmap(table: pd.DataFrame, metric: str = "ndr_30", *, best: str | N
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
+    table = table[table["group"] != "-"]  # the model's own rankings (loss, self-influence) have no layer group
     methods = sorted(table["method"].unique(), key=method_order)
     groups = sorted(table["group"].unique(), key=group_order)
     aggs = sorted(table["aggregator"].unique(), key=agg_order)
@@ -229,11 +257,11 @@ def _f(v: Any, pct: bool = False) -> str:
     return f"{v:.1%}" if pct else f"{v:.3f}"
 
 
-def _ci(d: dict | None, pct: bool = False) -> str:
+def _ci(d: dict | None, pct: bool = False, short: bool = False) -> str:
     if not d:
         return "n/a"
     if d.get("low") is None:
-        return f"{_f(d['mean'], pct)} (one probe: no interval)"
+        return _f(d["mean"], pct) + ("" if short else " (one probe: no interval)")
     return f"{_f(d['mean'], pct)} [{_f(d['low'], pct)}, {_f(d['high'], pct)}]"
 
 
@@ -255,10 +283,17 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
     noise = rec.get("noise")
     one = rec["probes"] < 2
     if noise:
-        noise_html = (f"Estimated share of wrong labels in your data (as given): <b>{_ci(noise, pct=True)}</b> — "
+        noise_html = (f"Estimated share of wrong labels in your data (as given): <b>{_ci({'mean': noise['rate'], 'low': noise['low'], 'high': noise['high']}, pct=True)}</b> — "
                       f"confident learning (Northcutt et al. 2021) on {e(str(noise['extra'].get('folds', '?')))}-fold "
                       "cross-fitted probabilities; the interval is a bootstrap over examples and ignores the model's "
                       "own uncertainty.")
+        acc, major = noise["extra"].get("accuracy_vs_given_labels"), noise["extra"].get("majority_share")
+        if acc is not None:
+            noise_html += f" Cross-fitted accuracy against your labels: {acc:.1%}"
+            noise_html += f" (majority class: {major:.1%})." if major is not None else "."
+            if not rec.get("noise_trusted", True):
+                noise_html += (" <b>The cross-fitted models barely beat the majority class: the estimate is not "
+                               "trustworthy and does not set κ</b> — train longer or on more data.")
     else:
         noise_html = "The noise rate was not estimated (noise_folds = 0)."
     kappa_html = (f"Vote's κ for your data: <b>{rec['vote_kappa']:.2f}</b> ({e(rec['kappa_rule'])}). "
@@ -295,10 +330,11 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
         key = _key(r)
         cls = ' class="best"' if key == best["key"] else (' class="default"' if key == rec.get("default_key") else "")
         body.append(
-            f"<tr{cls}><td class=\"num\">{r['rank']}</td><td>{e(METHOD_NAMES.get(r['method'], r['method']))}</td>"
+            f"<tr{cls}><td class=\"num\">{r['rank']}</td><td>{e(METHOD_NAMES.get(r['method'], r['method']))}"
+            f"{' (baseline: the model itself)' if r['kind'] == 'baseline' else ''}</td>"
             f"<td>{e(r['group'])}</td><td>{e(AGG_NAMES.get(r['aggregator'], r['aggregator']))}</td>"
-            f"<td class=\"num\">{_ci({'mean': r[f'{crit}_mean'], 'low': _nn(r[f'{crit}_low']), 'high': _nn(r[f'{crit}_high'])})}</td>"
-            f"<td class=\"num\">{_ci({'mean': r['auc_ndr_mean'], 'low': _nn(r['auc_ndr_low']), 'high': _nn(r['auc_ndr_high'])})}</td>"
+            f"<td class=\"num\">{_ci({'mean': r[f'{crit}_mean'], 'low': _nn(r[f'{crit}_low']), 'high': _nn(r[f'{crit}_high'])}, short=True)}</td>"
+            f"<td class=\"num\">{_ci({'mean': r['auc_ndr_mean'], 'low': _nn(r['auc_ndr_low']), 'high': _nn(r['auc_ndr_high'])}, short=True)}</td>"
             f"<td class=\"num\">{_f(r['roc_auc_mean'])}</td><td class=\"num\">{_f(r['ndr_10_mean'])}</td></tr>")
     probes = (per_probe.groupby("seed").agg(n=("n", "first"), planted=("n_planted", "first"))
               .reset_index().to_dict("records"))

@@ -6,6 +6,11 @@ model is retrained from the same initial checkpoint with the same recipe. Each r
 record under ``RUN/retrain/`` keyed by the exact kept subset, the initial checkpoint and the recipe, with its
 own checksum: configurations that remove the same examples share one retraining, a killed run resumes where
 it stopped, and an edited or broken record is redone rather than trusted.
+
+Each retraining is a task (``retrain_task``): it reads the run and returns its record, and this process
+writes the record as it arrives. Without an executor the tasks run here one by one, as always; with one
+(``EvalStage(run, executor=...)``, ``workflows.executor``: local processes or Ray, docs/ray.md) they run in
+parallel, with the same results.
 """
 
 from __future__ import annotations
@@ -68,6 +73,64 @@ def write_record(path: Path, record: dict) -> None:
     atomic_write_json(path, {"record": record, "sha256": _record_sha(record)})
 
 
+def run_tasks(executor, tasks: list[dict], on_result, *, progress: bool, desc: str) -> list:
+    """Run task dicts (``fn``, ``args``, ``label``, ``key``, ``log``) on ``executor`` (its ``run_tasks``), or
+    without one here, one by one (errors propagate), calling ``on_result(key, value)`` as each finishes.
+    Returns the failed tasks (each prints as one line naming it and its log)."""
+    if executor is not None:
+        return executor.run_tasks(tasks, on_result, progress=progress, desc=desc)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(tasks), desc=desc, unit="task", disable=not progress) as bar:
+        for task in tasks:
+            on_result(task["key"], task["fn"](*task["args"]))
+            bar.update(1)
+    return []
+
+
+_WORKER_CACHE: dict = {}  # per process: the model, splits and initial state of the last run retrained
+
+
+def _retrain_context(run_root: str, device: str):
+    """The run's model at its initial checkpoint, its encoded splits and initial state (kept per process: a
+    worker that retrains the same run again loads nothing)."""
+    from layerinf.model import read_adapter
+    from layerinf.stages.finetune import encode_splits, load_finetuned
+    from layerinf.store.rundir import RunDir
+
+    run = RunDir(run_root)
+    key = (str(run.root.resolve()), run.fingerprint(FINETUNE), device)
+    if _WORKER_CACHE.get("key") != key:
+        _WORKER_CACHE.clear()
+        loaded, prepared, model_cfg = load_finetuned(run, "init", device=device)
+        enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
+        _WORKER_CACHE.update(key=key, value=(loaded, enc, read_adapter(run.layout.adapter("init"))))
+    return _WORKER_CACHE["value"]
+
+
+def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: TrainConfig, rec: dict,
+                 device: str) -> dict:
+    """One retraining (a task: it reads the run, writes nothing) → ``{"record", "device"}``.
+
+    ``device`` is resolved here, on the worker (``auto`` picks the worker's GPU)."""
+    from layerinf.engine import train as train_mod
+    from layerinf.model import resolve_device
+
+    device = str(resolve_device(device))
+    loaded, enc, init_state = _retrain_context(run_root, device)
+    t0 = time.time()
+    res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
+                        seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False)
+    n = len(enc["train"])
+    record = {
+        "kept": int(len(kept)), "best_accuracy": res.best_accuracy,
+        "accuracy_at_best_epoch": res.accuracy_at_best_epoch, "best_epoch": res.best_epoch,
+        "history": res.history.to_dict(orient="list"), "first_config": first_config,
+        "seconds": round(time.time() - t0, 2),
+    }
+    return {"record": record, "device": device, "removed": n - len(kept)}
+
+
 def _baseline_metrics(s: np.ndarray | None, noisy: np.ndarray) -> dict[str, float]:
     if s is None or not noisy.any():
         return {c: float("nan") for c in METRIC_COLUMNS}
@@ -81,6 +144,14 @@ class EvalStage(StageBase):
     name = EVAL
     upstream = (DATA, FINETUNE, SCORES)
     artifacts = (table_file(RESULTS), table_file(RESULTS, "csv"))
+
+    def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None):
+        """``executor``: where the retrainings run, a ``workflows.executor.Executor`` (``make_executor("ray")``);
+        default: one by one in this process, as always. ``task_device``: the device each task resolves on its
+        worker (e.g. ``"auto"`` on a cluster of GPU nodes); default: the stage's device."""
+        super().__init__(run_dir, echo, source=source)
+        self.executor = executor
+        self.task_device = task_device
 
     def key(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig) -> dict:
         from layerinf.stages.finetune import recipe
@@ -110,6 +181,7 @@ class EvalStage(StageBase):
         units = [("baseline", b, baseline_scores(b, noisy, seed)) for b in filt.baselines]
         units += [("influence", k, aggregated[k].to_numpy(np.float64)) for k in keys]
         removed = metrics.removal_count(filt.fraction, n)
+        self._n = n
         # a retraining is reused only for the same kept subset, initial checkpoint and recipe
         salt = config_hash({"init": run.stage_info(FINETUNE)["files"][adapter_file("init")],
                             "train": self.key(filt, model, train)["train"]})
@@ -128,39 +200,45 @@ class EvalStage(StageBase):
         results.to_csv(st.out(table_file(RESULTS, "csv")), index=False)
         return {"rows": len(results), "retrainings": len({p[4] for p in plan})}
 
-    def _retrain(self, plan, model: ModelConfig, train: TrainConfig, *, progress: bool, device: str) -> None:
-        from tqdm.auto import tqdm
+    def retrain_tasks(self, plan, model: ModelConfig, train: TrainConfig, *, device: str, label: str = "") -> list:
+        """One task (a dict of ``workflows.executor.Task`` fields) per retraining still to do (kept subset ×
+        recipe), in plan order; its key is the record's path. ``label`` prefixes the task names."""
+        from layerinf.stages.finetune import recipe
 
-        from layerinf.engine import train as train_mod
-        from layerinf.model import read_adapter
-        from layerinf.stages.finetune import encode_splits, load_finetuned, recipe
-
-        todo = list(dict.fromkeys(p[4] for p in plan if read_record(p[4]) is None))
-        if not todo:
-            return
         rec = recipe(self.run_dir, model, train)
-        loaded, prepared, model_cfg = load_finetuned(self.run_dir, "init", device=device)
-        enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
-        init_state = read_adapter(self.run_dir.layout.adapter("init"))
-        n = len(prepared.train)
-        bar = tqdm(total=len(todo), desc="retrain", disable=not progress)
+        n = getattr(self, "_n", None)
+        tasks, seen = [], set()
         for kind, name, s, kept, path in plan:
-            if path not in todo or read_record(path) is not None:
+            if path in seen or read_record(path) is not None:
                 continue
-            t0 = time.time()
-            res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
-                                seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False)
-            write_record(path, {
-                "kept": int(len(kept)), "unit": path.stem, "best_accuracy": res.best_accuracy,
-                "accuracy_at_best_epoch": res.accuracy_at_best_epoch, "best_epoch": res.best_epoch,
-                "history": res.history.to_dict(orient="list"), "first_config": name,
-                "seconds": round(time.time() - t0, 2),
-            })
-            bar.update(1)
-            if self.echo:
-                self.echo(f"retrained without {n - len(kept)} examples chosen by {name}: "
-                     f"best test acc {res.best_accuracy:.4f}")
-        bar.close()
+            seen.add(path)
+            removed = f"{n - len(kept)} examples" if n is not None else "examples"
+            tasks.append({"fn": retrain_task, "args": (str(self.run_dir.root), kept, name, train, rec, device),
+                          "label": f"{label}retraining without the {removed} chosen by {name} (record {path.stem})",
+                          "key": path, "log": path.with_suffix(".log")})
+        return tasks
+
+    def store_result(self, path: Path, value: dict) -> None:
+        """Write a finished retraining's record at ``path`` (atomically; the driver is the only writer)."""
+        record = {**value["record"], "unit": path.stem}
+        write_record(path, record)
+        path.with_suffix(".log").unlink(missing_ok=True)  # an earlier failure's log
+        if self.echo:
+            self.echo(f"retrained without {value['removed']} examples chosen by {record['first_config']}: "
+                      f"best test acc {record['best_accuracy']:.4f}")
+
+    def _retrain(self, plan, model: ModelConfig, train: TrainConfig, *, progress: bool, device: str) -> None:
+        ex = self.executor
+        tasks = self.retrain_tasks(plan, model, train, device=device if ex is None else (self.task_device or device))
+        if not tasks:
+            return
+        try:
+            failures = run_tasks(ex, tasks, self.store_result, progress=progress, desc="retrain")
+        finally:
+            _WORKER_CACHE.clear()  # the run's model is not kept alive in the caller's process
+        if failures:
+            raise LayerinfError(f"{len(failures)} of {len(tasks)} retrainings failed (first: {failures[0]})",
+                                "fix the cause and rerun the same command: finished retrainings are reused")
 
     def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig) -> pd.DataFrame:
         from layerinf.stages.data import load_data

@@ -3,15 +3,30 @@
 One forward and one backward per batch at the chosen checkpoint (default: best influence loss); LoRA A/B
 and head gradients are dense, word-embedding gradients row-sparse. Each split is a gradient store
 (``store.gradstore``) under ``grads/<split>/``.
+
+``run(cfg, shards=N)`` cuts the training set into N contiguous shards, each collected by its own task (on the
+stage's executor: one after the other locally, in parallel on Ray) into ``grads/train/shard-000/`` …; the
+store reads them as one, and its data are the same bytes as the unsharded store's (per-sample gradients do
+not depend on which samples share a batch). ``shards=1`` (the default) is the unsharded layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from layerinf.config import GradsConfig
+from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
 from layerinf.store.layout import DATA, FINETUNE, GRAD_SPLITS, GRADS, adapter_file
+
+if TYPE_CHECKING:
+    from layerinf.store.gradstore import GradStore
 
 
 class GradsStage(StageBase):
@@ -19,23 +34,81 @@ class GradsStage(StageBase):
     upstream = (DATA, FINETUNE)
     artifacts = tuple(f"{split}/info.json" for split in GRAD_SPLITS)
 
+    def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None):
+        """``executor``: where shard tasks run, a ``workflows.executor.Executor``; default: this process, one
+        by one.
+        ``task_device``: the device each task resolves on its worker (default: the stage's device)."""
+        super().__init__(run_dir, echo, source=source)
+        self.executor = executor
+        self.task_device = task_device
+        self.shards = 1
+
+    def run(self, *configs, shards: int = 1, **kwargs):
+        """``shards``: how many contiguous pieces of the training set are collected as separate tasks. The
+        number of shards is not part of the stage's identity (a finished stage is reused whatever it was)."""
+        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+            raise LayerinfError(f"shards = {shards!r} must be a whole number of at least 1", "use shards=1 or more")
+        self.shards = shards
+        return super().run(*configs, **kwargs)
+
     def key(self, cfg: GradsConfig) -> dict:
         return {"grads": asdict(cfg)}
 
     def compute(self, st, cfg: GradsConfig, *, progress=True, device="cpu") -> dict:
-        from layerinf.engine.collect import write_store
+        if self.shards > 1:
+            return self._compute_sharded(st, cfg, progress=progress, device=device)
+        from layerinf.engine.collect import we_token_counts, write_store
+        from layerinf.model import inventory
         from layerinf.stages.finetune import encode_splits, load_finetuned
+        from layerinf.store.gradstore import check_free_space, store_nbytes
         from layerinf.store.rundir import sha256_file
 
         loaded, prepared, model_cfg = load_finetuned(self.run_dir, cfg.checkpoint, device=device)
         enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
         ckpt_sha = sha256_file(self.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
+        # every store's size is known before anything is written: check the disk once for both splits
+        specs = [s for s in inventory(loaded.model, include_we=cfg.include_we) if cfg.include_we or s.kind != "we"]
+        we = next((s for s in specs if s.kind == "we"), None)
+        need = sum(store_nbytes(len(enc[split]), specs, cfg.grad_dtype,
+                                int(we_token_counts(enc[split], int(we.shape[0])).sum()) if we is not None else 0,
+                                len(prepared.label_names)) for split in GRAD_SPLITS)
+        check_free_space(st.tmp, need)
         for split in GRAD_SPLITS:
             write_store(loaded.model, enc[split], st.tmp / split, batch_size=cfg.grad_batch_size,
                         include_we=cfg.include_we, dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha,
                         progress=progress)
         return {"num_layers": loaded.num_layers, "checkpoint": cfg.checkpoint,
                 "n_train": len(enc["train"]), "n_infl": len(enc["infl"])}
+
+    def _compute_sharded(self, st, cfg: GradsConfig, *, progress: bool, device: str) -> dict:
+        from layerinf.stages.data import load_data
+        from layerinf.stages.evaluate import run_tasks
+        from layerinf.store.gradstore import SHARD_DIR
+        from layerinf.store.rundir import sha256_file
+
+        n = len(load_data(self.run_dir).train)
+        count = max(1, min(self.shards, n))
+        bounds = [k * n // count for k in range(count + 1)]
+        dev = device if self.executor is None else (self.task_device or device)
+        root = str(self.run_dir.root)
+        tasks = [{"fn": grads_task, "args": (root, cfg, "infl", None, None, str(st.tmp / "infl"), dev),
+                  "label": f"{root}: gradients of the influence set", "key": ("infl",)}]
+        paths = [SHARD_DIR.format(k) for k in range(count)]
+        for k in range(count):
+            tasks.append({"fn": grads_task, "key": ("train", k),
+                          "args": (root, cfg, "train", bounds[k], bounds[k + 1], str(st.tmp / "train" / paths[k]), dev),
+                          "label": f"{root}: gradients of training samples {bounds[k]}:{bounds[k + 1]} "
+                                   f"(shard {k + 1} of {count})"})
+        results = {}
+        failures = run_tasks(self.executor, tasks, results.__setitem__, progress=progress, desc="gradients")
+        if failures:
+            raise LayerinfError(f"{len(failures)} of {len(tasks)} gradient tasks failed (first: {failures[0]})",
+                                "fix the cause and rerun the command")
+        first = results[("train", 0)]
+        ckpt_sha = sha256_file(self.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
+        write_shard_index(st.tmp / "train", paths, checkpoint_sha256=ckpt_sha, data_sha256=first["split_sha256"])
+        return {"num_layers": first["num_layers"], "checkpoint": cfg.checkpoint,
+                "n_train": n, "n_infl": results[("infl",)]["n"], "shards": count}
 
     def load(self):
         from layerinf.store.gradstore import GradStore
@@ -45,6 +118,94 @@ class GradsStage(StageBase):
     @property
     def num_layers(self) -> int:
         return int(self.summary()["num_layers"])
+
+
+def _write_shard(net, encoded, folder, start: int, stop: int, *, batch_size: int, include_we: bool, dtype: str,
+                 checkpoint_sha256: str, progress: bool):
+    """Samples ``start:stop`` of a split's gradients as a complete store at ``folder`` (rows renumbered from 0)."""
+    from layerinf.engine.collect import collect_gradients, split_fingerprint, we_token_counts
+    from layerinf.model import inventory
+    from layerinf.store.gradstore import StoreWriter
+
+    specs = [s for s in inventory(net, include_we=include_we) if include_we or s.kind != "we"]
+    we_spec = next((s for s in specs if s.kind == "we"), None)
+    counts = we_token_counts(encoded, int(we_spec.shape[0]))[start:stop] if we_spec is not None else None
+    with StoreWriter(folder, stop - start, specs, dtype=dtype, we_counts=counts) as writer:
+        for batch in collect_gradients(net, encoded, specs, batch_size=batch_size, include_we=we_spec is not None,
+                                       progress=progress, rows=np.arange(start, stop, dtype=np.int64)):
+            writer.add(dataclasses.replace(batch, rows=np.asarray(batch.rows, dtype=np.int64) - start))
+        return writer.finish(checkpoint_sha256=checkpoint_sha256,
+                             data_sha256=f"{split_fingerprint(encoded)}[{start}:{stop}]",
+                             extra={"shard": {"start": start, "stop": stop}})
+
+
+def grads_task(run_root: str, cfg: GradsConfig, split: str, start: int | None, stop: int | None, folder: str,
+               device: str) -> dict:
+    """A task: one split's gradients (``start`` None), or samples ``start:stop`` of it, into ``folder`` (inside
+    the stage's temporary folder: the stage publishes it when every task is done)."""
+    from layerinf.engine.collect import split_fingerprint, write_store
+    from layerinf.model import resolve_device
+    from layerinf.stages.finetune import encode_splits, load_finetuned
+    from layerinf.store.rundir import sha256_file
+
+    device = str(resolve_device(device))
+    loaded, prepared, model_cfg = load_finetuned(run_root, cfg.checkpoint, device=device)
+    enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)[split]
+    stage = StageBase(run_root)
+    ckpt_sha = sha256_file(stage.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
+    if start is None:
+        write_store(loaded.model, enc, folder, batch_size=cfg.grad_batch_size, include_we=cfg.include_we,
+                    dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False)
+    else:
+        _write_shard(loaded.model, enc, folder, start, stop, batch_size=cfg.grad_batch_size,
+                     include_we=cfg.include_we, dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False)
+    return {"num_layers": loaded.num_layers, "n": len(enc), "split_sha256": split_fingerprint(enc)}
+
+
+def write_shard_index(folder: str | os.PathLike, shard_paths: Sequence[str], *, checkpoint_sha256: str = "",
+                      data_sha256: str = "", extra: dict | None = None) -> "GradStore":
+    """Write ``folder/info.json`` for the complete shard stores ``folder/<shard_paths[k]>`` (contiguous sample
+    ranges, in order): the split's totals and the shard list. The shards' files stay where they are."""
+    import time
+
+    import torch
+
+    from layerinf import __version__
+    from layerinf.store.gradstore import INFO, STORE_FORMAT, GradStore
+    from layerinf.store.rundir import atomic_write_json
+
+    folder = Path(folder)
+    subs = [GradStore(folder / p) for p in shard_paths]
+    if not subs:
+        raise LayerinfError(f"no shards to join in {folder}", "collect at least one shard")
+    first = subs[0]
+    shards, at, nnz = [], 0, 0
+    for rel, sub in zip(shard_paths, subs):
+        if sub.dtype != first.dtype or sub.modules != first.modules or bool(sub.info.get("we")) != first.has_we:
+            raise LayerinfError(f"shard {sub.folder} was collected differently from {first.folder}",
+                                "collect every shard with the same model and options")
+        sub_nnz = int(sub.info["we"]["nnz"]) if sub.has_we else 0
+        shards.append({"path": rel, "start": at, "stop": at + sub.n, "nnz": sub_nnz})
+        at += sub.n
+        nnz += sub_nnz
+    we = dict(first.info["we"], nnz=nnz) if first.has_we else None
+    info = {
+        "format": STORE_FORMAT,
+        "n": at,
+        "dtype": first.dtype,
+        "modules": first.info["modules"],
+        "we": we,
+        "num_labels": first.info.get("num_labels"),
+        "checkpoint_sha256": checkpoint_sha256,
+        "data_sha256": data_sha256,
+        "layerinf_version": __version__,
+        "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+        "shards": shards,
+    }
+    atomic_write_json(folder / INFO, info)
+    return GradStore(folder)
 
 
 def load_grads(run_dir):

@@ -224,7 +224,8 @@ class RankStage(StageBase):
                                per_module_metrics=False)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        extras = {c: res.aggregated[c].to_numpy(np.float64) for c in res.aggregated.columns if c != "idx"}
+        prefix = f"{cfg.method}/{group}/"  # the chosen method and group under each aggregator (no baseline columns)
+        extras = {c: res.aggregated[c].to_numpy(np.float64) for c in res.aggregated.columns if c.startswith(prefix)}
         key = f"{cfg.method}/{group}/{cfg.aggregator}"
         if key not in extras:
             raise LayerinfError(f"no scores for {key}", "pick a group whose modules the method applies to")

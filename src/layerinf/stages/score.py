@@ -53,7 +53,7 @@ def method_applies(method: str, spec: ModuleSpec, cfg: ScoreConfig) -> bool:
 
 
 def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl: GradStore,
-                          cfg: ScoreConfig) -> np.ndarray:
+                          cfg: ScoreConfig, device: str | None = None) -> np.ndarray:
     """S^b (m × n, float32) for one method and module, streaming training chunks from the store."""
     compute_dtype = _torch_dtype(cfg.compute_dtype)
     if spec.kind == "we":
@@ -68,6 +68,7 @@ def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl:
         lambda: (chunk for _, chunk in train.iter_chunks(spec.name, cfg.chunk_size)),
         n=train.n,
         compute_dtype=compute_dtype,
+        device=_gpu(device),
     ).astype(np.float32)
 
 
@@ -96,9 +97,16 @@ def model_baseline_scores(name: str, train: GradStore, chunk_size: int = 2048) -
     raise LayerinfError(f"unknown model baseline '{name}'", "use loss or self_influence")
 
 
+def _gpu(device: str | None) -> str | None:
+    """The device to stream scoring to: only an accelerator (on CPU the chunks are used where they are)."""
+    return None if device in (None, "cpu") else str(device)
+
+
 def _torch_dtype(name: str):
     import torch
 
+    if name == "tf32":  # float32 with TF32 GEMMs on CUDA (float32 elsewhere)
+        return "tf32"
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
     if name not in table:
         raise LayerinfError(f"unknown compute dtype '{name}'", "use float32 or bfloat16 (never float16 on CPU)")
@@ -188,6 +196,7 @@ def score_stores(
     *,
     progress: bool = True,
     per_module_metrics: bool = True,
+    device: str | None = None,
 ) -> ScoreResult:
     """Score every method × group × aggregator from two gradient stores (pure orchestration of the math).
 
@@ -213,7 +222,7 @@ def score_stores(
         if out.has(spec.name):
             continue
         bar.set_postfix(module=spec.name, method=method, refresh=False)
-        S = compute_module_scores(method, spec, train, infl, cfg)
+        S = compute_module_scores(method, spec, train, infl, cfg, device)
         if S.shape != (infl.n, n) or not np.all(np.isfinite(S)):
             raise LayerinfError(
                 f"{method} scores for module {spec.name} are not finite",
@@ -233,7 +242,7 @@ def score_stores(
         if not members:
             continue  # e.g. DataInf × WE: not defined (spec §3.3)
         if cfg.group_mode == "concat" and method in ("tracin", "cosine") and len([b for b in members if b != "WE"]) > 1:
-            S_cat = _concat_scores(method, members, train, infl, cfg)
+            S_cat = _concat_scores(method, members, train, infl, cfg, device)
             s = aggregate_group([S_cat], aggregator, correct, cfg)
         else:
             s = aggregate_group([store.load(b) for b in members], aggregator, correct, cfg)
@@ -301,12 +310,14 @@ def score_stores(
     )
 
 
-def _concat_scores(method: str, members: list[str], train: GradStore, infl: GradStore, cfg: ScoreConfig) -> np.ndarray:
+def _concat_scores(method: str, members: list[str], train: GradStore, infl: GradStore, cfg: ScoreConfig,
+                   device: str | None = None) -> np.ndarray:
     """TracIn / Cosine on the concatenated gradients of a group's modules (``group_mode="concat"``)."""
     dense = [b for b in members if b != "WE"]  # WE is row-sparse: concat mode scores the group's dense modules
     V_blocks = [np.asarray(infl.module(b), dtype=np.float32) for b in dense]
     sources = [(lambda b=b: (c for _, c in train.iter_chunks(b, cfg.chunk_size))) for b in dense]
-    return methods.score_concat(method, V_blocks, sources, n=train.n, compute_dtype=_torch_dtype(cfg.compute_dtype))
+    return methods.score_concat(method, V_blocks, sources, n=train.n, compute_dtype=_torch_dtype(cfg.compute_dtype),
+                                device=_gpu(device))
 
 
 class ScoreStage(StageBase):
@@ -330,7 +341,8 @@ class ScoreStage(StageBase):
         train, infl = grads.load()
         correct = infl.logits.argmax(1) == infl.labels
         noisy = prepared.train["noisy"].to_numpy(bool)
-        res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress)
+        res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
+                           device=device)
         for name in SCORE_FRAMES:
             getattr(res, name).to_parquet(st.out(table_file(name)), index=False)
         res.table.to_csv(st.out(table_file(SCORE_TABLE, "csv")), index=False)

@@ -12,10 +12,17 @@ Layout (docs/internals.md, "Gradient store")::
 ``engine.collect.write_store`` streams ``collect_gradients`` batches straight into the memmaps of a hidden temporary
 folder and renames it into place when complete, so memory stays about one batch and a half-written store is
 never visible. ``GradStore`` reads it back, streaming float32 chunks of training samples.
+
+A *sharded* store (``GradsStage(...).run(cfg, shards=N)``): complete stores of contiguous sample ranges in
+``shard-000/`` … and an ``info.json`` with the totals and ``"shards": [{"path", "start", "stop", "nnz"}]``;
+``GradStore`` reads it as one store across shard boundaries, without copying (the same bytes as unsharded).
+A full disk is a clear error, not a SIGBUS in a memmap: the writer checks the free space against the known
+size first and preallocates every memmap file (an ``OSError(ENOSPC)`` when it is created).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -37,6 +44,7 @@ if TYPE_CHECKING:  # the writer takes batches made by the engine
 
 STORE_FORMAT = "layerinf-gradstore-v1"
 INFO = "info.json"
+SHARD_DIR = "shard-{:03d}"  # the folder of shard k inside a sharded store
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 _NP_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 
@@ -75,6 +83,48 @@ def from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
+def store_nbytes(n: int, specs: Sequence[ModuleSpec], dtype: str, we_nnz: int = 0, num_labels: int = 2) -> int:
+    """Bytes a store of ``n`` samples takes on disk (dense modules, WE rows and tokens, loss/logits/labels)."""
+    item = np.dtype(_NP_STORAGE[dtype]).itemsize
+    total = sum(n * int(s.numel) * item for s in specs if s.kind != "we")
+    we = next((s for s in specs if s.kind == "we"), None)
+    total += we_nnz * (8 + int(we.shape[1]) * item) + (n + 1) * 8 if we is not None else 0
+    return total + n * (12 + 4 * max(2, int(num_labels or 2))) + 128 * (len(specs) + 6)  # + .npy headers
+
+
+def check_free_space(path: str | os.PathLike, needed: int) -> None:
+    """A clear ``LayerinfError`` before anything is written when ``path``'s disk has less than ``needed`` free."""
+    probe = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path.cwd())
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # unknown: preallocation still turns a full disk into an OSError
+    if needed > free:
+        raise LayerinfError(f"disk full: {needed / 2**30:.3g} GiB needed for the gradients, {free / 2**30:.3g} GiB "
+                            f"free at {path}", "free space or choose another run directory")
+
+
+def _allocated_memmap(path: Path, dtype, shape: tuple) -> np.memmap:
+    """A new ``.npy`` memmap with its blocks reserved on disk: a full disk is ``OSError(ENOSPC)`` here, not a
+    SIGBUS on a later write (``posix_fallocate``; where unsupported, the zeros are written)."""
+    arr = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size, fd = path.stat().st_size, os.open(path, os.O_RDWR)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size) if size else None
+            return arr
+        except AttributeError:  # no posix_fallocate (macOS)
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, getattr(errno, "ENOTSUP", -1)):
+                raise
+        for off in range(0, size, 1 << 20):
+            os.pwrite(fd, bytes(min(1 << 20, size - off)), off)
+        return arr
+    finally:
+        os.close(fd)
+
+
 class StoreWriter:
     """Writes batches of per-sample gradients (any sample order) into a temporary folder; ``finish`` publishes it.
 
@@ -101,20 +151,31 @@ class StoreWriter:
         self.we_spec = next((s for s in self.specs if s.kind == "we"), None)
         if self.we_spec is not None and we_counts is None:
             raise LayerinfError("a WE spec needs per-sample token counts", "pass we_counts=we_token_counts(...)")
+        counts = None
+        if self.we_spec is not None:
+            counts = np.asarray(we_counts, dtype=np.int64)
+            if counts.shape != (self.n,):
+                raise LayerinfError("we_counts must have one entry per sample", "use we_token_counts(encoded, vocab)")
         self.folder.parent.mkdir(parents=True, exist_ok=True)
+        nnz = int(counts.sum()) if counts is not None else 0
+        check_free_space(self.folder.parent, store_nbytes(self.n, self.specs, dtype, nnz))
         self.tmp = Path(tempfile.mkdtemp(dir=self.folder.parent, prefix=f".{self.folder.name}.", suffix=".tmp"))
-        store_dtype = _NP_STORAGE[dtype]
-        self._arrays = {s.name: open_memmap(self.tmp / _file_for(s.name), mode="w+", dtype=store_dtype,
-                                            shape=(self.n, s.numel)) for s in self.dense}
+        try:
+            self._open_files(counts)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open_files(self, counts: np.ndarray | None) -> None:
+        store_dtype = _NP_STORAGE[self.dtype]
+        self._arrays = {s.name: _allocated_memmap(self.tmp / _file_for(s.name), store_dtype, (self.n, s.numel))
+                        for s in self.dense}
         self._loss = np.zeros(self.n, dtype=np.float32)
         self._labels = np.zeros(self.n, dtype=np.int64)
         self._logits: np.ndarray | None = None
         self._written = np.zeros(self.n, dtype=bool)
         self._we = None
         if self.we_spec is not None:
-            counts = np.asarray(we_counts, dtype=np.int64)
-            if counts.shape != (self.n,):
-                raise LayerinfError("we_counts must have one entry per sample", "use we_token_counts(encoded, vocab)")
             indptr = np.zeros(self.n + 1, dtype=np.int64)
             np.cumsum(counts, out=indptr[1:])
             nnz, hidden = int(indptr[-1]), int(self.we_spec.shape[1])
@@ -122,8 +183,8 @@ class StoreWriter:
             self._we = {
                 "indptr": indptr,
                 "hidden": hidden,
-                "tokens": open_memmap(self.tmp / "WE.tokens.npy", mode="w+", dtype=np.int64, shape=(nnz,)),
-                "rows": open_memmap(self.tmp / "WE.rows.npy", mode="w+", dtype=store_dtype, shape=(nnz, hidden)),
+                "tokens": _allocated_memmap(self.tmp / "WE.tokens.npy", np.int64, (nnz,)),
+                "rows": _allocated_memmap(self.tmp / "WE.rows.npy", store_dtype, (nnz, hidden)),
             }
 
     def __enter__(self) -> "StoreWriter":
@@ -168,7 +229,7 @@ class StoreWriter:
         self._we["rows"][dest] = to_storage(grad_rows, self.dtype)
 
     def abort(self) -> None:
-        self._arrays.clear()
+        getattr(self, "_arrays", {}).clear()
         self._we = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -251,9 +312,38 @@ class GradStore:
         self._entries = {m["name"]: m for m in info["modules"]}
         self._cache: dict[str, np.ndarray] = {}
         self._fix = fix
+        self.shards: list[tuple[int, int, GradStore]] = []  # sharded: (first sample, stop, the shard's store)
+        for e in info.get("shards") or ():
+            at = self.shards[-1][1] if self.shards else 0
+            sub = GradStore(self.folder / str(e.get("path")).replace("/", "_"))
+            same = (sub.dtype, sub.modules) == (self.dtype, self.modules)
+            if (e.get("start"), e.get("stop")) != (at, at + sub.n) or not same:
+                raise LayerinfError(f"{path}: shard {e.get('path')} does not continue at sample {at} with the same "
+                                    "dtype and modules", fix)
+            self.shards.append((at, at + sub.n, sub))
+        if self.shards and self.shards[-1][1] != self.n:
+            raise LayerinfError(f"{path}: the shards hold {self.shards[-1][1]} samples, not {self.n}", fix)
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self.shards)
+
+    def _pieces(self, start: int, stop: int) -> list[tuple["GradStore", int, int]]:
+        """``(shard, local start, local stop)`` covering samples ``start:stop`` of a sharded store (≥ 1 piece)."""
+        out = [(sub, max(start, lo) - lo, min(stop, hi) - lo) for lo, hi, sub in self.shards
+               if max(start, lo) < min(stop, hi)]
+        return out or [(self.shards[0][2], 0, 0)]
+
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Stored rows ``start:stop`` of a dense module: a memmap slice (across shards: joined in memory)."""
+        if not self.shards:
+            return self.raw(name)[start:stop]
+        parts = [sub.raw(name)[a:b] for sub, a, b in self._pieces(start, stop)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def __repr__(self) -> str:
-        return f"GradStore({str(self.folder)!r}, n={self.n}, modules={len(self.modules)}, dtype={self.dtype})"
+        shards = f", shards={len(self.shards)}" if self.shards else ""
+        return f"GradStore({str(self.folder)!r}, n={self.n}, modules={len(self.modules)}, dtype={self.dtype}{shards})"
 
     @property
     def modules(self) -> list[str]:
@@ -297,10 +387,13 @@ class GradStore:
         return self._cache[file]
 
     def raw(self, name: str) -> np.ndarray:
-        """The stored memmap of a dense module (n × numel, storage dtype; bfloat16 as uint16 bit patterns)."""
+        """The stored memmap of a dense module (n × numel, storage dtype; bfloat16 as uint16 bit patterns);
+        of a sharded store, the shards joined in memory (stream with ``iter_chunks`` instead)."""
         entry = self._entry(name)
         if entry["kind"] == "we":
             raise LayerinfError("WE is stored row-sparse", "use we_chunk(start, stop) or iter_we_chunks()")
+        if self.shards:
+            return np.concatenate([sub.raw(name) for _, _, sub in self.shards])
         return self._open(entry["file"], (self.n, int(entry["numel"])))
 
     def module(self, name: str) -> np.ndarray:
@@ -311,22 +404,20 @@ class GradStore:
     def iter_chunks(self, name: str, chunk_size: int = 2048, start: int = 0, stop: int | None = None
                     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(first sample, float32 chunk)`` over samples ``start:stop``; one chunk in memory at a time."""
-        arr = self.raw(name)
         stop = self.n if stop is None else min(stop, self.n)
         for lo in range(start, stop, max(1, int(chunk_size))):
-            yield lo, from_storage(arr[lo : min(lo + chunk_size, stop)], self.dtype)
+            yield lo, from_storage(self._rows(name, lo, min(lo + chunk_size, stop)), self.dtype)
 
     def concat_chunks(self, names: Sequence[str], chunk_size: int = 2048) -> Iterator[tuple[int, np.ndarray]]:
         """``(first sample, chunk × Σ numel)``: the named dense modules' gradients side by side, streamed."""
-        arrays = [self.raw(n) for n in names]
-        width = sum(a.shape[1] for a in arrays)
+        widths = [self.numel(n) for n in names]
         for lo in range(0, self.n, max(1, int(chunk_size))):
             hi = min(lo + chunk_size, self.n)
-            out = np.empty((hi - lo, width), dtype=np.float32)
+            out = np.empty((hi - lo, sum(widths)), dtype=np.float32)
             col = 0
-            for a in arrays:
-                out[:, col : col + a.shape[1]] = from_storage(a[lo:hi], self.dtype)
-                col += a.shape[1]
+            for name, w in zip(names, widths):
+                out[:, col : col + w] = from_storage(self._rows(name, lo, hi), self.dtype)
+                col += w
             yield lo, out
 
     def _we_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -341,8 +432,16 @@ class GradStore:
 
     def we_chunk(self, start: int, stop: int) -> WERows:
         """Row-sparse WE gradients of samples ``start:stop`` (indptr rebased to 0, rows float32)."""
-        indptr, tokens, rows = self._we_arrays()
         stop = min(stop, self.n)
+        if self.shards:
+            parts = [sub.we_chunk(a, b) for sub, a, b in self._pieces(start, stop)]
+            if len(parts) == 1:
+                return parts[0]
+            offsets = np.cumsum([0] + [int(p.indptr[-1]) for p in parts])
+            indptr = np.concatenate([p.indptr[:-1] + off for p, off in zip(parts, offsets)] + [offsets[-1:]])
+            return WERows(indptr.astype(np.int64), np.concatenate([p.tokens for p in parts]),
+                          np.concatenate([p.rows for p in parts]))
+        indptr, tokens, rows = self._we_arrays()
         ptr = np.asarray(indptr[start : stop + 1], dtype=np.int64)
         lo, hi = int(ptr[0]), int(ptr[-1])
         return WERows(ptr - lo, np.asarray(tokens[lo:hi]), from_storage(rows[lo:hi], self.dtype))
@@ -355,23 +454,30 @@ class GradStore:
     def we_all(self) -> WERows:
         return self.we_chunk(0, self.n)
 
+    def _small(self, name: str, shape: tuple | None) -> np.ndarray:
+        if self.shards:
+            return np.concatenate([getattr(sub, name) for _, _, sub in self.shards])
+        return np.asarray(self._open(f"{name}.npy", shape))
+
     @property
     def loss(self) -> np.ndarray:
-        return np.asarray(self._open("loss.npy", (self.n,)))
+        return self._small("loss", (self.n,))
 
     @property
     def logits(self) -> np.ndarray:
-        return np.asarray(self._open("logits.npy"))
+        return self._small("logits", None)
 
     @property
     def labels(self) -> np.ndarray:
-        return np.asarray(self._open("labels.npy", (self.n,)))
+        return self._small("labels", (self.n,))
 
     def verify(self) -> None:
         """Open every file and check its shape against info.json (raises ``LayerinfError``)."""
-        for name in self.dense_modules:
+        for _, _, sub in self.shards:
+            sub.verify()
+        for name in [] if self.shards else self.dense_modules:
             self.raw(name)
-        if self.has_we:
+        if self.has_we and not self.shards:
             self._we_arrays()
         self.loss, self.labels, self.logits  # noqa: B018
 
@@ -390,4 +496,5 @@ def is_valid(folder: str | os.PathLike, checkpoint_sha256: str | None = None, da
     return True
 
 
-__all__ = ["GradStore", "StoreWriter", "is_valid", "to_storage", "from_storage", "STORAGE_DTYPES"]
+__all__ = ["GradStore", "StoreWriter", "is_valid", "to_storage", "from_storage", "STORAGE_DTYPES", "SHARD_DIR",
+           "store_nbytes", "check_free_space"]

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import (DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORES, STAGE_FILE, SUSPECTS,
-                                   RunLayout)
+from layerinf.store.layout import (CONFIG_FILE, DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORES, STAGE_FILE,
+                                   SUSPECTS, RunLayout)
 
 _VERSIONED = ("layerinf", "torch", "transformers", "peft", "numpy", "scipy", "pandas", "datasets", "safetensors")
 WALL_CLOCK_FIELDS = ("started", "seconds", "updated")  # the only fields that differ between identical runs
@@ -58,15 +58,66 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _existing_parent(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path.cwd()
+
+
 def _disk_error(exc: OSError, path: Path) -> LayerinfError:
-    if exc.errno == errno.ENOSPC:
-        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
-        return LayerinfError(f"disk full while writing {path} ({free / 2**30:.2f} GiB free)",
-                             "free some space or choose another output directory, then rerun")
+    """One clear error for an OS error while writing ``path`` (disk full, no permission, a file in the way)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(_existing_parent(path)).free
+            room = f" ({free / 2**20:.1f} MiB free)"
+        except OSError:
+            room = ""
+        return LayerinfError(f"disk full while writing {path}{room}",
+                             "free some space or choose another output directory, then rerun "
+                             "(finished stages are reused)")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return LayerinfError(f"cannot write {path} ({os.strerror(exc.errno)})",
                              "choose a writable output directory")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return LayerinfError(f"cannot write {path}: {blocker} is a file, not a folder",
+                                 "choose an output directory that is not inside a file")
     return LayerinfError(f"cannot write {path} ({exc.strerror or exc})", "check the output directory")
+
+
+def _os_error(exc: OSError, root: Path, path: Path) -> LayerinfError:
+    """An OS error inside a stage: reading an input outside the run (a data file, a model) or writing the run."""
+    name = getattr(exc, "filename", None)
+    if name and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            inside = Path(name).resolve().is_relative_to(root.resolve())
+        except (OSError, ValueError):
+            inside = True
+        if not inside:
+            return LayerinfError(f"cannot read {name} ({exc.strerror or exc})", "check the path and its permissions")
+    return _disk_error(exc, Path(name) if name else path)
+
+
+def check_writable_dir(root: "str | os.PathLike", what: str = "run directory") -> Path:
+    """Error (nothing written) when ``root`` cannot become a folder: it is a file, or lies inside a file or an
+    unwritable folder."""
+    root = Path(root)
+    if root.exists():
+        if not root.is_dir():
+            raise LayerinfError(f"{root} is a file, not a {what}", f"choose another path for the {what}")
+        probe = root
+    else:
+        blocker = next((p for p in root.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise LayerinfError(f"cannot create the {what} {root}: {blocker} is a file, not a folder",
+                                f"choose a {what} that is not inside a file")
+        probe = _existing_parent(root)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LayerinfError(f"cannot write the {what} {root} ({probe} is not writable)",
+                            f"choose a writable {what}")
+    return root
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -181,7 +232,7 @@ class RunDir:
         info = self._info(name)
         if info is None:
             raise LayerinfError(f"stage '{name}' in {self.root} has no valid {STAGE_FILE}",
-                                f"redo it: `layerinf {_COMMAND.get(name, name)} {self.root} --force`")
+                                f"redo it: {redo_command(name, self.root)}")
         return info
 
     def fingerprint(self, name: str) -> str:
@@ -203,18 +254,18 @@ class RunDir:
             if not ok:
                 raise LayerinfError(
                     f"{path} is {'missing' if not path.exists() else 'corrupted (checksum mismatch)'}",
-                    f"redo the stage: `layerinf {_COMMAND.get(name, name)} {self.root} --force`",
+                    f"redo the stage: {redo_command(name, self.root)}",
                 )
         extra = sorted(set(checksums(folder)) - set(want))
         if extra:
             raise LayerinfError(f"{folder / extra[0]} was added after stage '{name}' finished",
-                                f"remove it, or redo the stage: `layerinf {_COMMAND.get(name, name)} {self.root} --force`")
+                                f"remove it, or redo the stage: {redo_command(name, self.root)}")
 
     def require(self, name: str, hint: str | None = None, *, verify: bool = True) -> Path:
         """The folder of a finished, intact, up-to-date stage, or a clear error naming the command to run."""
         if self._info(name) is None:
             raise LayerinfError(f"stage '{name}' has not finished in {self.root}",
-                                hint or f"run `layerinf {_COMMAND.get(name, name)} {self.root}` first")
+                                hint or f"run {redo_command(name, self.root, force=False)} first")
         if verify:
             self.verify(name)
         self.check_fresh(name)
@@ -228,7 +279,7 @@ class RunDir:
             if owner._info(up) is None or owner.fingerprint(up) != fp:
                 raise LayerinfError(
                     f"stage '{name}' in {self.root} was made from an older '{up}' stage (it was redone since)",
-                    f"redo it: `layerinf {_COMMAND.get(name, name)} {self.root}`",
+                    f"redo it: {redo_command(name, self.root, force=False)}",
                 )
 
     # ---------------------------------------------------------------------------------------- writing
@@ -277,27 +328,69 @@ class RunDir:
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
         """On failure, remove what this command created, except what a rerun resumes from (finished stages,
-        retraining records, the manifest that lists them). A directory it created with nothing finished goes."""
+        retraining records, the manifest that lists them). A directory it created with nothing finished goes.
+
+        Nothing is removed while another process holds the writer lock: what appeared meanwhile is its work
+        (two commands started together on one run: the one refused by the lock must not touch the other's)."""
         existed = self.root.exists()
         before = set(os.listdir(self.root)) if existed and self.root.is_dir() else set()
+        absent = [p for p in (self.root, *self.root.parents) if not p.exists()]  # the folders this may create
         try:
             yield
         except BaseException:
             if self.root.is_dir():
-                keep = {n for n in os.listdir(self.root) if self._info(n) is not None}
-                if not existed and not keep:
-                    shutil.rmtree(self.root, ignore_errors=True)
-                else:
-                    keep |= {MANIFEST, RETRAIN_DIR} if keep else set()
-                    for name in set(os.listdir(self.root)) - before - keep:
-                        path = self.root / name
-                        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                with self._cleanup_lock() as mine:
+                    if mine:
+                        self._undo(existed, before)
+            for folder in absent[1:]:  # parents made for a run directory that is gone again (runs/ of runs/NAME)
+                if self.root.exists():
+                    break
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
             raise
 
+    @contextlib.contextmanager
+    def _cleanup_lock(self) -> Iterator[bool]:
+        """True (holding the writer lock) when no other process holds it; never creates the lock file."""
+        import fcntl
+
+        key = str(self.layout.lock.resolve())
+        if key in _HELD:
+            yield True
+            return
+        try:
+            fd = os.open(self.layout.lock, os.O_RDWR)
+        except FileNotFoundError:
+            yield True
+            return
+        except OSError:
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _undo(self, existed: bool, before: set[str]) -> None:
+        keep = {n for n in os.listdir(self.root) if self._info(n) is not None}
+        if not existed and not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        keep |= {MANIFEST, RETRAIN_DIR} if keep else set()
+        for name in set(os.listdir(self.root)) - before - keep:
+            path = self.root / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
     def sweep_temporaries(self) -> list[Path]:
-        """Remove ``.<name>.*.tmp`` / ``.old`` leftovers of killed writers (call only while holding the lock)."""
+        """Remove ``.<name>.*.tmp`` / ``.old`` leftovers of killed writers anywhere in the run (call only while
+        holding the lock)."""
         gone = []
-        for p in list(self.root.glob(".*.tmp")) + list(self.root.glob(".*.old")) + list(self.root.glob("*/.*.tmp")):
+        for p in _leftovers(self.root, depth=3):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -349,7 +442,7 @@ class RunDir:
                 st.tmp, st.info = final, info
                 self._record(name, info)
             except OSError as exc:
-                raise _disk_error(exc, final) from None
+                raise _os_error(exc, self.root, final) from None
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -363,13 +456,20 @@ class RunDir:
         man["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         atomic_write_json(self.layout.manifest, man)
 
-    def invalidate(self, name: str) -> None:
-        """Forget a stage (its folder is removed), e.g. after an upstream stage changed."""
-        with self.locked():
-            shutil.rmtree(self.stage_path(name), ignore_errors=True)
-            man = self.manifest()
-            if man.get("stages", {}).pop(name, None) is not None:
-                atomic_write_json(self.layout.manifest, man)
+
+def _leftovers(folder: Path, depth: int) -> list[Path]:
+    """Hidden ``*.tmp`` / ``*.old`` entries up to ``depth`` levels below ``folder`` (not inside one another)."""
+    out: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith((".tmp", ".old")):
+            out.append(Path(entry.path))
+        elif depth > 1 and entry.is_dir(follow_symlinks=False):
+            out += _leftovers(Path(entry.path), depth - 1)
+    return out
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -387,3 +487,13 @@ def _publish(tmp: Path, final: Path) -> None:
 
 # the CLI command that (re)makes each stage folder, for error messages
 _COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", EVAL: "run", SUSPECTS: "suspects"}
+
+
+def redo_command(name: str, root: "str | os.PathLike", force: bool = True) -> str:
+    """The command line that (re)makes stage ``name`` of run ``root``, in backquotes, for error messages."""
+    cmd = _COMMAND.get(name, name)
+    if name == EVAL:  # the experiment's last stage: `run` takes the config, the run directory is --out
+        return f"`layerinf run CONFIG --out {root}` (its config is {Path(root) / CONFIG_FILE})"
+    if name == SUSPECTS:
+        return f"`layerinf suspects {root} --source DATA` or `--run RUN_DIR`" + (" with --force" if force else "")
+    return f"`layerinf {cmd} {root}{' --force' if force else ''}`"

@@ -2,7 +2,8 @@
 
 prepare (noise) → fine-tune → gradients → scores → filter & retrain → one results table. Every stage is
 reused when finished with the same config and inputs, so a killed run resumes where it stopped. The whole
-config is validated (types, ranges, names) before anything is written.
+config is validated (types, ranges, names, the model, its layer groups, the device) before anything is
+written; a retraining record that no longer matches its checksum makes the ``eval`` stage redo it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from typing import Callable
 import pandas as pd
 
 from layerinf.config import ExperimentConfig
-from layerinf.stages.data import DataStage
-from layerinf.stages.evaluate import EvalStage
-from layerinf.stages.finetune import FinetuneStage
-from layerinf.stages.grads import GradsStage
-from layerinf.stages.score import ScoreStage
-from layerinf.store.layout import table_file
-from layerinf.store.rundir import RunDir, atomic_write_json
+from layerinf.errors import LayerinfError
+from layerinf.store.layout import EVAL
+from layerinf.store.rundir import RunDir, atomic_write_json, check_writable_dir
 
 
 def resolve_device(name: str) -> str:
@@ -29,13 +26,89 @@ def resolve_device(name: str) -> str:
     return str(resolve(name))
 
 
+def _standin_specs(num_layers: int, include_we: bool):
+    """Module specs of a model with ``num_layers`` layers, by name and kind only (no weights loaded)."""
+    from layerinf.spec import ModuleSpec
+
+    specs = [ModuleSpec("WE", "", "", "weight", "we", None)] if include_we else []
+    for layer in range(num_layers):
+        for proj in ("query", "value"):
+            for half in ("A", "B"):
+                specs.append(ModuleSpec(f"L{layer:02d}.{proj}.{half}", "", "", "weight", f"{proj}_{half}", layer))
+    specs.append(ModuleSpec("CL.head.weight", "", "", "weight", "cl", None))
+    return specs
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """Everything that can be checked without data or weights: the model name, the layer groups (from the
+    model's layer count) and the retrained configurations. Raises before anything is written."""
+    from layerinf.influence.groups import all_groups, layer_groups
+    from layerinf.model import num_layers_of
+
+    num_layers = num_layers_of(cfg.model)  # resolves the name (did-you-mean), reads no weights
+    specs = _standin_specs(num_layers, cfg.grads.include_we)
+    known = all_groups(specs, num_layers)
+    plain = [g for g in cfg.score.groups or [] if g not in ("", "ALL", "All") and not g.startswith("re:")
+             and not set("*?[.") & set(g)]  # patterns and module names are resolved when scoring
+    for group in plain:
+        if group not in known:
+            we = " (WE needs grads.include_we: true)" if group == "WE" else ""
+            raise LayerinfError(f"score.groups: unknown layer group '{group}' for a {num_layers}-layer model{we}",
+                                f"valid groups: {', '.join(list(known)[:12])}…; or a module name, a glob or re:<regex>")
+    groups = set(cfg.score.groups) if cfg.score.groups is not None else set(layer_groups(specs, num_layers))
+    for key in cfg.filter.configs or []:
+        method, group, aggregator = key.split("/")
+        if method not in cfg.score.methods or aggregator not in cfg.score.aggregators or group not in groups:
+            raise LayerinfError(f"filter.configs entry '{key}' is not among the scored configurations",
+                                "use a method of score.methods, a group of score.groups and an aggregator of "
+                                "score.aggregators")
+
+
+def _records_broken(stage, cfg: ExperimentConfig) -> bool:
+    """True when ``eval`` finished but a retraining record it was made from is missing or fails its checksum."""
+    from layerinf.stages.evaluate import read_record
+
+    if not stage.run_dir.is_finished(EVAL, verify=False):
+        return False
+    try:
+        plan, _, _ = stage.plan(cfg.filter, cfg.model, cfg.train)
+    except LayerinfError:
+        return False  # the stage reports it when it runs
+    return any(read_record(p[4]) is None for p in plan)
+
+
 def run(config: ExperimentConfig | str | Path, out: str | Path, *, progress: bool = True,
         echo: Callable[[str], None] | None = print) -> pd.DataFrame:
     """Run one experiment (model × task × seed) into ``out``; returns the results table (also saved)."""
     cfg = config if isinstance(config, ExperimentConfig) else ExperimentConfig.from_yaml(config)
+    check_writable_dir(out)
+    check_config(cfg)
     device = resolve_device(cfg.runtime.device)
+    from layerinf.model import base_dtype
+
+    base_dtype(cfg.model.precision, device)  # fp16 is refused on a CPU, before anything is written
+    from layerinf.workflows.executor import make_executor
+
+    rt = cfg.runtime
+    executor, owned = make_executor(rt.executor, ray_address=rt.ray_address, num_cpus=rt.num_cpus, num_gpus=rt.num_gpus,
+                                    max_retries=rt.max_retries)
     say = echo or (lambda _msg: None)
     run_dir = RunDir(out)
+    try:
+        executor.start()  # an unreachable cluster fails here, before anything is written
+        return _run_stages(cfg, run_dir, executor, device, progress, say)
+    finally:
+        if owned:
+            executor.close()
+
+
+def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, progress: bool, say) -> pd.DataFrame:
+    from layerinf.stages.data import DataStage
+    from layerinf.stages.evaluate import EvalStage
+    from layerinf.stages.finetune import FinetuneStage
+    from layerinf.stages.grads import GradsStage
+    from layerinf.stages.score import ScoreStage
+
     with run_dir.guard(), run_dir.locked():
         data = DataStage(run_dir).run(cfg.data, progress=progress)
         say(f"[1/5] data: train {len(data.train)} ({int(data.train['noisy'].sum())} noisy), "
@@ -43,16 +116,21 @@ def run(config: ExperimentConfig | str | Path, out: str | Path, *, progress: boo
         ft = FinetuneStage(run_dir).run(cfg.model, cfg.train, progress=progress, device=device)
         say(f"[2/5] fine-tuned {cfg.model.name} on {device}: best influence-loss epoch {ft.best_epoch}, "
             f"test acc there {ft.accuracy_at_best_epoch:.4f} (best over epochs {ft.best_accuracy:.4f})")
-        GradsStage(run_dir).run(cfg.grads, progress=progress, device=device)
+        GradsStage(run_dir, executor=executor, task_device=device).run(
+            cfg.grads, shards=cfg.runtime.grad_shards, progress=progress, device=device)
         say("[3/5] per-sample gradients stored")
-        table = ScoreStage(run_dir).run(cfg.score, progress=progress)
+        table = ScoreStage(run_dir).run(cfg.score, progress=progress, device=device)
         best = f"best NDR@30 {table['ndr_30'].max():.3f} (random: 0.30)" if "ndr_30" in table else "no noise mask"
         say(f"[4/5] scored {len(table)} configurations; {best}")
         if not cfg.filter.retrain:
             atomic_write_json(run_dir.layout.config, cfg.to_dict())
             say("[5/5] retraining skipped (filter.retrain: false)")
             return pd.DataFrame()
-        results = EvalStage(run_dir).run(cfg.filter, cfg.model, cfg.train, progress=progress, device=device)
+        evaluate = EvalStage(run_dir, executor=executor, task_device=device)
+        redo = _records_broken(evaluate, cfg)
+        if redo:
+            say("[5/5] a retraining record is missing or corrupted: redoing it")
+        results = evaluate.run(cfg.filter, cfg.model, cfg.train, progress=progress, device=device, force=redo)
         atomic_write_json(run_dir.layout.config, cfg.to_dict())  # the config of the last complete run
     say(f"[5/5] retrained {len(results)} filtered subsets → {run_dir.layout.results('csv')}")
     return results

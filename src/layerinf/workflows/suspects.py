@@ -18,12 +18,10 @@ from typing import Any
 
 from layerinf.config import DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, TrainConfig, split_options
 from layerinf.errors import LayerinfError
-from layerinf.stages.data import DataStage, load_data
-from layerinf.stages.finetune import AdapterStage, FinetuneStage
-from layerinf.stages.grads import GradsStage
-from layerinf.stages.rank import RankStage, SuspectsResult, default_group, summary_table
 from layerinf.store.layout import DATA, FINETUNE, GRADS
-from layerinf.store.rundir import RunDir
+from layerinf.store.rundir import RunDir, check_writable_dir
+
+# the stage modules (torch, pandas) are imported when used, so that `layerinf --help` and option errors are quick
 
 # The one place where suspects' defaults differ from the experiment's: a user's data are ranked whole (no
 # cap, no noise), and a few epochs suffice to rank (the paper's 10 are for its accuracy comparison).
@@ -47,9 +45,64 @@ def _configs(source: str | None, options: dict[str, Any]):
     return dataclasses.replace(data, noise_rate=0.0), model, train, rank, runtime
 
 
+def __getattr__(name: str):  # the stage-level names this module has always exported, imported on first use
+    if name in ("SuspectsResult", "default_group"):
+        from layerinf.stages import rank
+
+        return getattr(rank, name)
+    if name == "load_data":
+        from layerinf.stages.data import load_data
+
+        return load_data
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def summary_table(result, k: int = 10, width: int = 70):
+    """The ``k`` most suspicious examples (``layerinf.stages.rank.summary_table``)."""
+    from layerinf.stages.rank import summary_table as table
+
+    return table(result, k=k, width=width)
+
+
+def check_adapter(adapter: str | os.PathLike) -> Path:
+    """A user's adapter, checked before anything is written: a layerinf ``.safetensors`` file holding LoRA
+    tensors, or a PEFT adapter folder (``adapter_config.json`` plus its weights)."""
+    import json
+
+    path = Path(adapter).expanduser().resolve()
+    fix = "pass a layerinf .safetensors adapter (finetune/best.safetensors) or a PEFT adapter folder (save_pretrained)"
+    if not path.exists():
+        raise LayerinfError(f"adapter {path} does not exist", "check the path; " + fix)
+    if path.is_dir():
+        config = path / "adapter_config.json"
+        if not config.is_file():
+            raise LayerinfError(f"adapter folder {path} has no adapter_config.json", fix)
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise LayerinfError(f"{config} is not valid JSON ({type(exc).__name__})", fix) from None
+        if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise LayerinfError(f"adapter folder {path} has no adapter_model.safetensors", fix)
+        return path
+    if not os.access(path, os.R_OK):
+        raise LayerinfError(f"adapter {path} is not readable", "check its permissions")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            names = list(fh.keys())
+    except Exception as exc:  # noqa: BLE001 — safetensors raises several types for a file that is not one
+        first = str(exc).splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        raise LayerinfError(f"adapter {path} is not a safetensors file ({first})", fix) from None
+    if not any(".lora_A." in n for n in names):
+        raise LayerinfError(f"adapter file {path} holds no LoRA tensors", fix)
+    return path
+
+
 def check_group(rank: RankConfig, num_layers: int) -> bool:
     """Validate the group name from the layer count alone (no weights loaded); True when it needs WE."""
     from layerinf.influence.groups import LORA_KINDS, attention_groups
+    from layerinf.stages.rank import default_group
 
     group = default_group(num_layers) if rank.group is None else rank.group
     names = ["WE", *(g for g, _ in attention_groups(num_layers)), "CL", "all", *LORA_KINDS,
@@ -75,8 +128,6 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
     data and gradients are used. Options: every field of DataConfig (not noise_rate), ModelConfig,
     TrainConfig, RankConfig and RuntimeConfig, by the same names as everywhere. Outputs: ``out_dir/suspects/``.
     """
-    from layerinf.model import num_layers_of, resolve_device
-
     if (source is None) == (run is None):
         raise LayerinfError(
             "give exactly one of source= (your dataset) or run= (an existing layerinf run directory)"
@@ -90,32 +141,40 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             raise LayerinfError(f"option(s) {', '.join(extra)} only apply with source=",
                                 "a run directory already holds its data and model; drop them or use source=")
     data, model, train, rank, runtime = _configs(source, options)
-    device = str(resolve_device(runtime.device))
+    check_writable_dir(out_dir, "output folder")
     out = RunDir(out_dir)
-
     if run is not None:
         work = RunDir(run)
         if not work.root.is_dir():
-            raise LayerinfError(f"run directory {work.root} does not exist", "check the path, or use source=")
-        work.require(DATA)
+            what = "is a file, not a run directory" if work.root.exists() else "does not exist"
+            raise LayerinfError(f"run directory {work.root} {what}", "check the path, or use --source")
+        work.require(DATA, verify=False)  # checksums: verified by the suspects stage, which reads it
+        if not work.is_finished(GRADS, verify=False):
+            work.require(FINETUNE, f"run `layerinf finetune {work.root}` first (or use --source)", verify=False)
+    adapter_path = None if adapter is None or run is not None else check_adapter(adapter)
+    from layerinf.model import num_layers_of, resolve_device
+    from layerinf.stages.grads import GradsStage
+    from layerinf.stages.rank import RankStage
+
+    device = str(resolve_device(runtime.device))
+    if run is not None:
         if work.is_finished(GRADS, verify=False):
             info = work.stage_info(GRADS)
             check_group(rank, int(info["summary"]["num_layers"]))
         else:
-            work.require(FINETUNE, f"run `layerinf finetune {work.root}` first (or use source=)")
+            work.require(FINETUNE, f"run `layerinf finetune {work.root}` first (or use --source)")
             ft_model = ModelConfig(**work.stage_info(FINETUNE)["summary"]["model"])
             check_group(rank, num_layers_of(ft_model))
-            GradsStage(work).run(GradsConfig(), progress=progress, device=device)
+            with work.guard():
+                GradsStage(work).run(GradsConfig(), progress=progress, device=device)
         model_name = work.stage_info(FINETUNE)["summary"]["model"]["name"]
         with out.guard():
             return RankStage(out, source=work).run(rank, model_name, force=force, progress=progress)
 
-    adapter_path = None
-    if adapter is not None:
-        adapter_path = Path(adapter).expanduser().resolve()
-        if not adapter_path.exists():
-            raise LayerinfError(f"adapter {adapter_path} does not exist", "check the path")
-    needs_we = check_group(rank, num_layers_of(model))  # fail before training, not after
+    needs_we = check_group(rank, num_layers_of(model))  # fail before training, not after (resolves the model name)
+    from layerinf.stages.data import DataStage
+    from layerinf.stages.finetune import AdapterStage, FinetuneStage
+
     with out.guard():
         DataStage(out).run(data, force=force, progress=progress)
         if adapter_path is not None:
@@ -129,4 +188,5 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
         return RankStage(out).run(rank, model.name, force=force, progress=progress)
 
 
-__all__ = ["SuspectsResult", "find_suspects", "summary_table", "suspects_options", "SUSPECTS_DEFAULTS", "load_data"]
+__all__ = ["SuspectsResult", "find_suspects", "summary_table", "suspects_options", "SUSPECTS_DEFAULTS", "load_data",
+           "check_adapter", "check_group"]

@@ -1,0 +1,492 @@
+"""``layerinf advise``: which layers to trust on YOUR data — a planted-noise probe advisor — and Vote's κ from
+an estimated noise rate. The design, its choices and its validation: docs/advisor.md.
+
+Layout of ``OUT`` (a run directory; every sub-run is one too)::
+
+    OUT/data/               the user's data as given (no noise injected; caps and split seed as configured)
+    OUT/probes/source/      OUT/data's training and dev sets (and the fold training sets) as JSONL copies
+    OUT/probes/<seed>/      one probe: data (planted flips) → finetune → grads → scores
+    OUT/probes/fold<k>/     cross-fitting: a model fine-tuned on every fold but k (data → finetune)
+    OUT/noise/              out-of-sample probabilities, fold ids, the noise-rate estimate (estimate.json)
+    OUT/advise/             table.parquet|csv, probes.parquet|csv, heatmap.png, recommendation.json, index.html
+
+**Probes.** Probe seed ``s`` (``data.seed + 1 …``) copies OUT/data's training set and flips ``⌊probe_rate · n⌋``
+labels with ``DataConfig(noise_rate=probe_rate, seed=s)``: uniformly among the **training** examples only
+(influence and test examples keep the user's labels), **whatever their label** — nobody knows which labels are
+wrong already, so a flip may hit a mislabelled example (with two classes it then restores the true label). The
+probe's ``noisy`` mask is exactly the planted flips; the metrics count only them as noisy (real noise counts
+as clean). The seed also draws the probe's influence / test halves and its training seed, so the spread over
+probes covers data, noise and training randomness (mean and Student-t 95 % interval over probes).
+
+**Cost.** Reused across probes: loading and preparing the data (once, into OUT/data). Each probe is one
+fine-tuning + one gradient pass; scoring every configuration from stored gradients is cheap next to those.
+The noise estimate is ``noise_folds`` fine-tunings on (folds − 1)/folds of the data (≈ one fine-tuning at 2
+folds). Stages are cached: more probes later compute only the new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig, TrainConfig,
+                             split_options)
+from layerinf.errors import LayerinfError
+from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
+from layerinf.report.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
+from layerinf.stages.base import StageBase
+from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
+from layerinf.stages.grads import GradsStage
+from layerinf.stages.score import ScoreStage
+from layerinf.store.layout import DATA, FINETUNE, SCORES, table_file
+from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
+
+# The advisor's own folder and file names (candidates for store/layout.py)
+ADVISE, NOISE, PROBES_DIR, SOURCE_DIR = "advise", "noise", "probes", "source"
+ADVISE_TABLE, PROBE_TABLE = "table", "probes"
+HEATMAP_FILE, RECOMMENDATION_FILE, PAGE_FILE = "heatmap.png", "recommendation.json", "index.html"
+NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE = "probs.npy", "folds.npy", "estimate.json"
+
+ADVISE_DEFAULTS = {"epochs": 3, "max_train": None}  # as suspects: the user's data whole, a few epochs to rank
+SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
+NOT_OPTIONS = {"noise_rate"}  # the advisor plants its own flips (probe_rate)
+MIN_PLANTED = 10  # planted flips per probe below which NDR is too coarse to compare configurations
+MAX_PROBE_RATE = 0.5
+CRITERIA = ("ndr_30", "ndr_10", "auc_ndr", "roc_auc")
+N_BOOT = 1000
+
+
+def advise_options() -> list[tuple[type, dataclasses.Field]]:
+    """(section, field) of every config option ``advise`` takes, in CLI order."""
+    return [(cls, f) for cls in SECTIONS for f in dataclasses.fields(cls) if f.name not in NOT_OPTIONS]
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.number)) and math.isfinite(float(v))
+
+
+def _whole(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
+def min_train_size(probe_rate: float, min_planted: int = MIN_PLANTED) -> int:
+    """The smallest training set in which ``probe_rate`` plants at least ``min_planted`` flips."""
+    from layerinf.data.noise import noise_count
+
+    n = max(1, math.ceil(min_planted / probe_rate - 1e-9))
+    while noise_count(n, probe_rate) < min_planted:
+        n += 1
+    return n
+
+
+def check_probe_args(probe_rate: Any, probes: Any, noise_folds: Any = 2, kappa_factor: Any = KAPPA_FACTOR,
+                     criterion: str = "ndr_30") -> tuple[float, int, int, float]:
+    """Validate the advisor's own arguments (each a ``LayerinfError`` with a fix)."""
+    if not _number(probe_rate) or not 0 < float(probe_rate) <= MAX_PROBE_RATE:
+        raise LayerinfError(f"probe_rate={probe_rate!r} is outside (0, {MAX_PROBE_RATE}]",
+                            "use a fraction such as 0.1 (10 % of the training labels flipped per probe)")
+    if not _whole(probes) or probes < 1:
+        raise LayerinfError(f"probes={probes!r} must be a whole number ≥ 1",
+                            "use e.g. 3 (each probe is one fine-tuning; ≥ 2 give a confidence interval)")
+    if not _whole(noise_folds) or noise_folds < 0 or noise_folds == 1:
+        raise LayerinfError(f"noise_folds={noise_folds!r} must be 0 (no noise estimate) or a whole number ≥ 2",
+                            "use 2 (cross-fitted probabilities, ≈ one extra fine-tuning) or 0 to skip")
+    if not _number(kappa_factor) or float(kappa_factor) <= 0:
+        raise LayerinfError(f"kappa_factor={kappa_factor!r} must be a positive number", "use e.g. 1.5")
+    if criterion not in CRITERIA:
+        raise LayerinfError(f"unknown criterion {criterion!r}", f"use one of {', '.join(CRITERIA)}")
+    return float(probe_rate), int(probes), int(noise_folds), float(kappa_factor)
+
+
+def _configs(source: str | None, options: dict[str, Any]):
+    bad = sorted(NOT_OPTIONS & set(options))
+    if bad:
+        raise LayerinfError(f"advise does not take {', '.join(bad)}", "the advisor plants its own flips: set probe_rate")
+    if source is None:
+        raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
+    opts = {**ADVISE_DEFAULTS, **options, "source": source}
+    data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise")
+    return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
+
+
+def _needs_we(score: ScoreConfig, num_layers: int) -> bool:
+    """Validate the score groups from the layer count alone; True when a group needs word-embedding gradients."""
+    from layerinf.workflows.suspects import check_group
+
+    needs = score.groups is None  # the default groups hold WE (and `all`)
+    for g in score.groups or []:
+        needs |= check_group(RankConfig(method="tracin", group=g), num_layers)
+    return needs and any(m != "datainf" for m in score.methods)
+
+
+def _prepare_in_memory(data: DataConfig):
+    from layerinf import data as data_mod
+
+    return data_mod.prepare(
+        data.source, task=data.task, text_column=data.text_column, text_pair_column=data.text_pair_column,
+        label_column=data.label_column, dev_source=data.dev_source, label_names=data.label_names,
+        max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
+
+
+def check_size(prepared, probe_rate: float, noise_folds: int) -> None:
+    """Enough training examples for ``MIN_PLANTED`` planted flips, and every class for the noise folds."""
+    from layerinf.data.noise import noise_count
+
+    n, planted = len(prepared.train), noise_count(len(prepared.train), probe_rate)
+    if planted < MIN_PLANTED:
+        raise LayerinfError(
+            f"the training set has {n} examples: a probe at probe_rate {probe_rate:g} plants only {planted} flip(s), "
+            f"fewer than the {MIN_PLANTED} needed to compare configurations",
+            f"give at least {min_train_size(probe_rate)} training examples (raise max_train or add data), or raise "
+            f"probe_rate (at most {MAX_PROBE_RATE}, which needs at least {min_train_size(MAX_PROBE_RATE)} examples)")
+    counts = np.bincount(prepared.train["label"].to_numpy(), minlength=prepared.num_classes)
+    if noise_folds and counts.min() < 2 * noise_folds:
+        raise LayerinfError(
+            f"class '{prepared.label_names[int(counts.argmin())]}' has {int(counts.min())} training example(s): "
+            f"too few for noise_folds={noise_folds} (each fold's model needs 2 per class)",
+            "use noise_folds=2, add examples of that class, or noise_folds=0 to skip the noise estimate")
+
+
+# ----------------------------------------------------------------------------- probe and fold sources
+
+
+def write_source(prepared, rows: np.ndarray | None, path: Path, split: str = "train") -> Path:
+    """Rows of a prepared split as a JSONL file (``text``, ``text_pair`` for pair tasks, ``label`` by name), in
+    order, so that a run reading it with no cap has the same training index (written only when changed)."""
+    df = getattr(prepared, split) if split != "dev" else pd.concat([prepared.infl, prepared.test], ignore_index=True)
+    df = df if rows is None else df.iloc[rows]
+    out = pd.DataFrame({"text": df["text"].astype(str)})
+    if prepared.train["text_pair"].notna().any():
+        out["text_pair"] = df["text_pair"].fillna("").astype(str)
+    out["label"] = [prepared.label_names[i] for i in df["label"].to_numpy(np.int64)]
+    text = out.to_json(orient="records", lines=True, force_ascii=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def source_config(prepared, train_file: Path, dev_file: Path, *, noise_rate: float, seed: int) -> DataConfig:
+    """A DataConfig reading JSONL copies: every row kept, ``noise_rate`` of the training labels flipped."""
+    pair = bool(prepared.train["text_pair"].notna().any())
+    return DataConfig(source=str(train_file), dev_source=str(dev_file), text_column="text",
+                      text_pair_column="text_pair" if pair else None, label_column="label",
+                      label_names=list(prepared.label_names), max_train=None, max_dev=None,
+                      noise_rate=float(noise_rate), seed=int(seed))
+
+
+def probe_seeds(data_seed: int, probes: int) -> list[int]:
+    return [int(data_seed) + 1 + i for i in range(int(probes))]
+
+
+def run_probe(probe_dir: Path, data: DataConfig, model: ModelConfig, train: TrainConfig, grads: GradsConfig,
+              score: ScoreConfig, *, device: str, progress: bool = True, force: bool = False) -> RunDir:
+    """One probe: data (planted flips) → fine-tune → gradients → every configuration scored."""
+    pr = RunDir(probe_dir)
+    with pr.guard(), pr.locked():
+        DataStage(pr).run(data, force=force, progress=progress)
+        FinetuneStage(pr).run(model, train, force=force, progress=progress, device=device)
+        GradsStage(pr).run(grads, force=force, progress=progress, device=device)
+        ScoreStage(pr).run(score, force=force, progress=progress)
+    return pr
+
+
+def probe_rows(probe: RunDir, seed: int) -> pd.DataFrame:
+    """Planted-flip metrics of every scored configuration of one probe (a row per configuration)."""
+    planted = load_data(probe).train["noisy"].to_numpy(bool)
+    probe.require(SCORES)
+    aggregated = ScoreStage(probe).aggregated()
+    rows = []
+    for col in (c for c in aggregated.columns if c != "idx"):
+        method, group, aggregator = col.split("/", 2)
+        rows.append({"seed": int(seed), "method": method, "group": group, "aggregator": aggregator,
+                     **planted_metrics(aggregated[col].to_numpy(), planted)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- the noise stage
+
+
+def fold_ids(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Stratified fold id (0..folds−1) of every training example, seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    out = np.full(len(labels), -1, dtype=np.int64)
+    for f, (_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(labels, labels)):
+        out[held] = f
+    return out
+
+
+def held_out_probs(fold_dir: Path, prepared, rows: np.ndarray, device: str, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of ``prepared.train`` rows by the best checkpoint of the fold run ``fold_dir``."""
+    import torch
+
+    loaded, _, model_cfg = load_finetuned(fold_dir, "best", device=device)
+    enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)["train"]
+    model = loaded.model.eval()
+    dev = next(model.parameters()).device
+    logits = []
+    with torch.no_grad():
+        for batch in enc.batches(batch_size, rows=rows):
+            inputs = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+            logits.append(model(**inputs).logits.float().cpu().numpy())
+    return softmax(np.concatenate(logits))
+
+
+class NoiseStage(StageBase):
+    """OUT/noise: out-of-sample probabilities of the training set (from the fold runs) and the estimate."""
+
+    name = NOISE
+    upstream = (DATA,)
+    artifacts = (NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE)
+
+    def __init__(self, run_dir, fold_dirs=(), fold_of: np.ndarray | None = None):
+        super().__init__(run_dir)
+        self.fold_dirs, self.fold_of = [Path(p) for p in fold_dirs], fold_of
+
+    def check_upstream(self) -> dict[str, str]:
+        inputs = super().check_upstream()
+        for p in self.fold_dirs:
+            inputs[str((RunDir(p).stage_path(FINETUNE)).resolve())] = RunDir(p).fingerprint(FINETUNE)
+        return inputs
+
+    def key(self, n_boot: int) -> dict:
+        return {"folds": len(self.fold_dirs), "n_boot": int(n_boot)}
+
+    def compute(self, st, n_boot: int, *, progress=True, device="cpu") -> dict:
+        prepared = load_data(self.run_dir)
+        labels = prepared.train["label"].to_numpy(np.int64)
+        probs = np.full((len(labels), prepared.num_classes), np.nan)
+        for f, fold_dir in enumerate(self.fold_dirs):
+            held = np.flatnonzero(self.fold_of == f)
+            probs[held] = held_out_probs(fold_dir, prepared, held, device)
+        est = estimate_noise_rate(probs, labels, n_boot=n_boot, seed=int(prepared.meta.get("seed", 0)))
+        est.extra = {"folds": len(self.fold_dirs), "accuracy_vs_given_labels": float((probs.argmax(1) == labels).mean()),
+                     "majority_share": float(np.bincount(labels).max() / len(labels))}
+        np.save(st.out(NOISE_PROBS_FILE), probs.astype(np.float32))
+        np.save(st.out(NOISE_FOLDS_FILE), self.fold_of)
+        atomic_write_json(st.out(NOISE_ESTIMATE_FILE), est.to_dict())
+        return {"rate": est.rate, "low": est.low, "high": est.high, "folds": len(self.fold_dirs)}
+
+    def load(self) -> NoiseEstimate:
+        return NoiseEstimate(**json.loads((self.path / NOISE_ESTIMATE_FILE).read_text(encoding="utf-8")))
+
+
+def run_noise(out: RunDir, base, data: DataConfig, model: ModelConfig, train: TrainConfig, folds: int, *,
+              device: str, progress: bool = True, force: bool = False, n_boot: int = N_BOOT) -> NoiseEstimate:
+    """Cross-fitting (one fold run per fold under OUT/probes/fold<k>/) and the noise stage."""
+    src = out.root / PROBES_DIR / SOURCE_DIR
+    dev_file = write_source(base, None, src / "dev.jsonl", "dev")
+    fold_of = fold_ids(base.train["label"].to_numpy(np.int64), folds, data.seed)
+    fold_dirs = []
+    for f in range(folds):
+        train_file = write_source(base, np.flatnonzero(fold_of != f), src / f"fold{f}.jsonl")
+        fold_dir = out.root / PROBES_DIR / f"fold{f}"
+        fr = RunDir(fold_dir)
+        with fr.guard(), fr.locked():
+            DataStage(fr).run(source_config(base, train_file, dev_file, noise_rate=0.0, seed=data.seed), force=force,
+                              progress=progress)
+            FinetuneStage(fr).run(model, train, force=force, progress=progress, device=device)
+        fold_dirs.append(fold_dir)
+    return NoiseStage(out, fold_dirs, fold_of).run(n_boot, force=force, progress=progress, device=device)
+
+
+def estimate_noise(out_dir, *, source: str, noise_folds: int = 2, progress: bool = True, force: bool = False,
+                   **options) -> NoiseEstimate:
+    """Only the advisor's noise-rate estimate (OUT/data, the fold runs, OUT/noise); options as for ``advise``."""
+    from layerinf.model import resolve_device
+
+    check_probe_args(0.1, 1, noise_folds)
+    if noise_folds < 2:
+        raise LayerinfError("estimate_noise needs noise_folds ≥ 2", "use noise_folds=2")
+    data, model, train, _, _, runtime, _ = _configs(source, options)
+    device = str(resolve_device(runtime.device))
+    check_size(_prepare_in_memory(data), MAX_PROBE_RATE, noise_folds)
+    out = RunDir(out_dir)
+    with out.guard(), out.locked():
+        base = DataStage(out).run(data, force=force, progress=progress)
+    with out.locked():
+        return run_noise(out, base, data, model, train, noise_folds, device=device, progress=progress, force=force)
+
+
+# ------------------------------------------------------------------------------------------ the advice
+
+
+class AdviseStage(StageBase):
+    """OUT/advise: the table over probes, the heat map, the recommendation and the page."""
+
+    name = ADVISE
+    artifacts = (table_file(ADVISE_TABLE), table_file(ADVISE_TABLE, "csv"), table_file(PROBE_TABLE),
+                 table_file(PROBE_TABLE, "csv"), HEATMAP_FILE, RECOMMENDATION_FILE, PAGE_FILE)
+
+    def __init__(self, run_dir, probe_dirs=(), *, with_noise: bool = False, context: dict | None = None):
+        super().__init__(run_dir)
+        self.probe_dirs, self.with_noise, self.context = [Path(p) for p in probe_dirs], with_noise, context or {}
+
+    def check_upstream(self) -> dict[str, str]:
+        inputs = {}
+        if self.with_noise:
+            self.run_dir.require(NOISE)
+            inputs[NOISE] = self.run_dir.fingerprint(NOISE)
+        for p in self.probe_dirs:
+            pr = RunDir(p)
+            for up in (DATA, SCORES):
+                pr.require(up)
+                inputs[str(pr.stage_path(up).resolve())] = pr.fingerprint(up)
+        return inputs
+
+    def key(self, cfg: AdviceConfig) -> dict:
+        return {"advice": cfg.to_dict(), "context": self.context}
+
+    def compute(self, st, cfg: AdviceConfig, *, progress=True, device="cpu") -> dict:
+        per_probe = pd.concat([probe_rows(RunDir(p), s) for p, s in zip(self.probe_dirs, cfg.seeds)],
+                              ignore_index=True)
+        table = summarize(per_probe, cfg.criterion, cfg.level)
+        noise = NoiseStage(self.run_dir).load() if self.with_noise else None
+        rec = recommend(table, per_probe, cfg, noise, self.context)
+        for name, df in ((ADVISE_TABLE, table), (PROBE_TABLE, per_probe)):
+            df.to_parquet(st.out(table_file(name)), index=False)
+            df.to_csv(st.out(table_file(name, "csv")), index=False)
+        png = render_heatmap(table, cfg.criterion, best=rec["best"]["key"], default=cfg.default_key)
+        atomic_write_bytes(st.out(HEATMAP_FILE), png)
+        atomic_write_json(st.out(RECOMMENDATION_FILE), rec)
+        atomic_write_bytes(st.out(PAGE_FILE), render_page(rec, table, per_probe, png).encode("utf-8"))
+        return {"best": rec["best"]["key"], "vote_kappa": rec["vote_kappa"], "configurations": int(len(table))}
+
+    def load(self) -> dict:
+        return json.loads((self.path / RECOMMENDATION_FILE).read_text(encoding="utf-8"))
+
+
+@dataclass
+class AdviseResult:
+    """What ``advise`` produced (files under ``folder``; ``recommendation`` is recommendation.json)."""
+
+    folder: Path
+    table: pd.DataFrame
+    per_probe: pd.DataFrame
+    recommendation: dict[str, Any]
+    noise: NoiseEstimate | None = None
+    probe_dirs: list[Path] = field(default_factory=list)
+
+    best = property(lambda self: self.recommendation["best"])
+    rank_config = property(lambda self: dict(self.recommendation["rank_config"]))
+    csv = property(lambda self: self.folder / table_file(ADVISE_TABLE, "csv"))
+    html = property(lambda self: self.folder / PAGE_FILE)
+    heatmap = property(lambda self: self.folder / HEATMAP_FILE)
+
+
+def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2,
+           kappa_factor: float = KAPPA_FACTOR, criterion: str = "ndr_30", progress: bool = True, force: bool = False,
+           echo: Callable[[str], None] | None = print, **options) -> AdviseResult:
+    """Which (method, layer group, aggregator) finds bad labels best on YOUR data, and Vote's κ for it.
+
+    For each of ``probes`` seeds, ``probe_rate`` ∈ (0, 0.5] of the training labels are flipped (planted; only
+    training examples, uniformly, whatever their label), a LoRA model is fine-tuned, per-sample gradients are
+    collected and every configuration of ``ScoreConfig`` is scored; NDR@10/30, AUC-NDR and ROC-AUC of the
+    planted flips (real noise counted as clean) are averaged over probes with a Student-t 95 % interval. The best
+    by ``criterion`` (default NDR@30; ties: AUC-NDR) is recommended with its paired margins over the runner-up
+    and over the paper's default (DataInf, second attention group, Vote). With ``noise_folds`` ≥ 2 the share of
+    wrong labels is estimated by confident learning on cross-fitted probabilities, and Vote's κ for the data is
+    ``clip(kappa_factor × rate, 0.05, 0.5)``.
+
+    Cost: the data are loaded once (OUT/data) and reused by every probe; each probe is one fine-tuning and one
+    gradient pass; scoring is cheap next to those; the noise estimate is ``noise_folds`` fine-tunings on
+    (folds − 1)/folds of the data. Finished stages are reused on a rerun.
+
+    Options: every field of DataConfig (not noise_rate), ModelConfig (``model=``), TrainConfig (``epochs``
+    default 3), GradsConfig, ScoreConfig and RuntimeConfig, by their usual names. Every argument, and the
+    training set's size against ``probe_rate`` (≥ 10 planted flips), is checked before anything is written.
+    Outputs in ``OUT/advise/``: table.csv|parquet, probes.csv|parquet, heatmap.png, recommendation.json,
+    index.html (docs/advisor.md).
+    """
+    from layerinf.data.noise import noise_count
+    from layerinf.model import num_layers_of, resolve_device
+    from layerinf.stages.rank import default_group
+
+    say = echo or (lambda _m: None)
+    probe_rate, probes, noise_folds, kappa_factor = check_probe_args(probe_rate, probes, noise_folds, kappa_factor,
+                                                                     criterion)
+    data, model, train, grads, score, runtime, given = _configs(source, options)
+    device = str(resolve_device(runtime.device))
+    num_layers = num_layers_of(model)
+    needs_we = _needs_we(score, num_layers)
+    if "include_we" not in given:  # word-embedding gradients (the costliest) only when a group uses them
+        grads = dataclasses.replace(grads, include_we=needs_we)
+    out = RunDir(out_dir)
+    if out.root.exists() and not out.root.is_dir():
+        raise LayerinfError(f"{out.root} is a file, not a folder", "choose another output path")
+    check_size(_prepare_in_memory(data), probe_rate, noise_folds)  # reads only: nothing written yet
+    seeds = probe_seeds(data.seed, probes)
+
+    with out.guard(), out.locked():
+        base = DataStage(out).run(data, force=force, progress=progress)
+    n = len(base.train)
+    say(f"[data] {n} training examples, {len(base.infl) + len(base.test)} dev examples; {probes} probe(s) × "
+        f"{noise_count(n, probe_rate)} planted flips ({probe_rate:.0%})")
+    with out.locked():
+        noise = None
+        if noise_folds:
+            noise = run_noise(out, base, data, model, train, noise_folds, device=device, progress=progress,
+                              force=force)
+            say(f"[noise] estimated share of wrong labels in your data: {noise} (confident learning, "
+                f"{noise_folds}-fold cross-fitted)")
+        src = out.root / PROBES_DIR / SOURCE_DIR
+        train_file, dev_file = write_source(base, None, src / "all.jsonl"), write_source(base, None, src / "dev.jsonl", "dev")
+        probe_dirs = []
+        for i, s in enumerate(seeds, 1):
+            pdir = out.root / PROBES_DIR / str(s)
+            run_probe(pdir, source_config(base, train_file, dev_file, noise_rate=probe_rate, seed=s), model, train,
+                      grads, score, device=device, progress=progress, force=force)
+            probe_dirs.append(pdir)
+            say(f"[probe {i}/{probes}] seed {s}: fine-tuned, gradients collected, every configuration scored")
+        cfg = AdviceConfig(probe_rate=probe_rate, seeds=tuple(seeds), criterion=criterion, kappa_factor=kappa_factor,
+                           vote_kappa=score.vote_kappa, default_key=f"datainf/{default_group(num_layers)}/vote")
+        context = {"model": model.name, "source": str(data.source), "n_train": n, "num_layers": int(num_layers)}
+        stage = AdviseStage(out, probe_dirs, with_noise=noise is not None, context=context)
+        rec = stage.run(cfg, force=force, progress=progress)
+    best = rec["best"][criterion]
+    ci = f" [{best['low']:.3f}, {best['high']:.3f}]" if best["low"] is not None else ""
+    say(f"[advise] best: {rec['best']['key']} (planted {criterion} {best['mean']:.3f}{ci}); Vote κ for your data "
+        f"{rec['vote_kappa']:.2f} → {stage.path / PAGE_FILE}")
+    return AdviseResult(folder=stage.path, table=pd.read_parquet(stage.path / table_file(ADVISE_TABLE)),
+                        per_probe=pd.read_parquet(stage.path / table_file(PROBE_TABLE)), recommendation=rec,
+                        noise=noise, probe_dirs=probe_dirs)
+
+
+def recommended_rank_config(advise_dir: str | os.PathLike) -> dict[str, Any]:
+    """``dict(method=, group=, aggregator=, vote_kappa=)`` of the advisor's pick, for ``suspects --config advised``.
+
+    ``advise_dir``: the advisor's output folder OUT (OUT/advise's checksums are verified) or OUT/advise itself.
+    """
+    path = Path(advise_dir)
+    hint = f"run `layerinf advise {path} --source YOUR_DATA` first"
+    if (path / ADVISE).is_dir():
+        path = RunDir(path).require(ADVISE, hint)
+    rec_file = path / RECOMMENDATION_FILE
+    if not rec_file.is_file():
+        raise LayerinfError(f"no advisor recommendation in {Path(advise_dir)} ({RECOMMENDATION_FILE} is absent)", hint)
+    try:
+        cfg = json.loads(rec_file.read_text(encoding="utf-8"))["rank_config"]
+        out = {"method": str(cfg["method"]), "group": str(cfg["group"]), "aggregator": str(cfg["aggregator"]),
+               "vote_kappa": float(cfg["vote_kappa"])}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        raise LayerinfError(f"{rec_file} is not a valid advisor recommendation",
+                            f"rerun `layerinf advise {Path(advise_dir)} --source YOUR_DATA --force`") from None
+    RankConfig(**out)  # the same checks as --method / --group / --aggregator / --vote-kappa
+    return out
+
+
+__all__ = ["ADVISE_DEFAULTS", "AdviseResult", "AdviseStage", "NoiseStage", "advise", "advise_options",
+           "check_probe_args", "estimate_noise", "min_train_size", "recommended_rank_config"]
