@@ -57,8 +57,9 @@ def ours(model, encoded, batch_size) -> None:
         pass
 
 
-def batch_of_one(model, encoded, specs) -> None:
-    """The per-sample baseline: one forward/backward per sample, same outputs (LoRA + head + row-sparse WE)."""
+def batch_of_one(model, encoded, specs, dev="cpu") -> None:
+    """The per-sample baseline: one forward/backward per sample, same outputs (LoRA + head + row-sparse WE),
+    copied back to the host as collection does (shared with bench_gpu.py)."""
     from layerinf.engine.batching import model_inputs
     from layerinf.engine.collect import row_sparse_rows
 
@@ -79,11 +80,13 @@ def batch_of_one(model, encoded, specs) -> None:
         for i in range(len(encoded)):
             box.clear()
             batch = encoded.collate(np.array([i]))
-            logits = model(**model_inputs(batch)).logits
-            loss = F.cross_entropy(logits.float(), batch["labels"])
+            inputs = {k: v.to(dev) for k, v in model_inputs(batch).items()}
+            logits = model(**inputs).logits
+            loss = F.cross_entropy(logits.float(), batch["labels"].to(dev))
             grads = torch.autograd.grad(loss, wanted + box)
-            [g.reshape(1, -1) for g in grads[:-1]]
-            row_sparse_rows(batch["input_ids"], batch["attention_mask"], grads[-1], vocab)
+            for g in grads[:-1]:
+                g.reshape(1, -1).cpu()
+            row_sparse_rows(inputs["input_ids"], inputs["attention_mask"], grads[-1].float(), vocab).rows.cpu()
     finally:
         handle.remove()
 

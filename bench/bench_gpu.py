@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_collect import batch_of_one  # noqa: E402  (same folder; one per-sample baseline for both benches)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -158,39 +160,6 @@ def collect(model, encoded, batch_size: int) -> None:
             g.cpu()
         if gb.we is not None:
             gb.we.rows.cpu()
-
-
-def batch_of_one(model, encoded, specs, dev) -> None:
-    """The per-sample baseline: one forward/backward per sample, same outputs (LoRA + head + row-sparse WE)."""
-    from layerinf.engine.batching import model_inputs
-    from layerinf.engine.collect import row_sparse_rows
-
-    params = dict(model.named_parameters())
-    wanted = [params[s.param_name] for s in specs if s.kind != "we"]
-    emb = model.get_input_embeddings()
-    vocab = emb.weight.shape[0]
-    box = []
-
-    def hook(_m, _a, out):
-        leaf = out.detach().requires_grad_(True)
-        box.append(leaf)
-        return leaf
-
-    handle = emb.register_forward_hook(hook)
-    model.eval()
-    try:
-        for i in range(len(encoded)):
-            box.clear()
-            batch = encoded.collate(np.array([i]))
-            inputs = {k: v.to(dev) for k, v in model_inputs(batch).items()}
-            logits = model(**inputs).logits
-            loss = F.cross_entropy(logits.float(), batch["labels"].to(dev))
-            grads = torch.autograd.grad(loss, wanted + box)
-            for g in grads[:-1]:
-                g.reshape(1, -1).cpu()
-            row_sparse_rows(inputs["input_ids"], inputs["attention_mask"], grads[-1].float(), vocab).rows.cpu()
-    finally:
-        handle.remove()
 
 
 def chunk_source(pool: list[np.ndarray], n: int):
