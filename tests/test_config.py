@@ -36,3 +36,17 @@ def test_unknown_override_and_missing_file(tmp_path):
 def test_learning_rate_defaults():
     assert default_lr("minilm") == 5e-3 and default_lr("smollm2-135m") == 1e-3
     assert default_lr("roberta-large") == 3e-4 and default_lr("shape:llama-3.2-1b") == 3e-4
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-sft.yaml", "sst2-minilm.yaml"])
+def test_shipped_example_configs_pass_the_pre_run_checks(name):
+    """What `layerinf demo` (and the README) run must get past `check_config` (model baselines such as
+    loss/-/- in filter.configs included)."""
+    from importlib import resources
+
+    from layerinf.config import ExperimentConfig
+    from layerinf.workflows.run import check_config
+
+    cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / name))
+    check_config(cfg)
+    assert any(k.startswith("loss/") for k in cfg.filter.configs or []) or name == "sst2-minilm.yaml"

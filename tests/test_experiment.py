@@ -130,3 +130,80 @@ def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
     li.run(ExperimentConfig.from_dict(raw).with_overrides({"train.lr": 1e-3}), out, progress=False, echo=None)
     second = {p.name for p in (out / "retrain").glob("*.json")}
     assert len(second) == 4 and first < second  # new recipe → new retrainings, old ones untouched
+
+
+def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, tmp_path_factory, monkeypatch):
+    """filter.repeats: 2 adds one retraining per kept subset with train_seed + 1; repeat 0 is the R = 1 result
+    (its record reused), the table gets `repeat` / `train_seed` columns, and the report averages the repeats."""
+    import shutil
+
+    import numpy as np
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run(tmp_path_factory), run)
+    real_fit = train_mod.fit
+    seeds = []
+
+    def counting_fit(*args, **kwargs):
+        if kwargs.get("rows") is not None:
+            seeds.append(kwargs["seed"])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "fit", counting_fit)
+    one = li.run(ExperimentConfig.from_dict(SMALL), run, progress=False, echo=None)
+    assert len(one) == 4 and "repeat" not in one.columns and "train_seed" not in one.columns
+    assert len(seeds) == 4 and len(set(seeds)) == 1
+    seed0 = seeds[0]
+    seeds.clear()
+    two_cfg = ExperimentConfig.from_dict({**SMALL, "filter": {**SMALL["filter"], "repeats": 2}})
+    two = li.run(two_cfg, run, progress=False, echo=None)
+    assert seeds == [seed0 + 1] * 4  # only the new repeats are trained; repeat 0 reuses the R = 1 records
+    assert len(two) == 8 and sorted(set(two["repeat"])) == [0, 1]
+    assert set(two.loc[two["repeat"] == 1, "train_seed"]) == {seed0 + 1}
+    first = two[two["repeat"] == 0].drop(columns=["repeat", "train_seed"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, one, check_exact=True)
+    assert len(list((run / "retrain").glob("*.json"))) == 8
+    seeds.clear()
+    li.run(two_cfg, run, progress=False, echo=None)
+    assert seeds == []  # a rerun trains nothing
+
+    import importlib
+
+    rp = importlib.import_module("layerinf.report")  # the subpackage (``li.report`` is the API function)
+    html = rp.report(run, bootstrap=200)
+    conf = pd.read_csv(html.parent / "tables" / "configurations.csv")
+    assert set(conf["retrainings"]) == {2} and set(conf["runs"]) == {1}
+    for r in conf.itertuples():
+        sel = two[(two["method"] == r.method) & (two["group"] == r.group) & (two["aggregator"] == r.aggregator)]
+        if not r.collapsed:
+            assert r.best_accuracy_mean == pytest.approx(sel["best_accuracy"].mean())
+    infl = conf[conf["kind"] == "influence"].iloc[0]
+    assert infl["ndr_30_lo"] <= infl["ndr_30_mean"] <= infl["ndr_30_hi"]
+    assert np.isfinite(conf.loc[conf["method"] == "random", "ndr_30_lo"]).all()
+    head = html.read_text().split("How to read this report")[0]
+    assert "t-interval of the mean over 2 retraining seeds" in head and "bootstrap interval" in head
+
+
+def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, tmp_path_factory, monkeypatch):
+    import shutil
+
+    from layerinf.stages.evaluate import EvalStage
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run(tmp_path_factory), run)
+    cfg = ExperimentConfig.from_dict(SMALL)
+    stage = EvalStage(run, gradient_checkpointing=True)
+    plan, _, _ = stage.plan(cfg.filter, cfg.model, cfg.train)
+    tasks = stage.retrain_tasks(plan, cfg.model, cfg.train, device="cpu")
+    assert len(tasks) == 4 and all(t["args"][-1] is True for t in tasks)
+    seen = {}
+
+    def fake_fit(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt("stop")
+
+    monkeypatch.setattr(train_mod, "fit", fake_fit)
+    with pytest.raises(KeyboardInterrupt):
+        tasks[0]["fn"](*tasks[0]["args"])
+    assert seen["gradient_checkpointing"] is True
+    assert EvalStage(run).retrain_tasks(plan, cfg.model, cfg.train, device="cpu")[0]["args"][-1] is False

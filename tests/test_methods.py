@@ -126,6 +126,44 @@ def test_e8_tracin_cp():
         M.tracin_cp(ckpts, [0.1])
 
 
+E8_V = [np.array([[2.0, 1.0]]), np.array([[1.0, -1.0]])]
+E8_G = [np.array([[1.0, 0.0]]), np.array([[0.5, 0.5]])]
+
+
+def test_e8_tracin_cp_through_the_registry():
+    """E8 as the score stage computes it: the registered ``tracin_cp`` (lists of V_c, G_c; ``lrs=``)."""
+    from layerinf.influence import registry as R
+
+    spec = R.method("TracIn_CP")
+    assert spec.checkpoints and spec.applies("we", 10**9, 100_000) and spec.applies("cl", 10, 100_000)
+    np.testing.assert_allclose(spec.score_dense(E8_V, E8_G, lrs=[0.1, 0.05]), [[0.2]], atol=ATOL)
+    S = M.score_module("tracin_cp", E8_V, [iter([g]) for g in E8_G], 1, lrs=[0.1, 0.05], chunk_rows=1)
+    np.testing.assert_allclose(S, [[0.2]], atol=ATOL)
+    # each checkpoint alone: its own η·TracIn
+    np.testing.assert_allclose(spec.score_dense(E8_V[1:], E8_G[1:], lrs=[0.05]), [[0.0]], atol=ATOL)
+    for bad in ([0.1], None, [0.1, float("nan")]):
+        with pytest.raises(LayerinfError):
+            spec.score_dense(E8_V, E8_G, lrs=bad)
+    with pytest.raises(LayerinfError):
+        spec.score_dense(E8_V[0], E8_G[0], lrs=[0.1])  # one array, not a list per checkpoint
+
+
+def test_tracin_cp_on_word_embeddings_is_the_lr_weighted_sum_of_tracin_we():
+    from layerinf.influence import registry as R
+
+    rng = np.random.RandomState(5)
+
+    def block(n, h=3, vocab=9):
+        counts = rng.randint(1, 4, size=n)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        tokens = np.concatenate([np.sort(rng.choice(vocab, c, replace=False)) for c in counts]).astype(np.int64)
+        return indptr, tokens, rng.randn(int(indptr[-1]), h)
+
+    Vs, Gs, lrs = [block(3), block(3)], [block(5), block(5)], [0.3, 0.02]
+    ref = sum(lr * M.tracin_we(V, G, 5) for V, G, lr in zip(Vs, Gs, lrs))
+    np.testing.assert_allclose(R.method("tracin_cp").score_we(Vs, Gs, 5, lrs=lrs), ref, rtol=1e-6, atol=1e-7)
+
+
 def test_tracin_cp_matches_loop_over_checkpoints():
     rng = np.random.RandomState(3)
     ckpts = [(rng.randn(4, 6), rng.randn(9, 6)) for _ in range(3)]
@@ -431,15 +469,19 @@ def test_cosine_we_counts_a_rounding_noise_sample_as_zero():
 def test_method_registry_holds_the_paper_methods():
     from layerinf.influence import registry as R
 
-    assert list(R.METHODS) == ["tracin", "cosine", "datainf"]
-    assert [s.title for s in R.METHODS.values()] == ["TracIn", "Cosine", "DataInf"]
+    assert list(R.METHODS) == ["tracin", "cosine", "datainf", "tracin_cp"]
+    assert [s.title for s in R.METHODS.values()] == ["TracIn", "Cosine", "DataInf", "TracInCP"]
     assert all(s.help and "\n" not in s.help for s in R.METHODS.values())
     assert R.method("DataInf") is R.METHODS["datainf"]
     assert R.METHODS["tracin"].score_we is M.tracin_we and R.METHODS["cosine"].score_we is M.cosine_we
     assert R.METHODS["datainf"].score_we is None
+    assert [name for name, s in R.METHODS.items() if s.checkpoints] == ["tracin_cp"]
     V, G = random_blocks(35)
     for name in R.METHODS:
-        np.testing.assert_array_equal(R.METHODS[name].score_dense(V, G), M.score_module(name, V, G))
+        if not R.METHODS[name].checkpoints:
+            np.testing.assert_array_equal(R.METHODS[name].score_dense(V, G), M.score_module(name, V, G))
+    np.testing.assert_array_equal(R.METHODS["tracin_cp"].score_dense([V], [G], lrs=[1.0]),
+                                  M.score_module("tracin_cp", [V], [G], lrs=[1.0]))
     tr, di = R.METHODS["tracin"], R.METHODS["datainf"]
     assert tr.applies("we", 10**9, 100_000) and tr.applies("query_A", 4096, 100_000)
     assert not di.applies("we", 10, 100_000) and di.applies("value_B", 4096, 100_000)
@@ -452,10 +494,10 @@ def test_unknown_method_names_the_choices_and_a_close_match():
     with pytest.raises(LayerinfError) as err:
         R.method("cosin")
     assert err.value.problem == "unknown method 'cosin'"
-    assert err.value.fix.startswith("use one of tracin, cosine, datainf") and "did you mean 'cosine'" in err.value.fix
+    assert err.value.fix.startswith("use one of tracin, cosine, datainf, tracin_cp") and "did you mean 'cosine'" in err.value.fix
     with pytest.raises(LayerinfError) as err:
         M.score_module("zzz", V1, G1)
-    assert str(err.value) == "unknown method 'zzz' — use one of tracin, cosine, datainf"
+    assert str(err.value) == "unknown method 'zzz' — use one of tracin, cosine, datainf, tracin_cp"
 
 
 def test_a_registered_method_works_end_to_end():

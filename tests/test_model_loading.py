@@ -89,3 +89,49 @@ def test_loaded_model_records_config_and_device():
     a = next(s for s in inventory(lm.model) if s.name == "L01.value.A")
     assert a.shape == (2, 64)
     assert np.isclose(lm.model.peft_config["default"].lora_alpha, 8)
+
+
+# --------------------------------------------------------------------------------------- quantisation (bnb)
+
+
+def test_quantization_is_refused_off_cuda_and_without_bitsandbytes(monkeypatch):
+    """8bit / 4bit need CUDA and bitsandbytes: one clear error naming the fix, before any weights are read."""
+    import importlib.util
+
+    from layerinf.errors import LayerinfError
+    from layerinf.model import check_quantization
+
+    assert check_quantization("none", "cpu") == "none" and check_quantization(None, "cpu") == "none"
+    for q in ("8bit", "4bit"):
+        with pytest.raises(LayerinfError) as err:
+            check_quantization(q, "cpu")
+        assert "needs a CUDA GPU" in err.value.problem and "--device cuda" in err.value.fix
+        assert "layerinf[quant]" in err.value.fix
+        with pytest.raises(LayerinfError, match="needs a CUDA GPU"):
+            load_classifier(ModelConfig(name="minilm", quantization=q), 2, device="cpu")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(LayerinfError) as err:
+        check_quantization("8bit", torch.device("cuda"))  # a CUDA device named, bitsandbytes missing
+    assert "bitsandbytes" in err.value.problem and "pip install 'layerinf[quant]'" in err.value.fix
+    with pytest.raises(LayerinfError, match="unknown quantization"):
+        check_quantization("2bit", "cpu")
+
+
+def test_bitsandbytes_configs():
+    """8bit: LLM.int8; 4bit: NF4 with bfloat16 compute; the head is never quantised (no GPU needed to build)."""
+    from layerinf.model.loading import _bnb_config, is_quantized
+
+    c8, c4 = _bnb_config("8bit"), _bnb_config("4bit")
+    assert c8.load_in_8bit and not c8.load_in_4bit
+    assert c4.load_in_4bit and c4.bnb_4bit_quant_type == "nf4" and c4.bnb_4bit_compute_dtype == torch.bfloat16
+    assert set(c8.llm_int8_skip_modules) == set(c4.llm_int8_skip_modules) == {"classifier", "score"}
+    assert not is_quantized(load_classifier(ModelConfig(name="shape:tiny-bert"), 2).model)
+
+
+def test_quantized_shape_model_is_refused():
+    from layerinf.errors import LayerinfError
+    from layerinf.model.loading import load_base_model
+
+    with pytest.raises(LayerinfError, match="shape model"):
+        load_base_model("shape:tiny-bert", 2, quantization="8bit", device="cpu")

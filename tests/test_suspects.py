@@ -294,3 +294,203 @@ def test_a_bad_adapter_is_refused_before_the_data_are_prepared(tmp_path, kind, m
     with pytest.raises(LayerinfError, match=match):
         find_suspects(tmp_path / "out", source="demo", adapter=adapter, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------- cross-fitting
+
+TINY = dict(epochs=1, batch_size=16, max_length=24, progress=False)
+
+
+def _user_csv(path, n: int, seed: int = 3):
+    """n demo training rows (half per class, shuffled) as a user's CSV with an extra column; returns the frame."""
+    raw = load_demo()
+    rng = np.random.default_rng(seed)
+    rows = raw.train.iloc[rng.permutation(_pick(raw.train["label"].to_numpy(), n, rng))].reset_index(drop=True)
+    df = pd.DataFrame({"id": np.arange(1000, 1000 + n), "review": rows["text"],
+                       "sentiment": [DEMO_LABELS[i] for i in rows["label"]]})
+    df.to_csv(path, index=False)
+    return df
+
+
+def _stage_times(out):
+    """`started` of every finished stage under out (the combined ranking and every fold's stages)."""
+    runs = [RunDir(out)] + [RunDir(p) for p in sorted((out / "folds").iterdir())]
+    return {(str(r.root), s): r.stage_info(s)["started"] for r in runs for s in ("data", "finetune", "grads", "suspects")
+            if r.is_finished(s, verify=False)}
+
+
+def _check_every_row_once(folder, df):
+    """suspects.csv ranks each row of the user's file exactly once, with its text and label by source_idx."""
+    csv = pd.read_csv(folder / "suspects.csv", keep_default_na=False)
+    assert len(csv) == len(df) and sorted(csv["source_idx"]) == list(range(len(df)))
+    assert csv["rank"].tolist() == list(range(1, len(df) + 1))
+    by_row = csv.sort_values("source_idx").reset_index(drop=True)
+    assert by_row["text"].tolist() == df["review"].tolist()  # row by row against the input file
+    assert by_row["given_label"].tolist() == df["sentiment"].tolist()
+    return csv
+
+
+@pytest.fixture(scope="module")
+def crossfit(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crossfit")
+    df = _user_csv(folder / "mine.csv", 48)
+    out = folder / "out"
+    t0 = time.time()
+    res = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    print(f"\ncross-fitted suspects (48 rows, 3 folds, 1 epoch): {time.time() - t0:.1f}s")
+    return folder, out, df, res
+
+
+def test_crossfit_ranks_every_row_once(crossfit):
+    _, out, df, res = crossfit
+    csv = _check_every_row_once(out / "suspects", df)
+    assert res.n == 48 and res.coverage["how"] == "crossfit" and res.coverage["folds"] == 3
+    assert res.coverage["ranked"] == res.coverage["rows"] == 48
+    assert res.coverage_text.startswith("48 of 48 rows ranked, cross-fitted over 3 folds")
+    assert csv["score"].between(0, 1).all() and np.all(np.diff(csv["score"]) >= 0)
+    assert csv["probability"].between(0, 1).all() and csv["suspect"].sum() == int(0.3 * 48)
+    page = (out / "suspects" / "index.html").read_text()
+    assert "48 of 48 rows ranked, cross-fitted over 3 folds" in page and "<th" in page and "source_idx</th>" in page
+    first = csv.iloc[0]
+    assert f'<td class="num">{first["rank"]}</td><td class="num">{first["source_idx"]}</td>' in page
+    summary = json.loads((out / "suspects" / "summary.json").read_text())
+    assert summary["coverage"]["ranked"] == 48 and "percentile" in summary["rule"]
+
+
+def test_crossfit_folds_partition_the_rows(crossfit):
+    """Fold k trains on the other folds and validates on fold k; every row is a training row of 2 fits."""
+    _, out, df, _ = crossfit
+    from layerinf.stages.data import load_data
+
+    held, trained = [], np.zeros(len(df), int)
+    for k in range(3):
+        prepared = load_data(out / "folds" / f"fold-{k}")
+        infl = set(prepared.infl["source_idx"])
+        assert infl == set(prepared.test["source_idx"])  # the fold is the influence and the test set
+        assert not infl & set(prepared.train["source_idx"])
+        assert set(prepared.train["source_idx"]) | infl == set(range(len(df)))
+        assert prepared.train["text"].tolist() == df["review"].iloc[prepared.train["source_idx"]].tolist()
+        held.append(infl)
+        trained[prepared.train["source_idx"].to_numpy()] += 1
+    assert set().union(*held) == set(range(len(df))) and sum(map(len, held)) == len(df)
+    assert (trained == 2).all()
+    counts = [np.bincount(load_data(out / "folds" / f"fold-{k}").infl["label"]) for k in range(3)]
+    assert all(abs(int(c[0]) - int(c[1])) <= 1 for c in counts)  # stratified
+
+
+def test_crossfit_score_is_the_mean_within_fit_percentile(crossfit):
+    from scipy.stats import rankdata
+
+    from layerinf.stages.data import load_data
+
+    _, out, df, res = crossfit
+    key = res.config_key
+    total, count = np.zeros(len(df)), np.zeros(len(df))
+    for k in range(3):
+        fold = out / "folds" / f"fold-{k}"
+        scores = pd.read_parquet(fold / "suspects" / "scores.parquet").sort_values("idx")[key].to_numpy()
+        rows = load_data(fold).train["source_idx"].to_numpy()
+        total[rows] += (rankdata(scores) - 1) / (len(scores) - 1)
+        count[rows] += 1
+    want = total / count
+    t = res.table
+    assert np.allclose(t["score"].to_numpy(), want[t["source_idx"].to_numpy()])
+
+
+def test_crossfit_rerun_reuses_every_fold(crossfit):
+    folder, out, df, res = crossfit
+    before = _stage_times(out)
+    assert len(before) == 1 + 3 * 4  # the combined ranking, and data/finetune/grads/suspects per fold
+    t0 = time.time()
+    again = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    assert _stage_times(out) == before  # nothing retrained, nothing recomputed
+    assert time.time() - t0 < 30
+    assert again.table["source_idx"].tolist() == res.table["source_idx"].tolist()
+
+
+def test_crossfit_resumes_after_a_lost_fold(crossfit, tmp_path):
+    """A fold that is gone (e.g. killed) is redone alone; the finished folds are reused."""
+    folder, out, _, _ = crossfit
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "folds" / "fold-2")
+    before = {k: v for k, v in _stage_times(copy).items() if "fold-2" not in k[0] and k[0] != str(copy)}
+    find_suspects(copy, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    after = _stage_times(copy)
+    assert {k: after[k] for k in before} == before and any("fold-2" in k[0] for k in after)
+
+
+def test_one_fold_says_how_many_rows_were_not_ranked(crossfit, tmp_path):
+    folder, _, df, _ = crossfit
+    res = find_suspects(tmp_path / "one", source=str(folder / "mine.csv"), text_column="review",
+                        label_column="sentiment", folds=1, **TINY)
+    assert res.coverage["how"] == "carved" and res.coverage["rows"] == len(df)
+    left = len(df) - res.n
+    assert left > 0 and f"{res.n} of {len(df)} rows ranked by one fit; {left} rows were NOT ranked" in res.coverage_text
+    assert "NOT ranked" in (tmp_path / "one" / "suspects" / "index.html").read_text()
+    assert not (tmp_path / "one" / "folds").exists()
+
+
+def test_dev_source_ranks_every_training_row_in_one_fit(user_result):
+    _, res, _ = user_result
+    assert res.coverage["how"] == "dev_source" and res.coverage["ranked"] == res.coverage["rows"] == N_TRAIN
+    assert res.coverage_text.startswith(f"{N_TRAIN} of {N_TRAIN} rows ranked by one fit")
+
+
+def test_too_many_folds_for_a_class_is_refused_before_anything_is_written(tmp_path):
+    df = _user_csv(tmp_path / "few.csv", 12)
+    with pytest.raises(LayerinfError, match="too few for folds=7"):
+        find_suspects(tmp_path / "x", source=str(tmp_path / "few.csv"), text_column="review", label_column="sentiment",
+                      folds=7, **TINY)
+    assert not (tmp_path / "x").exists() and len(df) == 12
+
+
+def test_cli_health_warning_and_coverage(tmp_path, capsys):
+    """lr 1e-9: no useful step, so the model has not learned; the console and the page say so."""
+    from layerinf.cli import main
+
+    _user_csv(tmp_path / "mine.csv", 32)
+    out = tmp_path / "out"
+    try:
+        main(["suspects", str(out), "--source", str(tmp_path / "mine.csv"), "--text-column", "review",
+              "--label-column", "sentiment", "--lr", "1e-9", "--epochs", "1", "--max-length", "24",
+              "--batch-size", "16", "--folds", "2"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "WARNING" in text and "not clearly learned" in text
+    assert "32 of 32 rows ranked, cross-fitted over 2 folds" in text
+    page = (out / "suspects" / "index.html").read_text()
+    assert 'class="box warn"' in page and "not clearly learned" in " ".join(page.split())
+    from layerinf.stages.rank import load_result
+
+    res = load_result(out / "suspects")  # the result object carries them too
+    assert res.health and all("not clearly learned" in w for w in res.health)
+
+
+def test_cli_suspects_has_the_cost_knobs(capsys):
+    from layerinf.cli import main
+
+    try:
+        main(["suspects", "--help"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    text = capsys.readouterr().out
+    for flag in ("--max-train", "--max-length", "--batch-size", "--lr", "--device", "--folds", "--epochs",
+                 "--dev-source", "--run-dir"):
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), flag
+
+
+@pytest.mark.slow
+def test_500_row_csv_ranks_500_rows_and_the_page_shows_source_idx(tmp_path):
+    df = _user_csv(tmp_path / "big.csv", 500, seed=11)
+    t0 = time.time()
+    res = find_suspects(tmp_path / "out", source=str(tmp_path / "big.csv"), text_column="review",
+                        label_column="sentiment", epochs=1, batch_size=32, max_length=24, progress=False)
+    print(f"\n500-row cross-fitted suspects: {time.time() - t0:.1f}s")
+    assert res.n == 500 and res.coverage_text.startswith("500 of 500 rows ranked, cross-fitted over 3 folds")
+    csv = _check_every_row_once(tmp_path / "out" / "suspects", df)
+    page = (tmp_path / "out" / "suspects" / "index.html").read_text()
+    assert "500 of 500 rows ranked" in page and "source_idx</th>" in page
+    for r in csv[csv["suspect"]].head(20).itertuples():
+        assert f'<td class="num">{r.rank}</td><td class="num">{r.source_idx}</td>' in page

@@ -9,7 +9,9 @@ from layerinf.errors import LayerinfError  # noqa: E402
 
 __all__ = ["LayerinfError", "__version__"]
 
-from layerinf.api import advise, finetune, grads, prepare, report, run, score, suspects, sweep  # noqa: E402
+from layerinf.api import (  # noqa: E402
+    advise, finetune, grads, health_warning, prepare, report, run, score, score_sets, suspects, sweep)
 from layerinf.config import ExperimentConfig  # noqa: E402
 
-__all__ += ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "advise", "ExperimentConfig"]
+__all__ += ["prepare", "finetune", "grads", "score", "score_sets", "run", "sweep", "report", "suspects", "advise",
+            "health_warning", "ExperimentConfig"]

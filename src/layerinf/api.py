@@ -36,13 +36,24 @@ def check_model(model: ModelConfig) -> None:
 
 
 def check_device(runtime: RuntimeConfig, model: ModelConfig | None = None) -> str:
-    """The resolved device (a clear error when it is not there), and the precision checked against it."""
+    """The resolved device (a clear error when it is not there), and the precision and quantisation checked
+    against it."""
     device = _device(runtime)
     if model is not None:
-        from layerinf.model import base_dtype
+        from layerinf.model import base_dtype, check_quantization
 
         base_dtype(model.precision, device)  # fp16 is refused on a CPU
+        check_quantization(model.quantization, device)  # bitsandbytes: CUDA only, and installed
     return device
+
+
+def _finetuned_model(run_dir) -> ModelConfig | None:
+    """The model section a run was fine-tuned with (None when unknown)."""
+    model = (RunDir(run_dir).stage_info(FINETUNE).get("summary") or {}).get("model")
+    try:
+        return ModelConfig(**model) if isinstance(model, dict) else None
+    except Exception:  # noqa: BLE001 — an older or foreign summary: the stage reports what is wrong
+        return None
 
 
 def require_upstream(run_dir, *stages: str) -> None:
@@ -73,16 +84,21 @@ def finetune(run_dir, *, force: bool = False, progress: bool = True, **options):
     from layerinf.stages.finetune import FinetuneStage
 
     with RunDir(run_dir).guard():
-        return FinetuneStage(run_dir).run(model, train, force=force, progress=progress, device=device)
+        return FinetuneStage(run_dir, gradient_checkpointing=runtime.gradient_checkpointing).run(
+            model, train, force=force, progress=progress, device=device)
 
 
 def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
-    """Per-sample gradients of the train and influence splits (options: ``GradsConfig``, ``device``)."""
+    """Per-sample gradients of the train and influence splits (options: ``GradsConfig``, ``device``;
+    ``tracin_checkpoints``: also at these checkpoints, for ``tracin_cp``)."""
     cfg, runtime = split_options(options, GradsConfig, RuntimeConfig, where="grads")
     check_writable_dir(run_dir)
     require_upstream(run_dir, DATA, FINETUNE)
-    device = _device(runtime)
-    from layerinf.stages.grads import GradsStage
+    model = _finetuned_model(run_dir)
+    device = check_device(runtime, model) if model is not None else _device(runtime)
+    from layerinf.stages.grads import GradsStage, check_tracin_checkpoints
+
+    check_tracin_checkpoints(cfg, run_dir)
 
     from layerinf.workflows.executor import make_executor
 
@@ -91,22 +107,47 @@ def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
     try:
         executor.start()
         with RunDir(run_dir).guard():
-            return GradsStage(run_dir, executor=executor, task_device=device).run(
+            return GradsStage(run_dir, executor=executor, task_device=device,
+                              gradient_checkpointing=runtime.gradient_checkpointing).run(
                 cfg, shards=runtime.grad_shards, force=force, progress=progress, device=device)
     finally:
         if owned:
             executor.close()
 
 
-def score(run_dir, *, force: bool = False, progress: bool = True, **options):
-    """Influence scores, aggregation and metrics (options: ``ScoreConfig``); returns the summary table."""
+def score(run_dir, *, force: bool = False, progress: bool = True, echo=print, **options):
+    """Influence scores, aggregation and metrics (options: ``ScoreConfig``); returns the summary table.
+
+    A finished score set with other options is kept (``RUN/score_sets/<hash>/``), never silently replaced; a
+    kept set with these options is made current again without recomputing (``force``: recomputed). ``echo``
+    (None: silent) gets what was kept or restored and one line naming the current set and the kept ones; the
+    table's ``attrs["score_set"]`` is the current set's hash (``score_sets(run_dir)`` lists them all)."""
     (cfg,) = split_options(options, ScoreConfig, where="score")
     check_writable_dir(run_dir)
     require_upstream(run_dir, DATA, GRADS)
+    from layerinf.stages.grads import check_tracin_request
     from layerinf.stages.score import ScoreStage
 
+    collected = ((RunDir(run_dir).stage_info(GRADS).get("config") or {}).get("grads") or {}).get("tracin_checkpoints")
+    check_tracin_request(cfg.methods, GradsConfig(tracin_checkpoints=collected or None))
+
+    say = echo or (lambda _msg: None)
     with RunDir(run_dir).guard():
-        return ScoreStage(run_dir).run(cfg, force=force, progress=progress)
+        table = ScoreStage(run_dir, echo=say).run(cfg, force=force, progress=progress)
+    from layerinf.store.score_sets import list_sets, summary_line
+
+    say(summary_line(list_sets(RunDir(run_dir))))
+    return table
+
+
+def score_sets(run_dir, *, verify: bool = False) -> list[dict]:
+    """The run's score sets: the current one (``scores/``, first) and the kept ones (``score_sets/<hash>/``,
+    newest first), each ``{"hash", "path", "current", "methods", "groups", "aggregators", "started", "fresh",
+    "intact", "config"}``. ``fresh``: made from the run's current data and gradients (only such a set is
+    restored by ``score``); ``verify``: check every file's checksum (``intact``; otherwise None)."""
+    from layerinf.store.score_sets import list_sets
+
+    return [s.as_dict() for s in list_sets(RunDir(run_dir), verify=verify)]
 
 
 def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool = True, echo=print):
@@ -176,8 +217,20 @@ def _sweep_guard(out):
         raise
 
 
-def report(path, *, out=None, tau: float = 0.75, include_self: bool = False) -> Path:
+def health_warning(run_dir) -> str | None:
+    """The warning of a run whose fine-tuned model has not clearly learned the task (beaten the majority class
+    on the influence and test sets, with a binomial interval), with what to change; None when it has."""
+    from layerinf.stages.finetune import health_warning as warning
+
+    return warning(run_dir)
+
+
+def report(path, *, out=None, tau: float = 0.75, include_self: bool = False, bootstrap: int = 1000,
+           bootstrap_seed: int = 0) -> Path:
     """Tables, figures and an HTML page for a run or sweep directory; returns the HTML path.
+
+    ``bootstrap``: resamples of the training examples for the 95 % intervals of NDR@30 and AUC (0: none);
+    ``bootstrap_seed`` seeds them.
 
     Every stage the report reads is verified first (checksums, up to date with its inputs): a corrupted or
     stale file is a clear error naming the command that redoes it, never a report of wrong numbers."""
@@ -188,6 +241,10 @@ def report(path, *, out=None, tau: float = 0.75, include_self: bool = False) -> 
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or not 0 <= tau <= 1:
         raise LayerinfError(f"tau = {tau!r} is out of range [0, 1]", "give the Pareto threshold τ as a win rate, "
                                                                    "e.g. --tau 0.75")
+    for name, value, lo in (("bootstrap", bootstrap, 0), ("bootstrap_seed", bootstrap_seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise LayerinfError(f"{name} = {value!r} must be a whole number ≥ {lo}",
+                                "e.g. --bootstrap 1000 (0 turns the intervals off)")
     check_report_input(path, out)
     import layerinf
     from layerinf.report import report as make_report
@@ -196,7 +253,8 @@ def report(path, *, out=None, tau: float = 0.75, include_self: bool = False) -> 
     # back, so that `li.report(...)` works a second time (the subpackage stays importable by its name)
     if getattr(layerinf, "report", None) is not report:
         layerinf.report = report
-    return make_report(path, out=out, tau=tau, include_self=include_self)
+    return make_report(path, out=out, tau=tau, include_self=include_self, bootstrap=bootstrap,
+                       bootstrap_seed=bootstrap_seed)
 
 
 def check_report_input(path, out=None) -> None:

@@ -165,11 +165,24 @@ def score(run_dir: Path, top: int = 20, force: bool = False, **kwargs):
     from layerinf.api import score as run_score
     from layerinf.terminal import print_table
 
-    table = run_score(run_dir, force=force, **given(score, kwargs))
+    notes: list[str] = []  # what was kept or restored, then "current score set: …; kept: …" (store/score_sets.py)
+    table = run_score(run_dir, force=force, echo=notes.append, **given(score, kwargs))
+    console = _console()
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    for note in notes[:-1]:
+        say(note)
     cols = [c for c in ("method", "group", "aggregator", "ndr_30", "precision_30", "auc_ndr", "roc_auc",
                         "cancellation") if c in table.columns]
+    from layerinf.api import health_warning
+
+    warning = health_warning(run_dir)
+    if warning:  # before and after the table: these scores come from a model that did not learn
+        say(f"WARNING: {warning}")
     print_table(table[cols].head(top), title="configurations by NDR@30 (random = 0.30; scores: higher = more helpful)")
-    _console().print(f"full table → {RunLayout(run_dir).scores(ext='csv')}", markup=False, highlight=False)
+    say(f"full table → {RunLayout(run_dir).scores(ext='csv')}")
+    say(notes[-1])
+    if warning:
+        say(f"WARNING: {warning}")
 
 
 def _parse_set(values: list[str]) -> dict:
@@ -189,6 +202,19 @@ def _parse_set(values: list[str]) -> dict:
     return out
 
 
+def _results_by_config(results):
+    """One row per retrained configuration, best first; with ``filter.repeats`` > 1 the accuracies are the
+    means over the repeats (column ``repeats``)."""
+    keys = ["method", "group", "aggregator"]
+    cols = keys + ["ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
+    if "repeat" in results.columns and results["repeat"].nunique() > 1:
+        grouped = results.groupby(keys, sort=False, dropna=False)
+        table = grouped[["ndr_30", "removed"]].first().join(
+            grouped[["best_accuracy", "accuracy_at_best_epoch"]].mean()).join(grouped.size().rename("repeats"))
+        results, cols = table.reset_index(), cols + ["repeats"]
+    return results.sort_values("best_accuracy", ascending=False, kind="stable")[cols]
+
+
 @command("run", [_arg("config", Path, "Experiment YAML (see examples/)."),
                  _opt("out", Optional[Path], None, "Run directory (default: runs/<name>)."),
                  _opt("set_", list[str], [], "Override a config field: --set data.seed=3 (repeatable).", "--set")],
@@ -206,9 +232,8 @@ def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), **kwargs
     console = _console()
     results = run_experiment(cfg, out, echo=lambda m: console.print(m, markup=False, highlight=False))
     if len(results):
-        cols = ["method", "group", "aggregator", "ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
-        shown = results.sort_values("best_accuracy", ascending=False, kind="stable")[cols]
-        print_table(shown, title="after removing the bottom and retraining (test accuracy; NDR@30 random = 0.30)")
+        print_table(_results_by_config(results),
+                    title="after removing the bottom and retraining (test accuracy; NDR@30 random = 0.30)")
     console.print(f"results → {RunLayout(out).results('csv')} · next: layerinf report {out}", markup=False,
                   highlight=False)
 
@@ -246,19 +271,24 @@ def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers
 @command("report", [_arg("path", Path, "A run or sweep directory."),
                     _opt("out", Optional[Path], None, "Output folder (default: PATH/report)."),
                     _opt("tau", float, 0.75, "Pareto threshold τ."),
-                    _opt("include_self", bool, False, "Win rate divides by |C| (the paper's code) instead of |C|-1.")])
-def report(path: Path, out: Optional[Path] = None, tau: float = 0.75, include_self: bool = False):
+                    _opt("include_self", bool, False, "Win rate divides by |C| (the paper's code) instead of |C|-1."),
+                    _opt("bootstrap", int, 1000, "Bootstrap resamples for the NDR@30 / AUC intervals (0: none)."),
+                    _opt("bootstrap_seed", int, 0, "Seed of the bootstrap resamples.")])
+def report(path: Path, out: Optional[Path] = None, tau: float = 0.75, include_self: bool = False,
+           bootstrap: int = 1000, bootstrap_seed: int = 0):
     """The paper's tables (win rate, Pareto rank, Spearman, Wilcoxon), figures and one HTML page."""
     from layerinf.api import report as make_report
 
-    html = make_report(path, out=out, tau=tau, include_self=include_self)
+    html = make_report(path, out=out, tau=tau, include_self=include_self, bootstrap=bootstrap,
+                       bootstrap_seed=bootstrap_seed)
     _console().print(f"report → {html}", markup=False, highlight=False)
 
 
 def _suspects_fixed() -> list[inspect.Parameter]:
     return [
         _arg("out", Path, "Output folder."),
-        _opt("run_dir", Optional[Path], None, "Reuse a layerinf run directory instead of --source.", "--run"),
+        _opt("run_dir", Optional[Path], None, "Reuse a layerinf run directory instead of --source.", "--run",
+             "--run-dir"),
         _opt("adapter", Optional[Path], None, "A trained adapter (layerinf .safetensors or PEFT folder); without "
              "it the model is fine-tuned first."),
         FORCE,
@@ -283,18 +313,24 @@ def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] 
                **given(suspects, kwargs, "source"))
     print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
     console = _console()
-    console.print(f"{res.n_suspects} of {res.n} training examples flagged by {res.method}/{res.group}/{res.aggregator}",
-                  markup=False, highlight=False)
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    for warning in res.health:
+        say(f"WARNING: {warning}")
+    say(res.coverage_text)
+    say(f"{res.n_suspects:,} of {res.n:,} ranked rows flagged by {res.method}/{res.group}/{res.aggregator}")
     if res.mask_known:
-        console.print(f"known noise mask: NDR@30 = {res.ndr_30:.3f} (random = 0.30), AUC-NDR = {res.auc_ndr:.3f}",
-                      markup=False, highlight=False)
-    console.print(f"all ranked examples → {res.csv}; page → {res.html}", markup=False, highlight=False)
+        say(f"known noise mask: NDR@30 = {res.ndr_30:.4g} (random = 0.3), AUC-NDR = {res.auc_ndr:.4g}")
+    say(f"all ranked rows → {res.csv}; page → {res.html}")
 
 
-@command("demo", [_opt("out", Path, Path("runs/demo"), "Run directory for the demo."),
-                  _opt("epochs", Optional[int], None, "Fine-tuning epochs (default: the demo config's 3).")])
-def demo(out: Path = Path("runs/demo"), epochs: Optional[int] = None):
-    """The embedded demo: noisy built-in reviews → MiniLM LoRA → gradients → scores → filter & retrain → report."""
+@command("demo", [_opt("out", Optional[Path], None, "Run directory (default: runs/demo, runs/demo-sft)."),
+                  _opt("epochs", Optional[int], None, "Fine-tuning epochs (default: the demo config's)."),
+                  _opt("sft", bool, False, "The instruction-tuning demo (examples/demo-sft.yaml: SmolLM2-135M-"
+                       "Instruct, loss on the response tokens)."),
+                  _opt("device", str, "auto", "auto | cpu | cuda | cuda:N | mps.")])
+def demo(out: Optional[Path] = None, epochs: Optional[int] = None, sft: bool = False, device: str = "auto"):
+    """The embedded demo: noisy built-in reviews → LoRA (MiniLM; --sft: SmolLM2 instruction tuning) → gradients →
+    scores → filter & retrain → report."""
     from importlib import resources
 
     import pandas as pd
@@ -304,21 +340,28 @@ def demo(out: Path = Path("runs/demo"), epochs: Optional[int] = None):
     from layerinf.config import ExperimentConfig
     from layerinf.terminal import print_table
 
-    cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / "demo.yaml"))
-    if epochs is not None:
-        cfg = cfg.with_overrides({"train.epochs": epochs})
+    name = "demo-sft.yaml" if sft else "demo.yaml"
+    cfg = ExperimentConfig.from_yaml(str(resources.files("layerinf") / "examples" / name))
+    cfg = cfg.with_overrides({"runtime.device": device, **({"train.epochs": epochs} if epochs is not None else {})})
+    out = out or Path("runs") / cfg.name
     console = _console()
     results = run_experiment(cfg, out, echo=lambda m: console.print(m, markup=False, highlight=False))
     layout = RunLayout(out)
     print_table(pd.read_parquet(layout.history()), title="fine-tuning on the noisy demo data (per epoch)")
     table = pd.read_parquet(layout.scores())
     cols = ["method", "group", "aggregator", "ndr_30", "auc_ndr", "cancellation"]
-    print_table(table[cols].head(12), title="best configurations by NDR@30 (random = 0.30)")
-    cols = ["method", "group", "aggregator", "ndr_30", "removed", "best_accuracy", "accuracy_at_best_epoch"]
-    print_table(results.sort_values("best_accuracy", ascending=False, kind="stable")[cols],
+    shown = table[cols] if sft else table[cols].head(12)  # the SFT demo lists every configuration
+    print_table(shown, title=f"{'every configuration' if sft else 'best configurations'} by NDR@30 (random = 0.30)")
+    print_table(_results_by_config(results),
                 title=f"remove the bottom {cfg.filter.fraction:.0%}, retrain from the same start: test accuracy")
     html = make_report(out)
     console.print(f"report: {html.resolve()}", markup=False, highlight=False)
+    from layerinf.store.layout import ANSWER_FILE
+
+    answer = html.parent / ANSWER_FILE  # the conclusion, last (the report's first screen)
+    if answer.is_file():
+        console.print("\nWhat this run found:\n" + answer.read_text(encoding="utf-8").strip(), markup=False,
+                      highlight=False, soft_wrap=True)
 
 
 def _advise_presets():

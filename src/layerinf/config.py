@@ -174,6 +174,16 @@ class DataConfig(Checked):
     max_dev: int | None = opt(1000, "Cap on dev examples, split 50/50 into influence and test sets.", lo=2)
     noise_rate: float = opt(0.2, "Fraction of training labels to flip, in [0, 1).", lo=0.0, hi=1.0, hi_open=True)
     seed: int = opt(0, "Seed for sampling, splitting and noise (and training, unless train_seed is set).", lo=0)
+    task_type: str = opt("auto", "classification | sft (instruction data: prompt/response or chat messages) | auto "
+                         "(sft for demo-sft, with --prompt/--response/--messages-column, or for a file with a "
+                         "response/output/completion/answer or messages/conversations column and no label column).",
+                         choices=("auto", "classification", "sft"))
+    prompt_column: str | None = opt(None, "SFT: prompt column (default prompt, or instruction plus input).")
+    response_column: str | None = opt(None, "SFT: response column (default response, or output).")
+    messages_column: str | None = opt(None, "SFT: chat messages column (the last turn, an assistant's, is the response).")
+    noise_kind: str = opt("auto", "SFT noise: label (the answer word becomes another class's) | swap (another "
+                          "example's response) | auto (label when the responses are a few class words).",
+                          choices=("auto", "label", "swap"))
 
 
 @dataclass(frozen=True)
@@ -185,10 +195,15 @@ class ModelConfig(Checked):
     lora_alpha: int = opt(4, "LoRA alpha.", lo=1)
     lora_dropout: float = opt(0.05, "LoRA dropout.", lo=0.0, hi=1.0, hi_open=True)
     lora_targets: list[str] | None = opt(None, "LoRA target modules (default: the query/value projections).")
-    max_length: int = opt(128, "Truncation length in tokens.", lo=1)
+    max_length: int = opt(128, "Truncation length in tokens (SFT: of the prompt, whose start is cut).", lo=1)
+    max_response_length: int = opt(128, "SFT: truncation length of the response in tokens (its end is cut).", lo=1)
+    chat_template: str = opt("auto", "SFT: format prompts with the tokenizer's chat template: auto (when it has one) "
+                             "| on | off (plain text).", choices=("auto", "on", "off"))
     precision: str = opt("fp32", "Frozen base weights: fp32 | bf16 | fp16 (LoRA and head stay fp32).",
                          choices=("fp32", "bf16", "fp16"))
     trust_remote_code: bool = opt(False, "Allow custom model code from the Hub.")
+    quantization: str = opt("none", "Frozen base weights quantised by bitsandbytes (CUDA; pip install "
+                            "'layerinf[quant]'): none | 8bit | 4bit.", choices=("none", "8bit", "4bit"))
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,8 @@ class TrainConfig(Checked):
     warmup: float = opt(0.1, "Warm-up fraction of the steps (cosine schedule).", lo=0.0, hi=1.0, hi_open=True)
     eval_batch_size: int = opt(64, "Batch size for evaluation passes.", lo=1)
     train_seed: int | None = opt(None, "Training seed (default: the data seed).", lo=0)
+    loss_reduction: str = opt("mean", "SFT: an example's loss is the mean (or sum) of its response tokens' losses.",
+                              choices=("mean", "sum"))
 
 
 @dataclass(frozen=True)
@@ -213,6 +230,8 @@ class GradsConfig(Checked):
                           choices=("float32", "float16", "bfloat16"))
     grad_batch_size: int = opt(32, "Samples per forward/backward when collecting gradients.", lo=1)
     include_we: bool = opt(True, "Also store row-sparse word-embedding gradients.")
+    tracin_checkpoints: list[str] | None = opt(None, "TracInCP: also collect gradients at these checkpoints (e.g. "
+                                               "init best last) for the tracin_cp method; none = off.")
 
 
 @dataclass(frozen=True)
@@ -252,6 +271,8 @@ class FilterConfig(Checked):
     retrain: bool = opt(True, "Retrain after filtering (the expensive part).")
     configs: list[str] | None = opt(None, "method/group/aggregator keys to retrain (default: every scored one).")
     baselines: list[str] = opt(help="Baselines to retrain.", factory=lambda: list(BASELINES), choices=BASELINES)
+    repeats: int = opt(1, "Retrain each kept subset with this many training seeds (train_seed, +1, …); the "
+                       "report shows the mean ± 95 % CI.", lo=1)
 
     def check(self) -> None:
         bad = [c for c in self.configs or [] if c.count("/") != 2]
@@ -272,6 +293,10 @@ class RankConfig(Checked):
                             lo=0.0, hi=1.0, lo_open=True)
     top: float = opt(0.30, "Fraction of the training set flagged as suspects, in (0, 1).",
                      lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    folds: int = opt(3, "Cross-fitting: the rows are cut into this many folds; each fold is once the validation set "
+                     "of a model fine-tuned on the others, so every row is ranked (1 = one carved-out dev set, "
+                     "whose rows are not ranked). Ignored with --dev-source, --run-dir, --adapter, or a source "
+                     "with its own dev part (demo, GLUE, hf: with a validation split).", lo=1)
 
 
 @dataclass(frozen=True)
@@ -286,6 +311,8 @@ class RuntimeConfig(Checked):
     num_gpus: float | None = opt(None, "GPUs per Ray task; a fraction lets tasks share a GPU (0.25: four).", lo=0.0)
     max_retries: int = opt(2, "Retries of a Ray task whose worker died.", lo=0)
     grad_shards: int = opt(1, "Split gradient collection of the training set into this many tasks.", lo=1)
+    gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass: less memory for large "
+                                       "models, slower, same results.")
 
     def check(self) -> None:
         """The device's spelling (whether it is there is checked when it is resolved, by torch)."""

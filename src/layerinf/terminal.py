@@ -27,10 +27,14 @@ def print_table(df: "pd.DataFrame", title: str | None = None, console=None) -> N
     # titles and headers are Text, never rich markup: a bracket in a model name or a column is printed as written
     table = Table(title=None if title is None else Text(str(title)), show_lines=False, title_justify="left")
     kinds = [df[c].dtype.kind for c in df.columns]
-    for col, kind in zip(df.columns, kinds):
+    cells = [[_cell(v, k) for v, k in zip(row, kinds)] for row in df.itertuples(index=False)]
+    for i, (col, kind) in enumerate(zip(df.columns, kinds)):
         numeric = kind in "fiu"
-        table.add_column(Text(str(col)), justify="right" if numeric else "left", no_wrap=numeric,
-                         overflow="fold", min_width=len(str(col)) if numeric else None)
-    for row in df.itertuples(index=False):
-        table.add_row(*[Text(_cell(v, k)) for v, k in zip(row, kinds)])
+        longest = max((len(r[i]) for r in cells), default=1)
+        # numbers are never cut and short labels (method, group names) never folded: long headers and long
+        # texts give way instead (a header wraps at "_" boundaries as rich pleases)
+        table.add_column(Text(str(col)), justify="right" if numeric else "left", overflow="fold",
+                         min_width=longest if numeric else min(longest, 14))
+    for row in cells:
+        table.add_row(*[Text(c) for c in row])
     console.print(table)

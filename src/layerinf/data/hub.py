@@ -149,8 +149,9 @@ def from_hf_dataset(
     return check_raw(RawData(train=train, dev=dev, label_names=names, task=task, source=where, info=info))
 
 
-def load_hf(spec: str, **options) -> RawData:
-    """Load ``hf:NAME[/CONFIG]`` with ``datasets.load_dataset`` (needs the network or a warm cache)."""
+def fetch_hf(spec: str):
+    """``(name, config, DatasetDict)`` of ``hf:NAME[/CONFIG]`` from ``datasets.load_dataset`` (needs the network
+    or a warm cache); anything that goes wrong is one clear line."""
     name, config = parse_hf(spec)
     try:
         import datasets
@@ -166,4 +167,10 @@ def load_hf(spec: str, **options) -> RawData:
         ) from None
     if not hasattr(dsd, "keys"):
         raise LayerinfError(f"{spec!r} did not return named splits", "use a dataset with train/validation splits")
+    return name, config, dsd
+
+
+def load_hf(spec: str, **options) -> RawData:
+    """Load ``hf:NAME[/CONFIG]`` with ``datasets.load_dataset`` (needs the network or a warm cache)."""
+    name, config, dsd = fetch_hf(spec)
     return from_hf_dataset(dsd, name=name, config=config, **options)

@@ -162,22 +162,45 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         raise
 
 
+def write_split_tables(data, folder: Path, columns: Sequence[str], fix: str) -> None:
+    """``<split>.parquet`` of each split of ``data`` (its ``columns``, each file atomically) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        df = getattr(data, name)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise LayerinfError(f"the {name} split lacks column(s) {missing}", fix)
+        _write_parquet(df[list(columns)], folder / split_file(name))
+
+
 def save_prepared(data: PreparedData, folder: str | os.PathLike) -> Path:
     """Write ``<split>.parquet`` per split and ``meta.json`` into ``folder`` (each file written atomically)."""
     from layerinf.store.rundir import atomic_write_json
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        df = getattr(data, name)
-        missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
-        if missing:
-            raise LayerinfError(f"the {name} split lacks column(s) {missing}",
-                                "build splits with layerinf.data.prepare")
-        _write_parquet(df[SPLIT_COLUMNS], folder / split_file(name))
+    write_split_tables(data, folder, SPLIT_COLUMNS, "build splits with layerinf.data.prepare")
     meta = {**data.meta, "label_names": list(data.label_names), "task": data.task, "format": FORMAT}
     atomic_write_json(folder / DATA_META_FILE, meta)
     return folder
+
+
+def read_split_tables(folder: Path, columns: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``<split>.parquet`` of every split in ``folder``, reduced to ``columns`` (a copy); a missing file, an
+    unreadable one or a missing column is a one-line error saying to redo ``prepare``."""
+    tables = {}
+    for name in SPLITS:
+        path = Path(folder) / split_file(name)
+        if not path.is_file():
+            raise LayerinfError(f"missing {path}", "rerun prepare with --force")
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - corrupt parquet
+            raise LayerinfError(f"cannot read {path}: {type(exc).__name__}", "rerun prepare with --force") from None
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise LayerinfError(f"{path} lacks column(s) {missing}", "rerun prepare with --force")
+        tables[name] = df[list(columns)].copy()
+    return tables
 
 
 def load_prepared(folder: str | os.PathLike) -> PreparedData:
@@ -196,18 +219,7 @@ def load_prepared(folder: str | os.PathLike) -> PreparedData:
         raise LayerinfError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object",
                             "rerun prepare with --force")
     tables = {}
-    for name in SPLITS:
-        path = folder / split_file(name)
-        if not path.is_file():
-            raise LayerinfError(f"missing {path}", "rerun prepare with --force")
-        try:
-            df = pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - corrupt parquet
-            raise LayerinfError(f"cannot read {path}: {type(exc).__name__}", "rerun prepare with --force") from None
-        missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
-        if missing:
-            raise LayerinfError(f"{path} lacks column(s) {missing}", "rerun prepare with --force")
-        df = df[SPLIT_COLUMNS].copy()
+    for name, df in read_split_tables(folder, SPLIT_COLUMNS).items():
         for col in ("idx", "source_idx", "label", "clean_label"):
             df[col] = df[col].astype(np.int64)
         df["noisy"] = df["noisy"].astype(bool)

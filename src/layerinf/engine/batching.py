@@ -35,7 +35,7 @@ class EncodedSplit:
         width = max(len(f["input_ids"]) for f in feats)
         batch: dict[str, torch.Tensor] = {}
         for key in feats[0]:
-            fill = self.pad_token_id if key == "input_ids" else 0
+            fill = self.pad_token_id if key == "input_ids" else -100 if key == "token_labels" else 0
             out = np.full((len(feats), width), fill, dtype=np.int64)
             for r, f in enumerate(feats):  # a batch-sized loop of array copies, not per-sample math
                 seq = f[key]

@@ -40,6 +40,7 @@ from torch import nn
 
 from layerinf.engine.batching import EncodedSplit, model_inputs
 from layerinf.engine.memory import free_memory, halve, is_oom
+from layerinf.engine.objectives import CLASSIFICATION, Objective
 from layerinf.errors import LayerinfError
 from layerinf.model import eval_mode, inventory
 from layerinf.spec import ModuleSpec
@@ -53,8 +54,8 @@ class GradBatch:
     rows: np.ndarray  # (b,) int64 positions in the EncodedSplit
     grads: dict[str, torch.Tensor]  # module name → (b, numel)
     we: WERows | None  # torch tensors, batch order
-    loss: torch.Tensor  # (b,) cross-entropy on each sample's own label
-    logits: torch.Tensor  # (b, C)
+    loss: torch.Tensor  # (b,) each sample's own loss (classification: cross-entropy on its label)
+    logits: torch.Tensor  # (b, C): the objective's summary (classification: the logits)
     labels: torch.Tensor  # (b,)
 
     def __len__(self) -> int:
@@ -118,9 +119,11 @@ def _per_sample_linear(x: torch.Tensor, gy: torch.Tensor, mask: torch.Tensor | N
 
 
 def _uses_last_token_head(model: nn.Module) -> bool:
-    """Decoder classifiers (HF ``…ForSequenceClassification`` with a ``score`` head, last-token pooling)."""
+    """Decoders: classifiers (HF ``…ForSequenceClassification`` with a ``score`` head, last-token pooling)
+    and causal LMs (an ``lm_head``)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return isinstance(getattr(inner, "score", None), nn.Module)
+    return isinstance(getattr(inner, "score", None), nn.Module) or isinstance(getattr(inner, "lm_head", None),
+                                                                             nn.Module)
 
 
 def forward_inputs(model: nn.Module, batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
@@ -207,6 +210,7 @@ def collect_gradients(
     rows: np.ndarray | None = None,
     sort_by_length: bool = True,
     check_finite: bool = True,
+    objective: Objective | None = None,
 ) -> Iterator[GradBatch]:
     """Yield per-sample gradients batch by batch (one forward + one backward each).
 
@@ -217,10 +221,12 @@ def collect_gradients(
 
     Out of device memory, the batch is retried from the same sample at half the size (logged; see
     ``engine.memory``), and the smaller size is kept; per-sample results do not depend on the batching.
-    A model with gradient checkpointing on (``model.set_gradient_checkpointing``) recomputes its layers in
+    ``objective`` (``engine.objectives``; default classification) defines each sample's loss, e.g. the
+    response loss of instruction data. A model with gradient checkpointing on (``model.set_gradient_checkpointing``) recomputes its layers in
     the backward pass here too; the hooks record the first forward only.
     """
     model = _unwrap(model)
+    objective = objective or CLASSIFICATION
     if specs is None:
         specs = inventory(model, include_we=include_we)
     we_spec = next((s for s in specs if s.kind == "we"), None) if include_we else None
@@ -260,10 +266,11 @@ def collect_gradients(
         we_out.clear()
         recording[0] = True
         try:
-            logits = model(**inputs).logits
+            extra = {k: v.to(device) for k, v in objective.forward_kwargs(batch).items()}
+            logits = model(**inputs, **extra).logits
         finally:
             recording[0] = False
-        loss = per_sample_loss(logits, labels)
+        loss = objective.per_sample(logits, batch)
         outputs = [y for n in targets for _, y in captured.get(n, ())]
         missing = [n for n in targets if n not in captured]
         if missing:
@@ -308,7 +315,7 @@ def collect_gradients(
             grads={s.name: grads[s.name] for s in dense},
             we=we,
             loss=loss.detach(),
-            logits=logits.detach(),
+            logits=objective.summary(logits, batch).detach(),
             labels=labels,
         )
 
@@ -351,9 +358,11 @@ def collect_gradients(
 
 
 @torch.no_grad()
-def predictions(model, encoded: EncodedSplit, batch_size: int = 64) -> np.ndarray:
-    """Logits (n × C, float32) in split order, eval mode, no gradients (out of memory: smaller batches)."""
+def predictions(model, encoded: EncodedSplit, batch_size: int = 64, objective: Objective | None = None) -> np.ndarray:
+    """Logits (n × C, float32) in split order, eval mode, no gradients (out of memory: smaller batches); with
+    an ``objective``, its per-sample summary instead (SFT: response loss and greedy match)."""
     model = _unwrap(model)
+    objective = objective or CLASSIFICATION
     device = next(model.parameters()).device
     order = _batch_order(encoded, None, True)
     out: np.ndarray | None = None
@@ -364,7 +373,10 @@ def predictions(model, encoded: EncodedSplit, batch_size: int = 64) -> np.ndarra
             logits = None
             try:
                 batch = encoded.collate(rows)
-                logits = model(**forward_inputs(model, batch, device)).logits.float().cpu().numpy()
+                extra = {k: v.to(device) for k, v in objective.forward_kwargs(batch).items()}
+                out_logits = model(**forward_inputs(model, batch, device), **extra).logits
+                logits = objective.summary(out_logits, batch).float().cpu().numpy()
+                del out_logits
             except Exception as exc:  # noqa: BLE001 — only out-of-memory errors are handled
                 if not is_oom(exc):
                     raise
@@ -387,7 +399,7 @@ def split_fingerprint(encoded: EncodedSplit) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
+    for key in ("input_ids", "attention_mask", "token_type_ids", "token_labels"):
         if key in encoded.features[0]:
             lengths = np.fromiter((len(f[key]) for f in encoded.features), dtype=np.int64, count=len(encoded))
             h.update(key.encode() + lengths.tobytes())
@@ -423,6 +435,7 @@ def write_store(
     checkpoint_sha256: str = "",
     data_sha256: str | None = None,
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> "GradStore":
     """Collect a split's per-sample gradients and stream them into a new store at ``folder``.
 
@@ -439,6 +452,6 @@ def write_store(
         data_sha256 = split_fingerprint(encoded)
     with StoreWriter(folder, len(encoded), specs, dtype=dtype, we_counts=counts) as writer:
         for batch in collect_gradients(net, encoded, specs, batch_size=batch_size, include_we=we_spec is not None,
-                                       progress=progress):
+                                       progress=progress, objective=objective):
             writer.add(batch)
         return writer.finish(checkpoint_sha256=checkpoint_sha256, data_sha256=data_sha256)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from layerinf.config import TrainConfig
 from layerinf.engine.batching import EncodedSplit, model_inputs
 from layerinf.engine.memory import free_memory, halve, is_oom
+from layerinf.engine.objectives import CLASSIFICATION, Classification, Objective
 from layerinf.errors import LayerinfError
 from layerinf.model import set_gradient_checkpointing, trainable_state
 
@@ -57,13 +58,15 @@ class FitResult:
         return float(self.history.loc[self.history["epoch"] == self.best_epoch, "test_acc"].iloc[0])
 
 
-def evaluate(model, encoded: EncodedSplit, batch_size: int = 64) -> tuple[float, float, np.ndarray]:
-    """Mean cross-entropy, accuracy and logits (in split order) of ``model`` on a split, in eval mode."""
+def evaluate(model, encoded: EncodedSplit, batch_size: int = 64,
+             objective: Objective | None = None) -> tuple[float, float, np.ndarray]:
+    """Mean loss, accuracy and logits (in split order) of ``model`` on a split, in eval mode (classification:
+    cross-entropy, accuracy, logits; SFT: mean response loss, exact match, per-example summaries)."""
     from layerinf.engine.collect import predictions
 
-    logits = predictions(model, encoded, batch_size)
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.tensor(encoded.labels)).item()
-    acc = float((logits.argmax(1) == encoded.labels).mean())
+    objective = objective or CLASSIFICATION
+    logits = predictions(model, encoded, batch_size, objective=objective)
+    loss, acc = objective.metrics(logits, encoded)
     return loss, acc, logits
 
 
@@ -72,6 +75,41 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup: float):
     from transformers import get_cosine_schedule_with_warmup
 
     return get_cosine_schedule_with_warmup(optimizer, int(round(warmup * total_steps)), total_steps)
+
+
+def schedule_lrs(lr: float, total_steps: int, warmup: float) -> np.ndarray:
+    """The learning rate of each optimiser step of :func:`fit` (``total_steps`` values, step 0 first): the
+    same scheduler object as training, stepped on a dummy parameter."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=lr)
+    scheduler = cosine_with_warmup(optimizer, total_steps, warmup)
+    out = np.empty(max(0, int(total_steps)), dtype=np.float64)
+    for step in range(len(out)):
+        out[step] = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def checkpoint_lr(checkpoint: str, *, lr: float, steps_per_epoch: int, epochs: int, warmup: float,
+                  best_epoch: int) -> float:
+    """η_c of TracInCP for a saved checkpoint of :func:`fit` (``init | best | last``).
+
+    ``best`` (saved after epoch ``best_epoch``) and ``last`` (after the final epoch): the MEAN learning rate over
+    the optimiser steps of the epoch that produced the checkpoint — the step size that carried training to it.
+    The rate at the checkpoint's own step is not used: the cosine schedule ends at 0, so ``last`` would always
+    weigh nothing. ``init`` (no step taken yet; the warm-up starts at 0): the peak learning rate ``lr``.
+    """
+    if checkpoint == "init":
+        return float(lr)
+    epoch = {"best": best_epoch, "last": epochs}.get(checkpoint)
+    if epoch is None:
+        raise LayerinfError(f"unknown checkpoint '{checkpoint}'", "use init, best or last")
+    if steps_per_epoch < 1 or not 1 <= epoch <= epochs:
+        raise LayerinfError(f"checkpoint '{checkpoint}' (epoch {epoch}) is not an epoch of a {epochs}-epoch run",
+                            "refit: layerinf finetune RUN --force")
+    lrs = schedule_lrs(lr, steps_per_epoch * epochs, warmup)
+    return float(lrs[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch].mean())
 
 
 def fit(
@@ -88,6 +126,7 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     gradient_checkpointing: bool | None = None,
+    objective: Objective | None = None,
 ) -> FitResult:
     """Train the trainable (LoRA + head) parameters of ``model`` on ``train`` (optionally only ``rows``).
 
@@ -96,7 +135,10 @@ def fit(
     (retraining from the same start). Deterministic given ``seed``: the shuffling and dropout streams are seeded.
     Batches run on the model's device. ``gradient_checkpointing`` True/False turns the base model's
     checkpointing on/off first (None: as loaded). Out of memory: gradient accumulation (module docstring).
+    ``objective`` (``engine.objectives``): the loss, default classification; training minimises the batch mean
+    of its per-example losses, and the influence checkpoint is picked by its mean influence-set loss.
     """
+    objective = objective or CLASSIFICATION
     if rows is not None and len(rows) == 0:
         raise LayerinfError("nothing left to train on after filtering", "remove a smaller fraction")
     if gradient_checkpointing is not None:
@@ -131,7 +173,7 @@ def fit(
                 saved_rng = _rng_state(device)
                 batch_loss = None
                 try:
-                    batch_loss = _forward_backward(model, optimizer, batch, micro, device, epoch)
+                    batch_loss = _forward_backward(model, optimizer, batch, micro, device, epoch, objective)
                 except Exception as exc:  # noqa: BLE001 — only out-of-memory errors are handled
                     if not is_oom(exc):
                         raise
@@ -147,8 +189,8 @@ def fit(
             total += batch_loss
             count += size
             bar.set_postfix(loss=f"{total / count:.4f}")
-        infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size)
-        test_loss, test_acc, _ = evaluate(model, test, recipe.eval_batch_size)
+        infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size, objective)
+        test_loss, test_acc, _ = evaluate(model, test, recipe.eval_batch_size, objective)
         row = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),
@@ -168,21 +210,30 @@ def fit(
 
 
 def _forward_backward(model, optimizer, batch: dict[str, torch.Tensor], micro: int, device: torch.device,
-                      epoch: int) -> float:
+                      epoch: int, objective: Objective = CLASSIFICATION) -> float:
     """Gradients of the batch's mean loss, in micro-batches of ``micro`` rows; returns the summed loss."""
-    inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
-    labels = batch["labels"].to(device)
-    size = len(labels)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    size = len(batch["labels"])
     if micro >= size:  # the recipe's step, exactly
-        pieces = [(inputs, labels, 1.0)]
+        pieces = [(batch, 1.0)]
     else:
-        pieces = [({k: v[lo : lo + micro] for k, v in inputs.items()}, labels[lo : lo + micro],
-                   len(labels[lo : lo + micro]) / size) for lo in range(0, size, micro)]
+        pieces = [({k: v[lo : lo + micro] for k, v in batch.items()}, min(micro, size - lo) / size)
+                  for lo in range(0, size, micro)]
     total = 0.0
     optimizer.zero_grad(set_to_none=True)
-    for piece_inputs, piece_labels, share in pieces:
-        logits = model(**piece_inputs).logits
-        loss = F.cross_entropy(logits.float(), piece_labels)
+    for piece, share in pieces:
+        piece_labels = piece["labels"]
+        if isinstance(objective, Classification):
+            inputs = model_inputs(piece)
+        else:  # left-padded decoder batches get the positions collection gives them (engine.collect.forward_inputs)
+            from layerinf.engine.collect import forward_inputs
+
+            inputs = forward_inputs(model, piece, device)
+        logits = model(**inputs, **objective.forward_kwargs(piece)).logits
+        if isinstance(objective, Classification):  # the recipe's loss, exactly as before objectives existed
+            loss = F.cross_entropy(logits.float(), piece_labels)
+        else:
+            loss = objective.per_sample(logits, piece).float().mean()
         if not torch.isfinite(loss):
             raise LayerinfError(
                 f"training loss became {loss.item()} at epoch {epoch}", "lower the learning rate (--lr)"

@@ -1,5 +1,8 @@
 """Comparison statistics over configurations and runs (spec §7.3–§7.4): win rate, Pareto ranks, Spearman,
-paired Wilcoxon and Friedman with the Nemenyi post-hoc. Undefined cases give NaN and a warning.
+paired Wilcoxon and Friedman with the Nemenyi post-hoc; and the uncertainty of one run's numbers: the Student
+t-interval of a mean over repeated retrainings (:func:`t_interval`) and the bootstrap over training examples of
+the detection metrics NDR@k, AUC-NDR and ROC-AUC (:func:`bootstrap_detection`, :func:`percentile_interval`).
+Undefined cases give NaN and a warning.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from scipy import stats
 
 from layerinf.errors import LayerinfError
 
-__all__ = ["friedman", "pareto_ranks", "spearman", "wilcoxon_paired", "win_rate"]
+__all__ = ["bootstrap_counts", "bootstrap_detection", "friedman", "pareto_ranks", "percentile_interval",
+           "spearman", "t_interval", "wilcoxon_paired", "win_rate"]
 
 
 # ------------------------------------------------------------------------------- win rate and Pareto ranks
@@ -133,3 +137,107 @@ def friedman(acc: Any, alpha: float = 0.05) -> dict[str, Any]:
     pvals[(iu[1], iu[0])] = pvals[iu]
     out["nemenyi_p"] = pvals
     return out
+
+
+# ------------------------------------------------------------------------------------------- uncertainty
+
+
+def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, int]:
+    """Mean and half-width of the two-sided Student t confidence interval of the mean: t_{(1+level)/2, n−1} ·
+    s / √n with the sample standard deviation s (ddof = 1). NaN values are ignored; returns (mean, half, n),
+    the half-width NaN with fewer than two values (a single measurement has no interval)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    if n == 1:
+        return float(v[0]), float("nan"), 1
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return float(v.mean()), half, n
+
+
+def bootstrap_counts(n: int, B: int, rng: np.random.Generator) -> np.ndarray:
+    """(B × n) multiplicities of B resamples of n items drawn with replacement (row b: how many times each item
+    was drawn in resample b; every row sums to n). Draws ``rng.integers(0, n, (B, n))``."""
+    idx = rng.integers(0, n, size=(B, n))
+    flat = idx + (np.arange(B, dtype=np.int64) * n)[:, None]
+    return np.bincount(flat.reshape(-1), minlength=B * n).reshape(B, n)
+
+
+def _detection_block(W: np.ndarray, order: np.ndarray, mask: np.ndarray, K: int) -> tuple[np.ndarray, ...]:
+    """NDR@K, AUC-NDR, ROC-AUC of B resamples given as multiplicities ``W`` (B × n), for one score order."""
+    n = W.shape[1]
+    Wo = W[:, order]  # multiplicities in filter order: the copies of one example are adjacent
+    cum = np.cumsum(Wo, axis=1, dtype=np.int64)  # resample items up to each example (inclusive)
+    noisy_pos = mask[order]
+    Wn = Wo[:, noisy_pos].astype(np.float64)  # only noisy examples count below
+    end = cum[:, noisy_pos].astype(np.float64)
+    before = end - Wn  # items of the resample ahead of each noisy example's copies
+    N = Wn.sum(axis=1)  # noisy items per resample
+    C = n - N
+    hits = np.clip(K - before, 0.0, Wn).sum(axis=1)  # noisy copies inside the first K items
+    # Σ_t hits(t) over t = 1..n: a noisy copy at position p counts in n − p + 1 prefixes
+    area = (Wn * (n + 1) - Wn * before - Wn * (Wn + 1) / 2).sum(axis=1)
+    denom = N * (N + 1) / 2 + N * (n - N)  # Σ_t min(t, N)
+    clean_ahead = end - np.cumsum(Wn, axis=1)  # clean items ahead of each noisy example
+    pairs = (Wn * (C[:, None] - clean_ahead)).sum(axis=1)  # (noisy, clean) pairs, the noisy one removed first
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndr = np.where(N > 0, hits / N, np.nan)
+        auc_ndr = np.where(N > 0, area / denom, np.nan)
+        roc = np.where((N > 0) & (C > 0), pairs / (N * C), np.nan)
+    return ndr, auc_ndr, roc
+
+
+def bootstrap_detection(scores: Any, noisy: Any, *, B: int = 1000, seed: int = 0, k: float = 0.30,
+                        max_cells: int = 4_000_000) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of the detection metrics of one or several score columns (spec §7.1 metrics).
+
+    ``scores`` is (n,) or (n × C), higher = more helpful; ``noisy`` the (n,) noise mask. Each of ``B`` resamples
+    draws n training examples with replacement (seeded by ``seed``; the same resamples for every column, so
+    columns are compared on the same data) and recomputes, per column, NDR@k (``k`` of the resample removed),
+    AUC-NDR and ROC-AUC, exactly as :func:`~layerinf.evaluation.detection.ndr_at`, ``auc_ndr`` and ``roc_auc``
+    (``ties="stable"``) would on the resampled examples, ties broken by training index as in the filter order
+    (copies of one example sit together). Vectorised: resamples are multiplicity matrices, processed in blocks
+    of at most ``max_cells`` entries. A resample without noisy (or, for ROC-AUC, clean) examples gives NaN.
+
+    Returns ``{"ndr": (B × C), "auc_ndr": (B × C), "roc_auc": (B × C)}`` (C = 1 for a 1-D ``scores``).
+    """
+    from layerinf.evaluation.detection import _scores, filter_order, removal_count
+
+    S = np.asarray(scores, dtype=np.float64)
+    S = S.reshape(-1, 1) if S.ndim == 1 else S
+    if S.ndim != 2:
+        raise LayerinfError(f"bootstrap_detection needs (n,) or (n × C) scores, got shape {S.shape}",
+                            "pass one score column per configuration")
+    n, n_cols = S.shape
+    mask = np.asarray(noisy).reshape(-1).astype(bool)
+    if mask.shape[0] != n:
+        raise LayerinfError(f"the noise mask has {mask.shape[0]} entries for {n} scores",
+                            "pass one noise flag per training sample")
+    if B < 1 or n < 1:
+        raise LayerinfError(f"the bootstrap needs B ≥ 1 resamples of n ≥ 1 examples (got B={B}, n={n})",
+                            "use e.g. B=1000")
+    orders = [filter_order(_scores(S[:, c])) for c in range(n_cols)]
+    K = removal_count(k, n)
+    out = {name: np.empty((B, n_cols)) for name in ("ndr", "auc_ndr", "roc_auc")}
+    rng = np.random.default_rng(seed)
+    block = max(1, min(B, max_cells // max(n, 1)))
+    for start in range(0, B, block):
+        stop = min(B, start + block)
+        W = bootstrap_counts(n, stop - start, rng).astype(np.int32)
+        for c, order in enumerate(orders):
+            ndr, auc, roc = _detection_block(W, order, mask, K)
+            out["ndr"][start:stop, c], out["auc_ndr"][start:stop, c], out["roc_auc"][start:stop, c] = ndr, auc, roc
+    return out
+
+
+def percentile_interval(replicates: Any, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile bootstrap interval: the (1 − level)/2 and (1 + level)/2 quantiles of the replicates along
+    ``axis``, NaN replicates ignored (all NaN → NaN)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    q = [100 * (0.5 - level / 2), 100 * (0.5 + level / 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column gives NaN, as documented
+        lo, hi = np.nanpercentile(r, q, axis=axis)
+    return lo, hi

@@ -54,6 +54,8 @@ __all__ = [
     "score_datainf",
     "score_module",
     "score_tracin",
+    "score_tracin_cp",
+    "score_tracin_cp_we",
     "top_k_rows",
     "tracin",
     "tracin_cp",
@@ -63,7 +65,7 @@ __all__ = [
 
 DATAINF_MAX_NUMEL = 100_000  # spec §3.3: [C] skips DataInf for modules with d_b ≥ 100 000
 DATAINF_LAMBDA_SCALE = 0.1  # spec §3.3: λ = 0.1 × mean squared gradient entry ([K] lambda_const_param=10)
-METHODS = ("tracin", "cosine", "datainf")  # the built-in methods; registry.METHODS also holds registered ones
+METHODS = ("tracin", "cosine", "datainf")  # the paper's methods; registry.METHODS also holds tracin_cp and others
 DATAINF_FORMS = ("factor", "gram", "explicit")
 
 
@@ -98,16 +100,53 @@ def tracin(V, G, *, compute_dtype=None, chunk_rows: int = 4096, device=None) -> 
 
 
 def tracin_cp(checkpoints: Sequence[tuple[Any, Any]], lrs: Sequence[float], *,
-              compute_dtype: torch.dtype | None = None, chunk_rows: int = 4096) -> np.ndarray:
+              compute_dtype: torch.dtype | None = None, chunk_rows: int = 4096, device=None) -> np.ndarray:
     """TracInCP (spec §3.1, E8): ``S = Σ_c η_c V_c G_cᵀ`` over checkpoints ``(V_c, G_c)`` with learning rates η_c."""
-    if len(checkpoints) != len(lrs) or not checkpoints:
-        raise LayerinfError(f"{len(checkpoints)} checkpoint(s) but {len(lrs)} learning rate(s)",
-                            "give one learning rate per checkpoint (at least one)")
+    if not isinstance(checkpoints, (list, tuple)):
+        checkpoints = list(checkpoints)
+    return score_tracin_cp([v for v, _ in checkpoints], [g for _, g in checkpoints], lrs=lrs,
+                           compute_dtype=compute_dtype, chunk_rows=chunk_rows, device=device)
+
+
+def _check_checkpoints(Vs: Sequence[Any], sources: Sequence[Any], lrs: Sequence[float] | None) -> list[float]:
+    if lrs is None or isinstance(lrs, (str, bytes)) or not isinstance(Vs, (list, tuple)) \
+            or not isinstance(sources, (list, tuple)) or not Vs or not len(Vs) == len(sources) == len(lrs):
+        n_lrs = "no" if lrs is None else len(lrs)
+        raise LayerinfError(f"TracInCP needs one (validation, training) gradient pair and one learning rate per "
+                            f"checkpoint; got {len(Vs) if isinstance(Vs, (list, tuple)) else 'no list of'} "
+                            f"validation block(s) and {n_lrs} learning rate(s)",
+                            "pass lists V=[V_c], train_chunks=[G_c] and lrs=[η_c] of the same length (≥ 1)")
+    out = [float(x) for x in lrs]
+    if not all(np.isfinite(out)):
+        raise LayerinfError(f"TracInCP learning rates must be finite, got {out}", "pass finite learning rates")
+    return out
+
+
+def score_tracin_cp(V, train_chunks, n: int | None = None, *, lrs: Sequence[float] | None = None,
+                    compute_dtype=None, chunk_rows: int = 4096, device=None,
+                    device_chunk_rows: int | None = None) -> np.ndarray:
+    """TracInCP on one module: ``V`` is the list of per-checkpoint validation blocks V_c (m × d), ``train_chunks``
+    the list of per-checkpoint chunk sources G_c, ``lrs`` the η_c; returns ``Σ_c η_c V_c G_cᵀ`` (m × n), each term
+    streamed like :func:`score_tracin` and accumulated in float64 (float32 result, like TracIn)."""
+    lrs = _check_checkpoints(V, train_chunks, lrs)
     total = None
-    for (Vc, Gc), lr in zip(checkpoints, lrs):
-        S = score_tracin(Vc, Gc, compute_dtype=compute_dtype, chunk_rows=chunk_rows)
-        total = float(lr) * S if total is None else total + float(lr) * S
-    return total
+    for Vc, Gc, lr in zip(V, train_chunks, lrs):
+        S = score_tracin(Vc, Gc, n, compute_dtype=compute_dtype, chunk_rows=chunk_rows, device=device,
+                         device_chunk_rows=device_chunk_rows)
+        total = lr * S.astype(np.float64) if total is None else total + lr * S.astype(np.float64)
+    return total.astype(np.result_type(S.dtype, np.float32))
+
+
+def score_tracin_cp_we(V_we, train_chunks, n: int | None = None, *, lrs: Sequence[float] | None = None,
+                       compute_dtype=None) -> np.ndarray:
+    """TracInCP on row-sparse word embeddings: ``Σ_c η_c`` TracIn-WE at checkpoint c (lists as
+    :func:`score_tracin_cp`)."""
+    lrs = _check_checkpoints(V_we, train_chunks, lrs)
+    total = None
+    for Vc, Gc, lr in zip(V_we, train_chunks, lrs):
+        S = np.asarray(tracin_we(Vc, Gc, n, compute_dtype=compute_dtype))
+        total = lr * S.astype(np.float64) if total is None else total + lr * S.astype(np.float64)
+    return total.astype(np.float32)
 
 
 def cosine(V, G, *, compute_dtype=None, chunk_rows: int = 4096, device=None) -> np.ndarray:
@@ -329,11 +368,13 @@ def score_datainf(V, train_chunks: ChunkSource, n: int | None = None, *, compute
 def score_module(method: str, V, train_chunks: ChunkSource, n: int | None = None, *,
                  compute_dtype=None, lam: float | None = None, form: str = "factor",
                  legacy_datainf0: bool = False, chunk_rows: int = 4096, device=None,
-                 device_chunk_rows: int | None = None) -> np.ndarray:
+                 device_chunk_rows: int | None = None, lrs: Sequence[float] | None = None) -> np.ndarray:
     """One module's score matrix S (m × n, helpful > 0) for any registered ``method`` (spec §3).
 
     Dispatches to ``registry.method(method).score_dense``, passing only the options it accepts (``lam``,
-    ``form`` and ``legacy_datainf0`` concern DataInf; ``device`` / ``device_chunk_rows`` the built-ins).
+    ``form`` and ``legacy_datainf0`` concern DataInf; ``device`` / ``device_chunk_rows`` the built-ins; ``lrs``
+    the multi-checkpoint methods such as ``tracin_cp``, whose ``V`` and ``train_chunks`` are then lists, one
+    entry per checkpoint).
     ``n``, when given, is checked against the rows seen. ``device``: see the module docstring.
     """
     from layerinf.influence.registry import call_with_options, method as lookup
@@ -341,7 +382,7 @@ def score_module(method: str, V, train_chunks: ChunkSource, n: int | None = None
     spec = lookup(method)
     return call_with_options(spec.score_dense, V, train_chunks, n, compute_dtype=compute_dtype, lam=lam,
                              form=form, legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows, device=device,
-                             device_chunk_rows=device_chunk_rows)
+                             device_chunk_rows=device_chunk_rows, lrs=lrs)
 
 
 def score_concat(method: str, V_blocks: Sequence[Any], train_sources: Sequence[ChunkSource], n: int | None = None,

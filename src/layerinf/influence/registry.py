@@ -6,7 +6,10 @@ end to end. Keys are lower-case names; tables keep registration order.
 
 * :class:`MethodSpec` — ``score_dense(V, train_chunks, n=None, *, compute_dtype=None, **options) -> S (m × n)``
   on one dense module (options it does not accept are not passed); ``score_we(V_we, train_chunks, n=None, *,
-  compute_dtype=None)`` on row-sparse WE gradients, or None; ``applies(kind, numel, threshold) -> bool``.
+  compute_dtype=None)`` on row-sparse WE gradients, or None; ``applies(kind, numel, threshold) -> bool``;
+  ``checkpoints=True`` for a method over several checkpoints (``tracin_cp``): ``V`` and ``train_chunks`` are
+  then lists with one entry per checkpoint, and ``lrs=[η_c]`` is passed too (the score stage reads them from
+  the stores of ``GradsConfig.tracin_checkpoints``).
 * :class:`AggregatorSpec` — ``fn(scores, correct=None, use_correct=None, **options) -> s (n,)``;
   ``default_use_correct`` is the voter filter used when the caller leaves ``use_correct=None`` (spec §4).
 * ``GROUP_SCHEMES[name](specs, num_layers) -> {group: [module names]}``.
@@ -56,6 +59,7 @@ class MethodSpec:
     score_dense: Callable[..., Any]
     score_we: Callable[..., Any] | None = None
     applies: Callable[[str, int, int | None], bool] | None = None
+    checkpoints: bool = False  # scores the gradient stores of several checkpoints (lists of V, G; lrs=)
 
     def __post_init__(self) -> None:
         if self.applies is None:
@@ -163,6 +167,10 @@ register_method(MethodSpec("cosine", "Cosine", "cosine of validation and trainin
 register_method(MethodSpec("datainf", "DataInf",
                            "closed-form inverse-Hessian influence (skips WE and modules ≥ datainf_threshold)",
                            _methods.score_datainf, None, _datainf_applies))
+register_method(MethodSpec("tracin_cp", "TracInCP",
+                           "Σ_c η_c v_c·g_c over the checkpoints of grads.tracin_checkpoints (η_c: the learning "
+                           "rate there; TracIn-WE terms on WE)",
+                           _methods.score_tracin_cp, _methods.score_tracin_cp_we, checkpoints=True))
 
 register_aggregator(AggregatorSpec("mean", "Mean", "mean score over voters (all validation samples by default)",
                                    _agg.mean, False))

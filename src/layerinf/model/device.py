@@ -3,6 +3,7 @@
 ``resolve_device`` maps ``runtime.device`` (``auto | cpu | cuda | cuda:N | mps``) to a ``torch.device`` with
 one clear error when the device is not there. ``base_dtype`` maps ``model.precision`` (``fp32 | bf16 |
 fp16``) to a torch dtype and refuses fp16 on a CPU (half-precision matmuls there are missing or very slow).
+``check_quantization`` refuses ``model.quantization`` 8bit / 4bit (bitsandbytes) off CUDA or without bitsandbytes.
 """
 
 from __future__ import annotations
@@ -64,4 +65,28 @@ def base_dtype(precision: str, device: str | torch.device = "cpu") -> torch.dtyp
     return PRECISIONS[key]
 
 
-__all__ = ["DEVICE_FORMS", "PRECISIONS", "base_dtype", "resolve_device"]
+QUANTIZATIONS = ("none", "8bit", "4bit")
+
+
+def check_quantization(quantization: str | None, device: str | torch.device = "cpu") -> str:
+    """``quantization`` (``none | 8bit | 4bit``) checked against ``device``: bitsandbytes quantises the frozen base
+    on CUDA only, and must be installed (the ``quant`` extra). Returns the normalised name; raises a one-line
+    ``LayerinfError`` naming the fix otherwise (called before anything is written)."""
+    key = str(quantization or "none").strip().lower()
+    if key not in QUANTIZATIONS:
+        raise LayerinfError(f"unknown quantization '{quantization}'", f"use one of {', '.join(QUANTIZATIONS)}")
+    if key == "none":
+        return key
+    dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    if dev.type != "cuda":
+        raise LayerinfError(f"--quantization {key} needs a CUDA GPU (bitsandbytes), but the device is {dev.type}",
+                            "use --device cuda (with pip install 'layerinf[quant]'), or --quantization none")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LayerinfError(f"--quantization {key} needs bitsandbytes, which is not installed",
+                            "pip install 'layerinf[quant]' (or use --quantization none)")
+    return key
+
+
+__all__ = ["DEVICE_FORMS", "PRECISIONS", "QUANTIZATIONS", "base_dtype", "check_quantization", "resolve_device"]

@@ -13,6 +13,13 @@ input to float32, so logits and losses are float32. PEFT draws the seeded LoRA i
 through the base dtype once (bf16-rounded values, stored in float32); fp32 runs are unchanged bit for bit.
 fp16 on a CPU is refused (``device.base_dtype``).
 
+Quantisation (``ModelConfig.quantization``, the ``layerinf[quant]`` extra; CUDA only, checked by
+``device.check_quantization``): ``8bit`` (LLM.int8) or ``4bit`` (NF4, bfloat16 compute) frozen base weights
+loaded by bitsandbytes straight onto the GPU (``device_map``), the head never quantised, then peft's
+``prepare_model_for_kbit_training`` (the remaining half-precision weights to float32; its own gradient
+checkpointing left off: ``gradient_checkpointing`` decides). LoRA and head stay float32 as always. Untested on
+a GPU in this repository (no bitsandbytes here). Quantised bases are not cached (each load reads the weights).
+
 Determinism: the pretrained weights are loaded once per process and deep-copied afterwards (GGUF
 de-quantisation alone takes seconds); the head is always re-initialised from ``seed`` and the LoRA init is
 seeded, on the CPU, before the model moves to its device — a cached copy equals a fresh load.
@@ -31,7 +38,7 @@ from torch import nn
 
 from layerinf.config import ModelConfig
 from layerinf.errors import LayerinfError
-from layerinf.model.device import base_dtype, resolve_device
+from layerinf.model.device import base_dtype, check_quantization, resolve_device
 from layerinf.model.inventory import QUERY_NAMES, VALUE_NAMES, num_layers
 from layerinf.model.sources import SHAPES, ModelSource, default_lora_targets, resolve_source, unknown_model_error
 
@@ -91,6 +98,17 @@ def _build_shape(src: ModelSource, num_labels: int, pad_token_id: int | None, dt
         return AutoModelForSequenceClassification.from_config(config, dtype=dtype)
 
 
+def _bnb_config(quantization: str):
+    """The ``BitsAndBytesConfig`` of ``8bit`` / ``4bit`` (NF4, bfloat16 compute); the head is never quantised."""
+    from transformers import BitsAndBytesConfig
+
+    skip = ["classifier", "score"]
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                              llm_int8_skip_modules=skip)
+
+
 def load_base_model(
     src: ModelSource | str,
     num_labels: int,
@@ -99,15 +117,23 @@ def load_base_model(
     trust_remote_code: bool = False,
     pad_token_id: int | None = None,
     dtype: torch.dtype = torch.float32,
+    quantization: str = "none",
+    device: str | torch.device | None = None,
 ):
     """An ``AutoModelForSequenceClassification`` with base weights in ``dtype`` and a float32 head freshly
-    (seeded) initialised. Cached per process (see the module docstring)."""
+    (seeded) initialised. Cached per process (see the module docstring). ``quantization`` ``8bit | 4bit``:
+    bitsandbytes weights loaded onto CUDA ``device`` (not cached; see the module docstring)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     src = resolve_source(src) if isinstance(src, str) else src
+    quantization = str(quantization or "none").lower()
+    quantized = quantization != "none"
+    if quantized and src.shape is not None:
+        raise LayerinfError(f"--quantization {quantization} needs pretrained weights; '{src.name}' is a shape model "
+                            "with random weights", "use --quantization none with shape models")
     key = (src.path, src.gguf_file, num_labels, trust_remote_code, dtype)
-    if key not in _BASE_CACHE:
+    if quantized or key not in _BASE_CACHE:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected, not news
         try:
@@ -117,20 +143,43 @@ def load_base_model(
                 kwargs: dict[str, Any] = {"num_labels": num_labels, "trust_remote_code": trust_remote_code}
                 if src.gguf_file:
                     kwargs["gguf_file"] = src.gguf_file
+                if quantized:
+                    dev = check_quantization_device(quantization, device)
+                    kwargs["quantization_config"] = _bnb_config(quantization)
+                    kwargs["device_map"] = {"": dev.index if dev.index is not None else torch.cuda.current_device()}
                 model = AutoModelForSequenceClassification.from_pretrained(src.path, dtype=dtype, **kwargs)
         except (OSError, ValueError) as exc:
             raise _hub_error(src, exc) from None
         finally:
             hf_logging.set_verbosity(verbosity)
+        if quantized:
+            return _finish_base(model, seed, pad_token_id)
         while len(_BASE_CACHE) >= _BASE_CACHE_SIZE:
             _BASE_CACHE.pop(next(iter(_BASE_CACHE)))
         _BASE_CACHE[key] = model
-    model = copy.deepcopy(_BASE_CACHE[key])
+    return _finish_base(copy.deepcopy(_BASE_CACHE[key]), seed, pad_token_id)
+
+
+def check_quantization_device(quantization: str, device: str | torch.device | None) -> torch.device:
+    """The CUDA device a quantised base is loaded onto (``check_quantization``'s errors otherwise)."""
+    dev = resolve_device("cuda" if device is None else device)
+    check_quantization(quantization, dev)
+    return dev
+
+
+def _finish_base(model, seed: int, pad_token_id: int | None):
     head_module(model).float()
     reset_head(model, seed)
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     return model
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether the (possibly PEFT-wrapped) model's base weights are bitsandbytes-quantised."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(inner, "is_loaded_in_8bit", False) or getattr(inner, "is_loaded_in_4bit", False)
+                or type(getattr(inner, "hf_quantizer", None)).__name__.startswith("Bnb"))
 
 
 def head_module(model: nn.Module) -> nn.Module:
@@ -222,11 +271,13 @@ def _head_input_to_fp32(module, args, kwargs):
 
 
 def place(model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Move a LoRA-wrapped model to ``device``; a non-fp32 base gets the float32 head-input cast."""
-    if dtype != torch.float32:
+    """Move a LoRA-wrapped model to ``device``; a non-fp32 or quantised base gets the float32 head-input cast
+    (a quantised model is already on its device: bitsandbytes weights are not moved)."""
+    quantized = is_quantized(model)
+    if dtype != torch.float32 or quantized:
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         head_module(inner).register_forward_pre_hook(_head_input_to_fp32, with_kwargs=True)
-    if device.type != "cpu":
+    if device.type != "cpu" and not quantized:
         model.to(device)
     return model
 
@@ -260,22 +311,28 @@ def load_classifier(
 
     ``gradient_checkpointing`` (default: ``cfg.gradient_checkpointing`` when the config has that field, else
     off) recomputes each layer's activations in the backward pass: less memory, same results, more time
-    (:func:`set_gradient_checkpointing`).
+    (:func:`set_gradient_checkpointing`). ``cfg.quantization`` 8bit / 4bit: see the module docstring (CUDA only).
     """
     from layerinf.model.adapters import load_adapter
 
     cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
     dev = resolve_device(device)
     dtype = base_dtype(cfg.precision, dev)
+    quantization = check_quantization(getattr(cfg, "quantization", "none"), dev)
     src = resolve_source(cfg.name)
     tok = load_tokenizer(src, trust_remote_code=cfg.trust_remote_code)
     base = load_base_model(src, num_labels, seed=seed, trust_remote_code=cfg.trust_remote_code,
-                           pad_token_id=tok.pad_token_id, dtype=dtype)
+                           pad_token_id=tok.pad_token_id, dtype=dtype, quantization=quantization, device=dev)
+    if gradient_checkpointing is None:
+        gradient_checkpointing = bool(getattr(cfg, "gradient_checkpointing", False))
+    if quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        # layer norms etc. to float32, base frozen; its reentrant checkpointing stays off (ours is set below)
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     peft_model = attach_lora(base, cfg, seed=seed)
     if adapter is not None:
         load_adapter(peft_model, adapter)
-    if gradient_checkpointing is None:
-        gradient_checkpointing = bool(getattr(cfg, "gradient_checkpointing", False))
     if gradient_checkpointing:  # after PEFT: non-reentrant checkpointing needs no input-requires-grad hook
         set_gradient_checkpointing(peft_model, True)
     return LoadedModel(place(peft_model, dev, dtype), tok, src, cfg, dev)
@@ -293,6 +350,6 @@ def eval_mode(model: nn.Module):
 
 
 __all__ = [
-    "LoadedModel", "attach_lora", "clear_model_cache", "eval_mode", "find_lora_targets", "head_module",
+    "LoadedModel", "attach_lora", "clear_model_cache", "eval_mode", "find_lora_targets", "head_module", "is_quantized",
     "load_base_model", "load_classifier", "load_tokenizer", "place", "reset_head", "set_gradient_checkpointing",
 ]

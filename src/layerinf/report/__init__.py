@@ -12,7 +12,13 @@ A run that was scored but not retrained (``filter.retrain: false``) gets the det
 table of its score tables, the curves, layer-wise NDR and noise ranks. The texts state the parameters the runs
 used (filtering fraction, Vote's κ, layer groups, models), read from each run (:mod:`.params`).
 
+Uncertainty (:mod:`.uncertainty`): repeated retrainings (``filter.repeats``) are averaged per run and shown as
+mean ± the 95 % t-interval; retrainings that collapsed to the majority class are flagged (and excluded only
+where another repeat of the same configuration learned); NDR@30, AUC-NDR and ROC-AUC get 95 % percentile
+bootstrap intervals over the training examples (``bootstrap`` resamples, seeded by ``bootstrap_seed``).
+
 Modules: :mod:`.results` (loading), :mod:`.params` (run parameters), :mod:`.summary` (statistics tables),
+:mod:`.uncertainty` (repeats, collapsed retrainings, bootstrap intervals),
 :mod:`.formatting` (display, Markdown, CSV), :mod:`.plots` (figures), :mod:`.page` (HTML), :mod:`.common`.
 Sign convention everywhere: higher score = more helpful; filtering removes the bottom f % of the training set.
 """
@@ -36,8 +42,10 @@ from layerinf.report.params import ReportParams
 from layerinf.report.plots import figures
 from layerinf.report.results import has_results, load_detection, load_results, unit_dirs
 from layerinf.report.summary import detection_table, tables
+from layerinf.report.suspects import top_suspects
 from layerinf.report.answer import answer
-from layerinf.store.layout import PAGE_FILE, REPORT, REPORT_FIGURES, REPORT_TABLES
+from layerinf.report.uncertainty import BOOTSTRAP, average_repeats, detection_ci, flag_collapsed
+from layerinf.store.layout import ANSWER_FILE, PAGE_FILE, REPORT, REPORT_FIGURES, REPORT_TABLES, SCORES
 
 __all__ = ["report", "load_results", "tables", "figures", "write_tables", "write_html"]
 
@@ -57,8 +65,11 @@ def _seeds(values) -> list:
 
 
 def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: float = 0.75,
-           include_self: bool = False) -> Path:
+           include_self: bool = False, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = 0) -> Path:
     """Tables, figures and the HTML page for a run or sweep directory; returns the page's path.
+
+    ``bootstrap``: resamples of the training examples for the intervals of NDR@30 and AUC (0: none);
+    ``bootstrap_seed`` seeds them.
 
     Writes into the run's or sweep's report folder unless ``out`` is given, atomically: everything is built in a
     temporary sibling folder that replaces the old report only when complete. Without retraining results but with
@@ -74,6 +85,13 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             raise
         results = None
     params = ReportParams.read(unit_dirs(base))
+    frame0 = results if results is not None else detection
+    ci = None
+    if bootstrap and bootstrap > 0:
+        configs = set(zip(frame0["method"], frame0["group"], frame0["aggregator"]))
+        ci = detection_ci(unit_dirs(base), configs, B=int(bootstrap), seed=int(bootstrap_seed))
+    if results is not None:
+        results = flag_collapsed(results, base)
     target = Path(out) if out is not None else base / REPORT
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
@@ -82,11 +100,14 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
         if p.exists():
             shutil.rmtree(p)
     try:
-        frame: pd.DataFrame = results if results is not None else detection
+        frame: pd.DataFrame = average_repeats(results) if results is not None else detection  # one row per run
         if results is not None:
-            tabs = tables(results, tau=tau, include_self=include_self)
+            tabs = tables(results, tau=tau, include_self=include_self, ci=ci)
         else:
-            tabs = {"detection": detection_table(detection, params.fraction)}
+            tabs = {"detection": detection_table(detection, params.fraction, ci=ci)}
+        top = top_suspects(base) if (base / SCORES).is_dir() else None  # a single run: what it would remove
+        if top is not None:
+            tabs["top_suspects"] = top[1]
         write_tables(tabs, tmp / REPORT_TABLES)
         figs = figures(base, tmp / REPORT_FIGURES, results=frame)
         from layerinf import __version__
@@ -108,8 +129,12 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             meta.update(tau=tau, win_rate_denominator="|C| (paper)" if include_self else "|C| − 1")
         else:
             meta["note"] = _no_retrain_note(params)
-        meta["answer"] = answer(frame, params, retrained=results is not None)
+        if top is not None:
+            meta["top_suspects_config"] = top[0]
+        meta["answer"] = answer(frame, params, retrained=results is not None,
+                                table=tabs.get("configurations", tabs.get("detection")))
         write_html(tmp, tabs, figs, meta, params=params)
+        (tmp / ANSWER_FILE).write_text("\n".join(meta["answer"]) + "\n", encoding="utf-8")
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)

@@ -2,8 +2,10 @@
 
 Sentences: whether the fine-tuned models learned at all (health check); the best configuration against no
 filtering, random removal, the noise-aware oracle and the model's own loss; how the paper's recommended
-configuration (DataInf, second attention group, Vote) did; and what the runs can support. Means are over the
-runs (model × task × seed) with a 95 % t-interval when there are at least two.
+configuration (DataInf, second attention group, Vote) did; and what the runs can support. Accuracies are
+means over the runs (model × task × seed), each run's repeated retrainings averaged first, with the half-width of
+the 95 % t-interval (over the runs, or over one run's repeats); NDR@30 and ROC-AUC carry their 95 % bootstrap
+interval over the training examples; retrainings that collapsed to the majority class are reported.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 
 from layerinf.report.common import RUN_KEY
 from layerinf.report.params import ReportParams
+from layerinf.report.uncertainty import collapsed_words
 
 ATTN = re.compile(r"^\d+-\d+$")
 
@@ -37,13 +40,72 @@ def _paper_group(groups) -> str | None:
     return attn[1] if len(attn) > 1 else (attn[0] if attn else None)
 
 
-def answer(frame: pd.DataFrame, params: ReportParams, retrained: bool) -> list[str]:
-    """Plain-text sentences for the top of the report (HTML-escaped by the page)."""
+def _lookup(table: pd.DataFrame | None, cfg: tuple) -> pd.Series | None:
+    if table is None or table.empty or not {"method", "group", "aggregator"} <= set(table.columns):
+        return None
+    sel = table[(table["method"] == cfg[0]) & (table["group"] == cfg[1]) & (table["aggregator"] == cfg[2])]
+    return sel.iloc[0] if len(sel) else None
+
+
+def _interval(row: pd.Series | None, metric: str) -> tuple[float, float] | None:
+    if row is None or f"{metric}_lo" not in row.index:
+        return None
+    lo, hi = row[f"{metric}_lo"], row[f"{metric}_hi"]
+    return (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
+
+
+def _value(data: pd.DataFrame, table: pd.DataFrame | None, cfg: tuple, metric: str, retrained: bool) -> str:
+    """The configuration's value with its interval: accuracy ± t half-width, NDR@30 [bootstrap interval]."""
+    row = _lookup(table, cfg)
+    if retrained:
+        if row is not None and "best_accuracy_ci95" in row.index and np.isfinite(row["best_accuracy_mean"]):
+            half = row["best_accuracy_ci95"]
+            flag = (f" ⚠ {collapsed_words(int(row['collapsed']), int(row['collapsed_included']))}"
+                    if row.get("collapsed", 0) else "")
+            return f"{row['best_accuracy_mean']:.3f}" + (f" ± {half:.3f}" if np.isfinite(half) else "") + flag
+        sel = data[(data["method"] == cfg[0]) & (data["group"] == cfg[1]) & (data["aggregator"] == cfg[2])]
+        return _mean_ci(sel[metric])
+    sel = data[(data["method"] == cfg[0]) & (data["group"] == cfg[1]) & (data["aggregator"] == cfg[2])]
+    ci = _interval(row, "ndr_30")
+    return _mean_ci(sel[metric]).split(" ±")[0] + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _detection(table: pd.DataFrame | None, cfg: tuple) -> str:
+    """``NDR@30 0.62 [0.55, 0.70], ROC-AUC 0.81 [0.77, 0.85]`` of a configuration (what is known of it)."""
+    row = _lookup(table, cfg)
+    if row is None:
+        return ""
+    parts = []
+    for metric, label, col in (("ndr_30", "NDR@30", "ndr_30_mean"), ("roc_auc", "ROC-AUC", "roc_auc_mean")):
+        col = col if col in row.index else metric
+        if col in row.index and np.isfinite(row[col]):
+            ci = _interval(row, metric)
+            parts.append(f"{label} {row[col]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    return ", ".join(parts)
+
+
+def _accuracy_interval(table: pd.DataFrame | None, cfg: tuple) -> tuple[float, float] | None:
+    row = _lookup(table, cfg)
+    if row is None or "best_accuracy_ci95" not in row.index or not np.isfinite(row["best_accuracy_ci95"]):
+        return None
+    m, h = float(row["best_accuracy_mean"]), float(row["best_accuracy_ci95"])
+    return m - h, m + h
+
+
+def answer(frame: pd.DataFrame, params: ReportParams, retrained: bool,
+           table: pd.DataFrame | None = None) -> list[str]:
+    """Plain-text sentences for the top of the report (HTML-escaped by the page).
+
+    ``frame``: one row per run and configuration (repeats averaged); ``table``: the configurations table (or,
+    without retraining, the detection table), whose intervals the sentences quote: accuracy ± the half-width of
+    the 95 % t-interval (over the repeats of one run, or over runs), NDR@30 and ROC-AUC [95 % bootstrap
+    interval over the training examples]."""
     lines = []
     warnings = [r.health_warning for r in params.runs if r.health_warning]
     if warnings:
         lines.append(f"Warning: in {len(warnings)} of {len(params.runs)} run(s) {warnings[0]}")
     runs = frame.groupby([c for c in RUN_KEY if c in frame.columns]).ngroups if len(frame) else 0
+    repeats = int(frame["repeats"].max()) if "repeats" in frame.columns and len(frame) else 1
     key = ["method", "group", "aggregator"]
     metric = "best_accuracy" if retrained else "ndr_30"
     what = "test accuracy after removing the " + params.removed if retrained else "NDR@30 (random = 0.30)"
@@ -55,25 +117,52 @@ def answer(frame: pd.DataFrame, params: ReportParams, retrained: bool) -> list[s
     if infl.empty:
         return lines + ["No influence configuration has a result yet."]
     best = infl.idxmax()
-    best_vals = data.set_index(key).loc[[best], metric]
-    parts = [f"Best configuration by {what}: {'/'.join(best)} at {_mean_ci(best_vals)}"]
+    head = f"Best configuration by {what}: {'/'.join(best)} at {_value(data, table, best, metric, retrained)}"
+    det = _detection(table, best) if retrained else ""
+    parts = [head + (f" ({det})" if det else "")]
     for name, label in (("none", "no filtering"), ("random", "random removal"), ("oracle", "removing the flipped labels"),
                         ("loss", "ranking by the model's own loss")):
         rows = data[data["method"] == name]
         if len(rows):
-            parts.append(f"{label} {_mean_ci(rows[metric])}")
-    lines.append(parts[0] + (" — vs " + ", ".join(parts[1:]) if len(parts) > 1 else "") + f" (over {runs} run(s)).")
+            cfg = tuple(rows.iloc[0][key])
+            parts.append(f"{label} {_value(data, table, cfg, metric, retrained)}")
+    how = []
+    if retrained and (runs > 1 or repeats > 1):
+        how.append("± = 95 % t-interval of the mean over " + (f"{runs} runs" if runs > 1 else
+                                                               f"{repeats} retraining seeds"))
+    if table is not None and "ndr_30_lo" in table.columns and table["ndr_30_lo"].notna().any():
+        how.append("[ ] = 95 % bootstrap interval over training examples")
+    lines.append(parts[0] + (" — vs " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+                 + f" (over {runs} run(s)" + (f" × {repeats} retrainings" if repeats > 1 else "")
+                 + ("; " + "; ".join(how) if how else "") + ").")
+    if retrained and "collapsed" in frame.columns and frame["collapsed"].sum():
+        n, used = int(frame["collapsed"].sum()), int(frame["collapsed_used"].sum())
+        lines.append(f"Warning: {n} of {int(frame['repeats'].sum())} retraining(s) collapsed to the majority class "
+                     f"(test accuracy never above always predicting it): {n - used} excluded from the means because "
+                     f"another repeat of the same configuration learned, {used} included (flagged ⚠ in the table).")
     loss = data[data["method"] == "loss"][metric]
     if len(loss):
         verdict = "beat" if infl.max() > loss.mean() else "did not beat"
-        lines.append(f"Influence {verdict} the model's own loss on this data ({infl.max():.3f} vs {loss.mean():.3f}).")
+        a, b = (_accuracy_interval(table, best), _accuracy_interval(table, ("loss", "-", "-"))) if retrained else (
+            _interval(_lookup(table, best), "ndr_30"), _interval(_lookup(table, ("loss", "-", "-")), "ndr_30"))
+        overlap = ("; their 95 % intervals overlap, so the difference is within the noise" if a and b and
+                   a[0] <= b[1] and b[0] <= a[1] else "")
+        lines.append(f"Influence {verdict} the model's own loss on this data ({infl.max():.3f} vs {loss.mean():.3f}"
+                     f"{overlap}).")
     group = _paper_group(data["group"])
     paper = ("datainf", group, "vote")
     if group is not None and paper in infl.index:
         rank = int((infl > infl[paper]).sum()) + 1
-        lines.append(f"The paper's recommended configuration ({'/'.join(paper)}) reached {infl[paper]:.3f}, "
-                     f"rank {rank} of {len(infl)} influence configurations.")
+        lines.append(f"The paper's recommended configuration ({'/'.join(paper)}) reached "
+                     f"{_value(data, table, paper, metric, retrained)}, rank {rank} of {len(infl)} influence "
+                     "configurations.")
     if runs < 3:
-        lines.append(f"With {runs} run(s) these are single measurements: differences of a few points can be "
-                     "retraining noise. The paper's claims need ≥ 3 runs (use `layerinf sweep --grid data.seed=0,1,2`).")
+        if retrained and repeats > 1:
+            lines.append(f"With {runs} run(s) the accuracy intervals cover {repeats} retraining seeds only, not other "
+                         "data samples or noise draws; the paper's claims need ≥ 3 runs (use `layerinf sweep "
+                         "--grid data.seed=0,1,2`).")
+        else:
+            lines.append(f"With {runs} run(s) these are single measurements: differences of a few points can be "
+                         "retraining noise (set filter.repeats ≥ 3 for an interval). The paper's claims need ≥ 3 "
+                         "runs (use `layerinf sweep --grid data.seed=0,1,2`).")
     return lines

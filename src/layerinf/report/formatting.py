@@ -12,6 +12,7 @@ import pandas as pd
 
 from layerinf.report.common import AGG_NAMES, METHOD_NAMES, fmt, fmt_p, pm
 from layerinf.report.summary import ALPHA_SPEARMAN
+from layerinf.report.uncertainty import collapsed_words
 
 DETECTION_LABELS = {"precision_30": "precision@30", "auc_ndr": "AUC-NDR", "roc_auc": "ROC-AUC",
                     "cancellation": "cancellation"}
@@ -37,11 +38,17 @@ def _display_raw(name: str, df: pd.DataFrame) -> pd.DataFrame:
     if name.startswith("configurations") and "best_accuracy_mean" in df.columns:
         d = pd.DataFrame({c: df[c] for c in ("model", "method", "group", "aggregator") if c in df.columns})
         d["runs"] = [f"{int(r)}" for r in df["runs"]]
-        d["best accuracy"] = [pm(m, s) for m, s in zip(df["best_accuracy_mean"], df["best_accuracy_std"])]
+        if "retrainings" in df.columns and (df["retrainings"] > df["runs"]).any():
+            d["retrainings"] = [fmt(v) for v in df["retrainings"]]
+        spread = "_ci95" if "best_accuracy_ci95" in df.columns else "_std"
+        d["best accuracy"] = [pm(m, s) + _collapsed(df, i)
+                              for i, (m, s) in enumerate(zip(df["best_accuracy_mean"], df["best_accuracy" + spread]))]
         d["acc. at best-loss epoch"] = [pm(m, s) for m, s in zip(df["acc_at_best_epoch_mean"],
-                                                                 df["acc_at_best_epoch_std"])]
-        d["NDR@30"] = [fmt(v) for v in df["ndr_30_mean"]]
-        d["AUC-NDR"] = [fmt(v) for v in df["auc_ndr_mean"]]
+                                                                 df["acc_at_best_epoch" + spread])]
+        d["NDR@30"] = [fmt(v) + _interval(df, "ndr_30", i) for i, v in enumerate(df["ndr_30_mean"])]
+        d["AUC-NDR"] = [fmt(v) + _interval(df, "auc_ndr", i) for i, v in enumerate(df["auc_ndr_mean"])]
+        if "roc_auc_mean" in df.columns and df["roc_auc_mean"].notna().any():
+            d["ROC-AUC"] = [fmt(v) + _interval(df, "roc_auc", i) for i, v in enumerate(df["roc_auc_mean"])]
         d["win rate"] = [fmt(v) for v in df["win_rate"]]
         d["wstd"] = [fmt(v) for v in df["wstd"]]
         d["Pareto rank"] = [fmt(v) for v in df["pareto_rank"]]
@@ -62,7 +69,8 @@ def _display_raw(name: str, df: pd.DataFrame) -> pd.DataFrame:
         for c in df.columns:
             m = re.fullmatch(r"ndr_(\d+)", c)
             if m or c in DETECTION_LABELS:
-                d[f"NDR@{m.group(1)}" if m else DETECTION_LABELS[c]] = [fmt(v) for v in df[c]]
+                d[f"NDR@{m.group(1)}" if m else DETECTION_LABELS[c]] = [fmt(v) + _interval(df, c, i)
+                                                                         for i, v in enumerate(df[c])]
         if "runs" in d.columns:
             d["runs"] = [fmt(v) for v in d["runs"]]
         return d.reset_index(drop=True)
@@ -75,6 +83,24 @@ def _display_raw(name: str, df: pd.DataFrame) -> pd.DataFrame:
     for c in d.columns:
         d[c] = [fmt(v) for v in d[c]]
     return d.reset_index(drop=True)
+
+
+def _interval(df: pd.DataFrame, metric: str, i: int) -> str:
+    """`` [lo, hi]`` of row ``i`` when the table has the bootstrap interval of ``metric`` there, else ``""``."""
+    lo, hi = f"{metric}_lo", f"{metric}_hi"
+    if lo not in df.columns or hi not in df.columns:
+        return ""
+    a, b = df[lo].iloc[i], df[hi].iloc[i]
+    return f" [{a:.3f}, {b:.3f}]" if np.isfinite(a) and np.isfinite(b) else ""
+
+
+def _collapsed(df: pd.DataFrame, i: int) -> str:
+    """`` ⚠ k collapsed`` when row ``i`` counts retrainings that collapsed to the majority class."""
+    if "collapsed" not in df.columns or not df["collapsed"].iloc[i]:
+        return ""
+    n = int(df["collapsed"].iloc[i])
+    used = int(df["collapsed_included"].iloc[i]) if "collapsed_included" in df.columns else 0
+    return f" ⚠ {collapsed_words(n, used)}"
 
 
 def markdown(df: pd.DataFrame) -> str:

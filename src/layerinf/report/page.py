@@ -121,12 +121,20 @@ def sections(p: ReportParams) -> list[tuple[str, str, str]]:
          "Verdicts compare the measured numbers only; with few runs they are indicative, not significant."),
         ("configurations", "Configurations ranked by win rate",
          f"Accuracy is the test accuracy after removing the {p.removed} and retraining: best over epochs (as in "
-         "the paper) and at the epoch with the lowest influence-set loss. Baselines in italics."),
+         "the paper) and at the epoch with the lowest influence-set loss; ± is the half-width of its 95 % Student "
+         "t-interval (over the repeated retrainings of one run, or over runs; none for a single retraining). "
+         "[lo, hi] after NDR@30, AUC-NDR and ROC-AUC is the 95 % bootstrap interval over the training examples. "
+         "⚠ marks retrainings that collapsed to the majority class. Baselines in italics."),
         ("configurations_by_model", "Configurations per model",
          "Win rates and Pareto ranks computed within each model."),
         ("detection", "Noise detection per configuration (no retraining)",
          f"How many flipped labels each configuration puts among its lowest scores (NDR@k: share of them in the "
-         f"bottom k %), averaged over runs; the filter would remove the {p.removed}."),
+         f"bottom k %), averaged over runs; the filter would remove the {p.removed}. [lo, hi]: 95 % bootstrap "
+         "interval over the training examples."),
+        ("top_suspects", "The most suspicious training examples",
+         "The lowest-scored training examples of {config}, the configuration with the best NDR@30 in this run: "
+         "what filtering would remove first. 'noisy' marks the examples whose label (or response) was corrupted, "
+         "with the original next to it."),
         ("spearman", "Do the proxies predict accuracy? (Spearman ρ)",
          "One ρ per method × aggregator, pooling the layer groups × runs (DataInf × WE skipped); "
          "* = p > 0.05 (not significant)."),
@@ -246,6 +254,8 @@ def write_html(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], figu
         if name not in tables:
             continue
         parts.append(f'<h2 id="{name}">{html.escape(heading)}</h2>')
+        if name == "top_suspects" and meta.get("top_suspects_config"):
+            intro = intro.replace("{config}", str(meta["top_suspects_config"]))
         parts.append(f"<p>{html.escape(intro)}</p>")
         parts.append(_html_table(name, tables[name]))
     for name, df in tables.items():

@@ -31,8 +31,9 @@ def _is_sweep(path: Path) -> bool:
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """The results table of a run directory (``RunLayout.results()``) or a sweep (``SweepLayout.results()``).
 
-    One row per (model, task, seed, method, group, aggregator), baselines included (see docs/internals.md);
-    a sweep's table has an extra ``unit`` column. Missing optional metric columns are filled with NaN and
+    One row per (model, task, seed, method, group, aggregator), baselines included (see docs/internals.md),
+    and per retraining seed when the run had ``filter.repeats`` > 1 (columns ``repeat``, ``train_seed``; the
+    report averages them, :mod:`.uncertainty`); a sweep's table has an extra ``unit`` column. Missing optional metric columns are filled with NaN and
     ``kind`` is derived from ``method`` when absent.
     """
     path = Path(path)

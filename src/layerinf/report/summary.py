@@ -6,6 +6,8 @@ tabulates. How runs and configurations are compared (win rate, Pareto rank):
 
 * a *run* is a (model, task, seed) triple (plus the sweep unit when two units share a triple, e.g. a sweep
   over a hyper-parameter); a *configuration* is (method, group, aggregator), the baselines included;
+* a run's repeated retrainings (``filter.repeats``) are averaged first (:mod:`.uncertainty`: collapsed repeats
+  excluded where another repeat learned), so every statistic below sees one accuracy per run and configuration;
 * the comparison pool holds the configurations present in more than half of the runs (if none is, those
   present in the most runs); configurations outside the pool still get their accuracy statistics but no
   win rate; then **every run that misses a pool configuration is dropped** from the comparison, so the
@@ -26,6 +28,7 @@ from layerinf.report.common import (BASELINES, CONFIG, METHOD_NAMES, agg_order, 
                                     fmt, fmt_p, group_order, method_order, nanmean, paper_groups, pct, run_key,
                                     run_name)
 from layerinf.report.results import OPTIONAL_FLOAT, REQUIRED
+from layerinf.report.uncertainty import LEVEL, average_repeats, ci_note, merge_ci
 
 MIN_WILCOXON = 6  # the paper shows a Mean-vs-X difference as significant only with more than 5 seeds
 MIN_RUNS_CLAIM = 3  # fewer runs than this: a claim's verdict is "too little data"
@@ -92,17 +95,38 @@ def _win_stats(df: pd.DataFrame, tau: float, include_self: bool) -> tuple[pd.Dat
     return out, notes, int(acc.shape[1])
 
 
+def _ci95(per_run: pd.Series, within: pd.Series) -> float:
+    """Half-width of the 95 % t-interval of a configuration's accuracy: over its runs' means when it has several
+    runs, else over the one run's repeats (``within``, from :func:`average_repeats`)."""
+    _, half, n = metrics.t_interval(per_run, LEVEL)
+    if n >= 2:
+        return half
+    within = within[per_run.notna().to_numpy()]
+    return float(within.iloc[0]) if len(within) == 1 else float("nan")
+
+
 def _config_table(df: pd.DataFrame, tau: float, include_self: bool) -> tuple[pd.DataFrame, list[str], int]:
     g = df.groupby(CONFIG, sort=False)
+    kind = g["kind"].first()
+
+    def ci(col: str, within: str) -> pd.Series:
+        return pd.Series([_ci95(x[col], x[within]) for _, x in g], index=kind.index, dtype=float)
+
     stats = pd.DataFrame({
-        "kind": g["kind"].first(),
+        "kind": kind,
         "runs": g["best_accuracy"].count(),
+        "retrainings": g["repeats"].sum(),
+        "collapsed": g["collapsed"].sum(),
+        "collapsed_included": g["collapsed_used"].sum(),
         "best_accuracy_mean": g["best_accuracy"].mean(),
+        "best_accuracy_ci95": ci("best_accuracy", "best_accuracy_ci95"),
         "best_accuracy_std": g["best_accuracy"].std(ddof=1),
         "acc_at_best_epoch_mean": g["accuracy_at_best_epoch"].mean(),
+        "acc_at_best_epoch_ci95": ci("accuracy_at_best_epoch", "acc_at_best_epoch_ci95"),
         "acc_at_best_epoch_std": g["accuracy_at_best_epoch"].std(ddof=1),
         "ndr_30_mean": g["ndr_30"].mean(),
         "auc_ndr_mean": g["auc_ndr"].mean(),
+        "roc_auc_mean": g["roc_auc"].mean(),
     })
     wins, notes, n_cmp = _win_stats(df, tau, include_self)
     stats = stats.join(wins, how="left")
@@ -116,6 +140,20 @@ def _config_table(df: pd.DataFrame, tau: float, include_self: bool) -> tuple[pd.
     stats = stats.drop(columns=["_m", "_g", "_a"]).reset_index(drop=True)
     stats.insert(stats.columns.get_loc("runs") + 1, "runs_compared", n_cmp)
     return stats, notes, n_cmp
+
+
+def _accuracy_notes(df: pd.DataFrame) -> list[str]:
+    """What the ± after an accuracy is, and the collapsed retrainings."""
+    from layerinf.report.uncertainty import collapse_notes
+
+    reps = int(df["repeats"].max()) if "repeats" in df.columns and len(df) else 1
+    runs = int(df.groupby(run_key(df)).ngroups)
+    over = ("the runs' means (each run's repeats averaged first)" if runs > 1 else
+            f"the {reps} repeated retrainings (training seeds train_seed, +1, …)" if reps > 1 else "")
+    note = (f"accuracy ± = half-width of the 95 % Student t-interval of the mean over {over}; win rates and ranks "
+            "use the means" if over else "one retraining per configuration: no interval on the accuracy "
+            "(set filter.repeats ≥ 2, or sweep over seeds)")
+    return [note] + collapse_notes(df)
 
 
 def _spearman_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -258,8 +296,13 @@ def _claims_table(conf: pd.DataFrame, n_cmp: int, spear: pd.DataFrame) -> pd.Dat
     return pd.DataFrame(rows, columns=["claim", "paper", "measured", "verdict"])
 
 
-def tables(results: pd.DataFrame, tau: float = 0.75, include_self: bool = False) -> dict[str, pd.DataFrame]:
+def tables(results: pd.DataFrame, tau: float = 0.75, include_self: bool = False,
+           ci: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Summary tables of a results frame (see :func:`load_results`).
+
+    Repeated retrainings (a ``repeat`` column) are averaged per run and configuration first
+    (:func:`.uncertainty.average_repeats`; flag collapsed ones beforehand with ``flag_collapsed``). ``ci``: the
+    bootstrap intervals of :func:`.uncertainty.detection_ci`, joined into the configurations table.
 
     Returns, in page order: ``claims`` (the paper's claims checked on this data), ``configurations`` (per
     configuration incl. baselines, all runs pooled, sorted by win rate), ``configurations_by_model`` (only
@@ -278,9 +321,11 @@ def tables(results: pd.DataFrame, tau: float = 0.75, include_self: bool = False)
             df[c] = np.nan
     if "kind" not in df.columns:
         df["kind"] = np.where(df["method"].isin(BASELINES), "baseline", "influence")
+    df = average_repeats(df)
 
     conf, notes, n_cmp = _config_table(df, tau, include_self)
-    conf.attrs["notes"] = notes
+    conf = merge_ci(conf, ci)
+    conf.attrs["notes"] = _accuracy_notes(df) + notes + ([ci_note(ci)] if ci is not None else [])
     out: dict[str, pd.DataFrame] = {}
     spear = _spearman_table(df)
     pooled = sorted({g for gs in spear["groups"] for g in gs.split(",") if g}, key=group_order)
@@ -308,12 +353,14 @@ def tables(results: pd.DataFrame, tau: float = 0.75, include_self: bool = False)
     return out
 
 
-def detection_table(scores: pd.DataFrame, fraction: float | None = None) -> pd.DataFrame:
+def detection_table(scores: pd.DataFrame, fraction: float | None = None,
+                    ci: pd.DataFrame | None = None) -> pd.DataFrame:
     """Noise detection per configuration, pooled over runs, from score tables (see :func:`load_detection`).
 
     One row per (method, group, aggregator): ``runs``, the mean NDR@k for k in 10, 20, 30, 50 and at the
     filtering ``fraction`` (when the score table has that level), ``precision_30``, ``auc_ndr``, ``roc_auc``,
-    ``cancellation``; sorted by NDR at the filtering fraction (else NDR@30), best first.
+    ``cancellation``; sorted by NDR at the filtering fraction (else NDR@30), best first. ``ci``: bootstrap
+    intervals (:func:`.uncertainty.detection_ci`) joined as ``ndr_30_lo`` … ``roc_auc_hi``.
     """
     if scores is None or len(scores) == 0:
         raise LayerinfError("no score tables to summarise", "run `layerinf score` (or `layerinf run`) first")
@@ -334,7 +381,10 @@ def detection_table(scores: pd.DataFrame, fraction: float | None = None) -> pd.D
     out = out.sort_values(order + ["_m", "_g", "_a"], ascending=[False] * len(order) + [True] * 3,
                           na_position="last")
     out = out.drop(columns=["_m", "_g", "_a"]).reset_index(drop=True)
+    out = merge_ci(out, ci)
     notes = [f"mean over {int(out['runs'].max())} run(s) of each run's score table; no retraining, so no accuracy"]
+    if ci is not None:
+        notes.append(ci_note(ci))
     if k is not None and not has_at:
         notes.append(f"the score table has no NDR at the filtering fraction {pct(fraction)}; see the NDR curves")
     out.attrs["notes"] = notes

@@ -21,7 +21,7 @@ def source_fingerprint(*sources: str | None) -> str | None:
     for src in sources:
         if not src:
             continue
-        if src == "demo":
+        if src in ("demo", *SFT_SOURCES):  # demo-sft is built from the same shipped file
             from importlib import resources
 
             parts[src] = sha256_file(str(resources.files("layerinf") / "data" / "demo.jsonl"))
@@ -34,6 +34,51 @@ def source_fingerprint(*sources: str | None) -> str | None:
     return config_hash(parts) if parts else None
 
 
+SFT_FIELDS = ("task_type", "prompt_column", "response_column", "messages_column", "noise_kind")
+SFT_SOURCES = ("demo-sft", "demo_sft")
+_RESPONSE_COLUMNS = {"response", "output", "completion", "answer", "messages", "conversations", "conversation", "chat"}
+
+
+def task_type(cfg: DataConfig) -> str:
+    """``classification`` or ``sft``: ``data.task_type``, or for ``auto`` from the source — ``demo-sft``, an SFT
+    column option, or a local file with a response/messages column and no label column."""
+    if cfg.task_type != "auto":
+        return cfg.task_type
+    if cfg.source in SFT_SOURCES or cfg.prompt_column or cfg.response_column or cfg.messages_column:
+        return "sft"
+    if cfg.label_column or cfg.text_column:
+        return "classification"
+    path = Path(cfg.source).expanduser()
+    if path.is_dir():
+        from layerinf.data.tables import table_files
+
+        files = table_files(path)
+        path = files[0] if files else path
+    if path.is_file():
+        from layerinf.data.tables import read_table
+        from layerinf.errors import LayerinfError
+
+        try:
+            columns = {str(c).lower() for c in read_table(path).columns}
+        except LayerinfError:
+            return "classification"  # the loader reports what is wrong with the file
+        from layerinf.data.tables import _LABEL_GUESSES
+
+        if not columns & set(_LABEL_GUESSES) and columns & _RESPONSE_COLUMNS:
+            return "sft"
+    return "classification"
+
+
+def data_key(cfg: DataConfig) -> dict:
+    """The data section as it keys the stage; the SFT fields are left out at their defaults (older runs match)."""
+    key = asdict(cfg)
+    defaults = asdict(DataConfig())
+    for name in SFT_FIELDS:
+        if key.get(name) == defaults[name]:
+            key.pop(name)
+    return key
+
+
 class DataStage(StageBase):
     """Splits as parquet (columns: docs/internals.md) and ``meta.json``; returns ``PreparedData``."""
 
@@ -41,7 +86,7 @@ class DataStage(StageBase):
     artifacts = (*(split_file(s) for s in SPLITS), DATA_META_FILE)
 
     def key(self, cfg: DataConfig) -> dict:
-        return {"data": asdict(cfg), "fingerprint": source_fingerprint(cfg.source, cfg.dev_source)}
+        return {"data": data_key(cfg), "fingerprint": source_fingerprint(cfg.source, cfg.dev_source)}
 
     def seed(self, cfg: DataConfig) -> int:
         return cfg.seed
@@ -49,6 +94,18 @@ class DataStage(StageBase):
     def compute(self, st, cfg: DataConfig, *, progress: bool = True, device: str = "cpu") -> dict:
         from layerinf import data as data_mod
 
+        if task_type(cfg) == "sft":
+            from layerinf.data.sft_prepared import prepare_sft, save_sft_prepared
+
+            source = "demo-sft" if cfg.source in SFT_SOURCES else cfg.source
+            prepared = prepare_sft(source, prompt_column=cfg.prompt_column, response_column=cfg.response_column,
+                                   messages_column=cfg.messages_column, dev_source=cfg.dev_source,
+                                   max_train=cfg.max_train, max_dev=cfg.max_dev, noise_rate=cfg.noise_rate,
+                                   noise_kind=cfg.noise_kind, seed=cfg.seed)
+            save_sft_prepared(prepared, st.tmp)
+            return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
+                    "noisy": int(prepared.train["noisy"].sum()), "labels": list(prepared.label_names),
+                    "task_type": "sft", "noise_kind": prepared.meta.get("noise_kind")}
         prepared = data_mod.prepare(
             cfg.source, task=cfg.task, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
             label_column=cfg.label_column, dev_source=cfg.dev_source, label_names=cfg.label_names,
@@ -60,7 +117,10 @@ class DataStage(StageBase):
 
     def load(self):
         from layerinf import data as data_mod
+        from layerinf.data.sft_prepared import is_sft_folder, load_sft_prepared
 
+        if is_sft_folder(self.path):
+            return load_sft_prepared(self.path)
         return data_mod.load_prepared(self.path)
 
 

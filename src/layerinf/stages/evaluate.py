@@ -7,6 +7,13 @@ record under ``RUN/retrain/`` keyed by the exact kept subset, the initial checkp
 own checksum: configurations that remove the same examples share one retraining, a killed run resumes where
 it stopped, and an edited or broken record is redone rather than trusted.
 
+``filter.repeats: R`` retrains every kept subset R times, with the training seeds ``train_seed``,
+``train_seed + 1``, …: one record per (kept subset, seed), keyed like the others (the seed is part of the
+recipe), so repeat 0 is exactly today's retraining and its record. ``results`` then has one row per
+configuration and repeat, with the columns ``repeat`` (0..R−1) and ``train_seed``; with R = 1 it is the table
+it always was (one row per configuration, no such columns). The report averages the repeats (mean ± a 95 %
+t-interval) and flags retrainings that collapsed to the majority class.
+
 Each retraining is a task (``retrain_task``): it reads the run and returns its record, and this process
 writes the record as it arrives. Without an executor the tasks run here one by one, as always; with one
 (``EvalStage(run, executor=...)``, ``workflows.executor``: local processes or Ray, docs/ray.md) they run in
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -103,32 +111,48 @@ def _retrain_context(run_root: str, device: str):
     if _WORKER_CACHE.get("key") != key:
         _WORKER_CACHE.clear()
         loaded, prepared, model_cfg = load_finetuned(run, "init", device=device)
-        enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
-        _WORKER_CACHE.update(key=key, value=(loaded, enc, read_adapter(run.layout.adapter("init"))))
+        enc = encode_splits(prepared, loaded.tokenizer, model_cfg)
+        _WORKER_CACHE.update(key=key, value=(loaded, enc, read_adapter(run.layout.adapter("init")), prepared))
     return _WORKER_CACHE["value"]
 
 
 def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: TrainConfig, rec: dict,
-                 device: str) -> dict:
+                 device: str, gradient_checkpointing: bool = False) -> dict:
     """One retraining (a task: it reads the run, writes nothing) → ``{"record", "device"}``.
 
-    ``device`` is resolved here, on the worker (``auto`` picks the worker's GPU)."""
+    ``device`` is resolved here, on the worker (``auto`` picks the worker's GPU); ``rec["train_seed"]`` is the
+    seed of this retraining (the run's training seed plus the repeat). ``gradient_checkpointing`` recomputes
+    activations in the backward pass (less memory, same results; ``RuntimeConfig.gradient_checkpointing``)."""
     from layerinf.engine import train as train_mod
     from layerinf.model import resolve_device
 
     device = str(resolve_device(device))
-    loaded, enc, init_state = _retrain_context(run_root, device)
+    from layerinf.stages import task
+
+    loaded, enc, init_state, prepared = _retrain_context(run_root, device)
     t0 = time.time()
     res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
-                        seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False)
+                        seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False,
+                        gradient_checkpointing=bool(gradient_checkpointing),
+                        objective=task.objective(prepared, train))
     n = len(enc["train"])
     record = {
         "kept": int(len(kept)), "best_accuracy": res.best_accuracy,
         "accuracy_at_best_epoch": res.accuracy_at_best_epoch, "best_epoch": res.best_epoch,
         "history": res.history.to_dict(orient="list"), "first_config": first_config,
+        "train_seed": int(rec["train_seed"]),
         "seconds": round(time.time() - t0, 2),
     }
     return {"record": record, "device": device, "removed": n - len(kept)}
+
+
+def _repeats(filt: FilterConfig) -> int:
+    return max(1, int(getattr(filt, "repeats", 1) or 1))
+
+
+def _seeded(rec: dict, repeat: int) -> dict:
+    """The recipe of repeat ``repeat``: the same, with the training seed ``train_seed + repeat``."""
+    return rec if repeat == 0 else {**rec, "train_seed": int(rec["train_seed"]) + int(repeat)}
 
 
 def _baseline_metrics(s: np.ndarray | None, noisy: np.ndarray) -> dict[str, float]:
@@ -139,30 +163,39 @@ def _baseline_metrics(s: np.ndarray | None, noisy: np.ndarray) -> dict[str, floa
 
 
 class EvalStage(StageBase):
-    """Filter and retrain; writes ``results.parquet|csv`` (one row per configuration or baseline)."""
+    """Filter and retrain; writes ``results.parquet|csv`` (one row per configuration or baseline, and per repeat
+    when ``filter.repeats`` > 1)."""
 
     name = EVAL
     upstream = (DATA, FINETUNE, SCORES)
     artifacts = (table_file(RESULTS), table_file(RESULTS, "csv"))
 
-    def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None):
+    def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None,
+                 gradient_checkpointing: bool = False):
         """``executor``: where the retrainings run, a ``workflows.executor.Executor`` (``make_executor("ray")``);
         default: one by one in this process, as always. ``task_device``: the device each task resolves on its
-        worker (e.g. ``"auto"`` on a cluster of GPU nodes); default: the stage's device."""
+        worker (e.g. ``"auto"`` on a cluster of GPU nodes); default: the stage's device.
+        ``gradient_checkpointing``: ``RuntimeConfig.gradient_checkpointing`` for the retrainings (where to
+        compute, not what: it is no part of the stage's key or of a record's)."""
         super().__init__(run_dir, echo, source=source)
         self.executor = executor
         self.task_device = task_device
+        self.gradient_checkpointing = bool(gradient_checkpointing)
 
     def key(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig) -> dict:
         from layerinf.stages.finetune import recipe
 
-        return {"filter": asdict(filt), "train": recipe(self.run_dir, model, train)}
+        filt_key = asdict(filt)
+        if filt_key.get("repeats", 1) == 1:  # one repeat is what the stage always did: its key stays the same
+            filt_key.pop("repeats", None)
+        return {"filter": filt_key, "train": recipe(self.run_dir, model, train)}
 
     def seed(self, filt, model, train) -> int:
         return int(self.run_dir.stage_info(DATA)["seed"] or 0)
 
     def plan(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig):
-        """(kind, name, scores, kept rows, record path) per configuration and baseline."""
+        """(kind, name, scores, kept rows, record path, repeat) per configuration and baseline, repeats
+        0..R−1 of each in turn (R = ``filter.repeats``; repeat r trains with seed ``train_seed + r``)."""
         from layerinf.stages.data import load_data
 
         run = self.run_dir
@@ -182,20 +215,23 @@ class EvalStage(StageBase):
         units += [("influence", k, aggregated[k].to_numpy(np.float64)) for k in keys]
         removed = metrics.removal_count(filt.fraction, n)
         self._n = n
-        # a retraining is reused only for the same kept subset, initial checkpoint and recipe
-        salt = config_hash({"init": run.stage_info(FINETUNE)["files"][adapter_file("init")],
-                            "train": self.key(filt, model, train)["train"]})
+        # a retraining is reused only for the same kept subset, initial checkpoint and recipe (seed included)
+        init = run.stage_info(FINETUNE)["files"][adapter_file("init")]
+        rec = self.key(filt, model, train)["train"]
+        self._train_seed = int(rec["train_seed"])
+        salts = [config_hash({"init": init, "train": _seeded(rec, r)}) for r in range(_repeats(filt))]
         plan = []
         for kind, name, s in units:
             kept = np.arange(n) if s is None else np.sort(metrics.filter_order(s)[removed:])
-            plan.append((kind, name, s, kept, run.layout.retrain / f"{_unit_key(kept, salt)}.json"))
+            for r, salt in enumerate(salts):
+                plan.append((kind, name, s, kept, run.layout.retrain / f"{_unit_key(kept, salt)}.json", r))
         return plan, table, noisy
 
     def compute(self, st, filt: FilterConfig, model: ModelConfig, train: TrainConfig, *, progress=True,
                 device="cpu") -> dict:
         plan, table, noisy = self.plan(filt, model, train)
         self._retrain(plan, model, train, progress=progress, device=device)
-        results = self._results(plan, table, noisy, model)
+        results = self._results(plan, table, noisy, model, repeats=_repeats(filt))
         results.to_parquet(st.out(table_file(RESULTS)), index=False)
         results.to_csv(st.out(table_file(RESULTS, "csv")), index=False)
         return {"rows": len(results), "retrainings": len({p[4] for p in plan})}
@@ -208,13 +244,19 @@ class EvalStage(StageBase):
         rec = recipe(self.run_dir, model, train)
         n = getattr(self, "_n", None)
         tasks, seen = [], set()
-        for kind, name, s, kept, path in plan:
+        for kind, name, s, kept, path, *more in plan:
             if path in seen or read_record(path) is not None:
                 continue
             seen.add(path)
+            r = more[0] if more else 0
             removed = f"{n - len(kept)} examples" if n is not None else "examples"
-            tasks.append({"fn": retrain_task, "args": (str(self.run_dir.root), kept, name, train, rec, device),
-                          "label": f"{label}retraining without the {removed} chosen by {name} (record {path.stem})",
+            seeded = _seeded(rec, r)
+            which = f", seed {seeded['train_seed']}" if r else ""
+            tasks.append({"fn": retrain_task,
+                          "args": (str(self.run_dir.root), kept, name, train, seeded, device,
+                                   self.gradient_checkpointing),
+                          "label": f"{label}retraining without the {removed} chosen by {name}{which} "
+                                   f"(record {path.stem})",
                           "key": path, "log": path.with_suffix(".log")})
         return tasks
 
@@ -240,7 +282,8 @@ class EvalStage(StageBase):
             raise LayerinfError(f"{len(failures)} of {len(tasks)} retrainings failed (first: {failures[0]})",
                                 "fix the cause and rerun the same command: finished retrainings are reused")
 
-    def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig) -> pd.DataFrame:
+    def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig,
+                 repeats: int = 1) -> pd.DataFrame:
         from layerinf.stages.data import load_data
 
         prepared = load_data(self.run_dir)
@@ -248,7 +291,9 @@ class EvalStage(StageBase):
         task = prepared.task or self.run_dir.stage_info(DATA)["config"]["data"]["source"]
         by_key = {config_key(r.method, r.group, r.aggregator): r for r in table.itertuples()}
         n, rows = len(noisy), []
-        for kind, name, s, kept, path in plan:
+        train_seed = int(getattr(self, "_train_seed", 0))
+        for kind, name, s, kept, path, *more in plan:
+            r = more[0] if more else 0
             unit = read_record(path)
             if unit is None:
                 raise LayerinfError(f"retraining record {path} is missing or corrupted",
@@ -259,11 +304,19 @@ class EvalStage(StageBase):
             else:
                 method, group, agg = name.split("/")
                 m = {c: float(getattr(by_key[name], c)) for c in METRIC_COLUMNS}
-            rows.append({
+            row = {
                 "model": model.name, "task": task, "seed": seed, "method": method, "group": group,
                 "aggregator": agg, "kind": kind, **m, "removed": int(n - len(kept)),
                 "best_accuracy": unit["best_accuracy"], "accuracy_at_best_epoch": unit["accuracy_at_best_epoch"],
-            })
+            }
+            if getattr(prepared, "task", None) == "sft":  # instruction data: accuracy = exact match; and the loss
+                hist = pd.DataFrame(unit["history"])
+                at_best = hist.loc[hist["epoch"] == unit["best_epoch"]]
+                row.update(test_loss_at_best_epoch=float(at_best["test_loss"].iloc[0]) if len(at_best) else math.nan,
+                           best_test_loss=float(hist["test_loss"].min()))
+            if repeats > 1:  # one row per repeat; with one repeat the table is the one it always was
+                row.update(repeat=int(r), train_seed=train_seed + int(r))
+            rows.append(row)
         return pd.DataFrame(rows)
 
     def load(self) -> pd.DataFrame:

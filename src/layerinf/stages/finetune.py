@@ -4,6 +4,11 @@ Writes ``init|best|last.safetensors`` (the trainable LoRA + head tensors), the i
 best checkpoint and the per-epoch history. The best checkpoint is the epoch with the lowest influence-set
 loss (ties → the later epoch). ``AdapterStage`` fills the same folder from a user's adapter instead (a
 layerinf ``.safetensors`` file or a PEFT folder): only ``best`` exists then, and there is no history.
+
+``gradient_checkpointing`` (``RuntimeConfig``; a stage constructor argument, not part of the stage's identity)
+recomputes activations in the backward pass: less memory, slower, the same results. ``ModelConfig.quantization``
+(bitsandbytes, CUDA only) is part of the identity, but left out of the key while it is ``none``, so that runs
+made before the option existed are reused.
 """
 
 from __future__ import annotations
@@ -43,13 +48,27 @@ def recipe(run_dir, model: ModelConfig, train: TrainConfig) -> dict:
 
     data_seed = int(StageBase(run_dir).run_dir.stage_info(DATA)["seed"] or 0)
     lr = default_lr(model.name) if train.lr is None else float(train.lr)
-    return {**asdict(train), "lr": lr, "train_seed": train_seed(train, data_seed)}
+    rec = {**asdict(train), "lr": lr, "train_seed": train_seed(train, data_seed)}
+    if rec.get("loss_reduction") == "mean":  # added with SFT: left out at its default, so older runs still match
+        rec.pop("loss_reduction")
+    return rec
 
 
-def encode_splits(prepared, tokenizer, max_length: int) -> dict:
-    from layerinf.engine.batching import encode_split
+def model_key(model: ModelConfig) -> dict:
+    """The model section as it keys a stage: fields added later are left out while at their default."""
+    key = asdict(model)
+    defaults = asdict(ModelConfig())
+    for name in ("quantization", "max_response_length", "chat_template"):
+        if key.get(name) == defaults[name]:
+            key.pop(name)
+    return key
 
-    return {name: encode_split(getattr(prepared, name), tokenizer, max_length) for name in ("train", "infl", "test")}
+
+def encode_splits(prepared, tokenizer, model: ModelConfig | int) -> dict:
+    """The run's splits tokenised for its task (``stages.task.encode_splits``)."""
+    from layerinf.stages import task
+
+    return task.encode_splits(prepared, tokenizer, model)
 
 
 def _save_outputs(st, result, model: ModelConfig) -> None:
@@ -112,29 +131,39 @@ class FinetuneStage(StageBase):
     artifacts = (*(adapter_file(c) for c in CHECKPOINTS), INFL_LOGITS_FILE, table_file(HISTORY),
                  table_file(HISTORY, "csv"))
 
+    def __init__(self, run_dir, echo=None, *, source=None, gradient_checkpointing: bool = False):
+        """``gradient_checkpointing``: recompute activations in the backward pass (runtime: same results)."""
+        super().__init__(run_dir, echo, source=source)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+
     def key(self, model: ModelConfig, train: TrainConfig) -> dict:
-        return {"model": asdict(model), "train": recipe(self.run_dir, model, train)}
+        return {"model": model_key(model), "train": recipe(self.run_dir, model, train)}
 
     def seed(self, model: ModelConfig, train: TrainConfig) -> int:
         return self.key(model, train)["train"]["train_seed"]
 
     def compute(self, st, model: ModelConfig, train: TrainConfig, *, progress=True, device="cpu", on_epoch=None):
         from layerinf.engine.train import fit
-        from layerinf.model import load_classifier
+        from layerinf.stages import task
 
         prepared = load_data(self.run_dir)
         rec = recipe(self.run_dir, model, train)
-        loaded = load_classifier(model, len(prepared.label_names), seed=rec["train_seed"], device=device)
-        enc = encode_splits(prepared, loaded.tokenizer, model.max_length)
+        gc = self.gradient_checkpointing
+        loaded = task.load_model(prepared, model, seed=rec["train_seed"], device=device, gradient_checkpointing=gc)
+        enc = encode_splits(prepared, loaded.tokenizer, model)
         result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
-                     seed=rec["train_seed"], progress=progress, on_epoch=on_epoch)
+                     seed=rec["train_seed"], progress=progress, on_epoch=on_epoch, gradient_checkpointing=gc,
+                     objective=task.objective(prepared, train))
         _save_outputs(st, result, model)
         best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+        health = None
+        if not task.is_sft(prepared) or prepared.class_words:  # free-form responses have no majority class
+            health = health_check(float(best["infl_acc"]), enc["infl"].labels, float(best["test_acc"]),
+                                  enc["test"].labels)
         return {"best_epoch": result.best_epoch, "best_accuracy": result.best_accuracy,
                 "accuracy_at_best_epoch": result.accuracy_at_best_epoch, "lr": rec["lr"],
-                "model": asdict(model), "train_seed": rec["train_seed"],
-                "health": health_check(float(best["infl_acc"]), prepared.infl["label"].to_numpy(),
-                                       float(best["test_acc"]), prepared.test["label"].to_numpy())}
+                "model": asdict(model), "train_seed": rec["train_seed"], "health": health,
+                **({"loss_reduction": train.loss_reduction} if task.is_sft(prepared) else {})}
 
     def load(self) -> FinetuneOutput:
         summary = self.summary()
@@ -155,7 +184,7 @@ class AdapterStage(FinetuneStage):
     def key(self, model: ModelConfig, adapter: Path) -> dict:
         from layerinf.model import adapter_fingerprint
 
-        return {"model": asdict(model), "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(adapter)}
+        return {"model": model_key(model), "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(adapter)}
 
     def seed(self, model: ModelConfig, adapter: Path) -> int:
         return int(self.run_dir.stage_info(DATA)["seed"] or 0)
@@ -183,9 +212,18 @@ class AdapterStage(FinetuneStage):
                                        prepared.test["label"].to_numpy())}
 
 
-def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu"):
-    """The run's model with the chosen adapter (init | best | last) loaded, its data and model config."""
-    from layerinf.model import load_classifier
+def run_objective(run_dir, prepared):
+    """The loss the run's model was fine-tuned with (``engine.objectives``), for its gradients and retrainings."""
+    from layerinf.stages import task
+
+    reduction = FinetuneStage(run_dir).summary().get("loss_reduction", "mean")
+    return task.objective(prepared, {"loss_reduction": reduction})
+
+
+def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu", *, gradient_checkpointing: bool = False):
+    """The run's model with the chosen adapter (init | best | last) loaded, its data and model config
+    (``gradient_checkpointing``: recompute activations in the backward pass; the same gradients)."""
+    from layerinf.stages import task
 
     stage = FinetuneStage(run_dir)
     folder = stage.run_dir.require(FINETUNE)
@@ -196,5 +234,6 @@ def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu"):
     if not path.is_file():
         raise LayerinfError(f"the run has no '{checkpoint}' checkpoint ({path.name} is absent: the adapter was imported)",
                             "use --checkpoint best")
-    loaded = load_classifier(model, len(prepared.label_names), seed=summary["train_seed"], adapter=path, device=device)
+    loaded = task.load_model(prepared, model, seed=summary["train_seed"], adapter=path, device=device,
+                             gradient_checkpointing=gradient_checkpointing)
     return loaded, prepared, model

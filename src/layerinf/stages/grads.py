@@ -8,6 +8,17 @@ and head gradients are dense, word-embedding gradients row-sparse. Each split is
 stage's executor: one after the other locally, in parallel on Ray) into ``grads/train/shard-000/`` …; the
 store reads them as one, and its data are the same bytes as the unsharded store's (per-sample gradients do
 not depend on which samples share a batch). ``shards=1`` (the default) is the unsharded layout.
+
+TracInCP (``GradsConfig.tracin_checkpoints``, e.g. ``[init, best, last]``): the train and influence sets are
+also collected at each listed checkpoint, into ``grads/tracin/<checkpoint>/<split>/`` (``layout.tracin_store``);
+the stage's own checkpoint (``checkpoint``) is not collected twice: its stores are ``grads/<split>/``. The
+learning rate η_c of each checkpoint (``engine.train.checkpoint_lr``: the mean rate of the epoch that produced
+it, the peak rate for ``init``, 1 for an imported adapter) is recorded in the stage summary (``tracin``), where
+the score stage's ``tracin_cp`` method reads it. Off (None, the default) the stage's key, files and summary are
+those of a stage without the option.
+
+``gradient_checkpointing`` (a runtime choice, not part of the stage's identity) recomputes activations in the
+backward pass: less memory, the same gradients.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import numpy as np
 from layerinf.config import GradsConfig
 from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
-from layerinf.store.layout import DATA, FINETUNE, GRAD_SPLITS, GRADS, adapter_file
+from layerinf.store.layout import CHECKPOINTS, DATA, FINETUNE, GRAD_SPLITS, GRADS, adapter_file, tracin_store
 
 if TYPE_CHECKING:
     from layerinf.store.gradstore import GradStore
@@ -34,13 +45,16 @@ class GradsStage(StageBase):
     upstream = (DATA, FINETUNE)
     artifacts = tuple(f"{split}/info.json" for split in GRAD_SPLITS)
 
-    def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None):
+    def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None,
+                 gradient_checkpointing: bool = False):
         """``executor``: where shard tasks run, a ``workflows.executor.Executor``; default: this process, one
         by one.
-        ``task_device``: the device each task resolves on its worker (default: the stage's device)."""
+        ``task_device``: the device each task resolves on its worker (default: the stage's device).
+        ``gradient_checkpointing``: recompute activations in the backward pass (runtime: same gradients)."""
         super().__init__(run_dir, echo, source=source)
         self.executor = executor
         self.task_device = task_device
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.shards = 1
 
     def run(self, *configs, shards: int = 1, **kwargs):
@@ -49,36 +63,54 @@ class GradsStage(StageBase):
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
             raise LayerinfError(f"shards = {shards!r} must be a whole number of at least 1", "use shards=1 or more")
         self.shards = shards
+        if configs:
+            check_tracin_checkpoints(configs[0], self.run_dir)
         return super().run(*configs, **kwargs)
 
     def key(self, cfg: GradsConfig) -> dict:
-        return {"grads": asdict(cfg)}
+        key = asdict(cfg)
+        if not cfg.tracin_checkpoints:  # off: the key of a stage made before the option existed
+            key.pop("tracin_checkpoints", None)
+        return {"grads": key}
 
     def compute(self, st, cfg: GradsConfig, *, progress=True, device="cpu") -> dict:
         if self.shards > 1:
             return self._compute_sharded(st, cfg, progress=progress, device=device)
         from layerinf.engine.collect import we_token_counts, write_store
-        from layerinf.model import inventory
-        from layerinf.stages.finetune import encode_splits, load_finetuned
+        from layerinf.model import inventory, load_adapter
+        from layerinf.stages.finetune import encode_splits, load_finetuned, run_objective
         from layerinf.store.gradstore import check_free_space, store_nbytes
         from layerinf.store.rundir import sha256_file
 
-        loaded, prepared, model_cfg = load_finetuned(self.run_dir, cfg.checkpoint, device=device)
-        enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)
-        ckpt_sha = sha256_file(self.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
-        # every store's size is known before anything is written: check the disk once for both splits
+        loaded, prepared, model_cfg = load_finetuned(self.run_dir, cfg.checkpoint, device=device,
+                                                     gradient_checkpointing=self.gradient_checkpointing)
+        objective = run_objective(self.run_dir, prepared)
+        enc = encode_splits(prepared, loaded.tokenizer, model_cfg)
+        folder = self.run_dir.stage_path(FINETUNE)
+        extra = extra_checkpoints(cfg)
+        # every store's size is known before anything is written: check the disk once for all of them
         specs = [s for s in inventory(loaded.model, include_we=cfg.include_we) if cfg.include_we or s.kind != "we"]
         we = next((s for s in specs if s.kind == "we"), None)
         need = sum(store_nbytes(len(enc[split]), specs, cfg.grad_dtype,
                                 int(we_token_counts(enc[split], int(we.shape[0])).sum()) if we is not None else 0,
                                 len(prepared.label_names)) for split in GRAD_SPLITS)
-        check_free_space(st.tmp, need)
-        for split in GRAD_SPLITS:
-            write_store(loaded.model, enc[split], st.tmp / split, batch_size=cfg.grad_batch_size,
-                        include_we=cfg.include_we, dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha,
-                        progress=progress)
+        check_free_space(st.tmp, need * (1 + len(extra)))
+        for checkpoint in (cfg.checkpoint, *extra):
+            if checkpoint != cfg.checkpoint:  # the same model with another checkpoint's trainable tensors
+                load_adapter(loaded.model, folder / adapter_file(checkpoint))
+            ckpt_sha = sha256_file(folder / adapter_file(checkpoint))
+            for split in GRAD_SPLITS:
+                write_store(loaded.model, enc[split], st.tmp / store_path(cfg, checkpoint, split),
+                            batch_size=cfg.grad_batch_size, include_we=cfg.include_we, dtype=cfg.grad_dtype,
+                            checkpoint_sha256=ckpt_sha, progress=progress, objective=objective)
         return {"num_layers": loaded.num_layers, "checkpoint": cfg.checkpoint,
-                "n_train": len(enc["train"]), "n_infl": len(enc["infl"])}
+                "n_train": len(enc["train"]), "n_infl": len(enc["infl"]), **self._tracin_summary(cfg)}
+
+    def _tracin_summary(self, cfg: GradsConfig) -> dict:
+        if not cfg.tracin_checkpoints:
+            return {}
+        lrs, rule = tracin_lrs(self.run_dir, tracin_list(cfg))
+        return {"tracin": {"checkpoints": tracin_list(cfg), "lrs": lrs, "lr_rule": rule}}
 
     def _compute_sharded(self, st, cfg: GradsConfig, *, progress: bool, device: str) -> dict:
         from layerinf.stages.data import load_data
@@ -91,29 +123,51 @@ class GradsStage(StageBase):
         bounds = [k * n // count for k in range(count + 1)]
         dev = device if self.executor is None else (self.task_device or device)
         root = str(self.run_dir.root)
-        tasks = [{"fn": grads_task, "args": (root, cfg, "infl", None, None, str(st.tmp / "infl"), dev),
-                  "label": f"{root}: gradients of the influence set", "key": ("infl",)}]
+        gc = self.gradient_checkpointing
         paths = [SHARD_DIR.format(k) for k in range(count)]
-        for k in range(count):
-            tasks.append({"fn": grads_task, "key": ("train", k),
-                          "args": (root, cfg, "train", bounds[k], bounds[k + 1], str(st.tmp / "train" / paths[k]), dev),
-                          "label": f"{root}: gradients of training samples {bounds[k]}:{bounds[k + 1]} "
-                                   f"(shard {k + 1} of {count})"})
+        tasks = []
+        for checkpoint in (cfg.checkpoint, *extra_checkpoints(cfg)):
+            at = dataclasses.replace(cfg, checkpoint=checkpoint, tracin_checkpoints=None)
+            where = "" if checkpoint == cfg.checkpoint else f" at checkpoint '{checkpoint}'"
+            tasks.append({"fn": grads_task, "key": (checkpoint, "infl"),
+                          "args": (root, at, "infl", None, None, str(st.tmp / store_path(cfg, checkpoint, "infl")),
+                                   dev, gc),
+                          "label": f"{root}: gradients of the influence set{where}"})
+            for k in range(count):
+                tasks.append({"fn": grads_task, "key": (checkpoint, "train", k),
+                              "args": (root, at, "train", bounds[k], bounds[k + 1],
+                                       str(st.tmp / store_path(cfg, checkpoint, "train") / paths[k]), dev, gc),
+                              "label": f"{root}: gradients of training samples {bounds[k]}:{bounds[k + 1]} "
+                                       f"(shard {k + 1} of {count}){where}"})
         results = {}
         failures = run_tasks(self.executor, tasks, results.__setitem__, progress=progress, desc="gradients")
         if failures:
             raise LayerinfError(f"{len(failures)} of {len(tasks)} gradient tasks failed (first: {failures[0]})",
                                 "fix the cause and rerun the command")
-        first = results[("train", 0)]
-        ckpt_sha = sha256_file(self.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
-        write_shard_index(st.tmp / "train", paths, checkpoint_sha256=ckpt_sha, data_sha256=first["split_sha256"])
+        for checkpoint in (cfg.checkpoint, *extra_checkpoints(cfg)):
+            first = results[(checkpoint, "train", 0)]
+            ckpt_sha = sha256_file(self.run_dir.stage_path(FINETUNE) / adapter_file(checkpoint))
+            write_shard_index(st.tmp / store_path(cfg, checkpoint, "train"), paths, checkpoint_sha256=ckpt_sha,
+                              data_sha256=first["split_sha256"])
+        first = results[(cfg.checkpoint, "train", 0)]
         return {"num_layers": first["num_layers"], "checkpoint": cfg.checkpoint,
-                "n_train": n, "n_infl": results[("infl",)]["n"], "shards": count}
+                "n_train": n, "n_infl": results[(cfg.checkpoint, "infl")]["n"], "shards": count,
+                **self._tracin_summary(cfg)}
 
     def load(self):
         from layerinf.store.gradstore import GradStore
 
         return tuple(GradStore(self.path / split) for split in GRAD_SPLITS)
+
+    def checkpoint_stores(self) -> list[tuple[str, "GradStore", "GradStore", float]]:
+        """TracInCP's ``(checkpoint, train store, influence store, η_c)``, in ``tracin_checkpoints`` order;
+        ``[]`` when the stage collected no checkpoints (``tracin_checkpoints`` off)."""
+        from layerinf.store.gradstore import GradStore
+
+        tracin = self.summary().get("tracin") or {}
+        cfg = GradsConfig(**self.config()["grads"])
+        return [(c, *(GradStore(self.path / store_path(cfg, c, split)) for split in GRAD_SPLITS),
+                 float(tracin["lrs"][c])) for c in tracin.get("checkpoints", [])]
 
     @property
     def num_layers(self) -> int:
@@ -121,7 +175,7 @@ class GradsStage(StageBase):
 
 
 def _write_shard(net, encoded, folder, start: int, stop: int, *, batch_size: int, include_we: bool, dtype: str,
-                 checkpoint_sha256: str, progress: bool):
+                 checkpoint_sha256: str, progress: bool, objective=None):
     """Samples ``start:stop`` of a split's gradients as a complete store at ``folder`` (rows renumbered from 0)."""
     from layerinf.engine.collect import collect_gradients, split_fingerprint, we_token_counts
     from layerinf.model import inventory
@@ -132,7 +186,8 @@ def _write_shard(net, encoded, folder, start: int, stop: int, *, batch_size: int
     counts = we_token_counts(encoded, int(we_spec.shape[0]))[start:stop] if we_spec is not None else None
     with StoreWriter(folder, stop - start, specs, dtype=dtype, we_counts=counts) as writer:
         for batch in collect_gradients(net, encoded, specs, batch_size=batch_size, include_we=we_spec is not None,
-                                       progress=progress, rows=np.arange(start, stop, dtype=np.int64)):
+                                       progress=progress, rows=np.arange(start, stop, dtype=np.int64),
+                                       objective=objective):
             writer.add(dataclasses.replace(batch, rows=np.asarray(batch.rows, dtype=np.int64) - start))
         return writer.finish(checkpoint_sha256=checkpoint_sha256,
                              data_sha256=f"{split_fingerprint(encoded)}[{start}:{stop}]",
@@ -140,25 +195,28 @@ def _write_shard(net, encoded, folder, start: int, stop: int, *, batch_size: int
 
 
 def grads_task(run_root: str, cfg: GradsConfig, split: str, start: int | None, stop: int | None, folder: str,
-               device: str) -> dict:
+               device: str, gradient_checkpointing: bool = False) -> dict:
     """A task: one split's gradients (``start`` None), or samples ``start:stop`` of it, into ``folder`` (inside
-    the stage's temporary folder: the stage publishes it when every task is done)."""
+    the stage's temporary folder: the stage publishes it when every task is done), at ``cfg.checkpoint``."""
     from layerinf.engine.collect import split_fingerprint, write_store
     from layerinf.model import resolve_device
-    from layerinf.stages.finetune import encode_splits, load_finetuned
+    from layerinf.stages.finetune import encode_splits, load_finetuned, run_objective
     from layerinf.store.rundir import sha256_file
 
     device = str(resolve_device(device))
-    loaded, prepared, model_cfg = load_finetuned(run_root, cfg.checkpoint, device=device)
-    enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)[split]
+    loaded, prepared, model_cfg = load_finetuned(run_root, cfg.checkpoint, device=device,
+                                                 gradient_checkpointing=gradient_checkpointing)
+    objective = run_objective(run_root, prepared)
+    enc = encode_splits(prepared, loaded.tokenizer, model_cfg)[split]
     stage = StageBase(run_root)
     ckpt_sha = sha256_file(stage.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
     if start is None:
         write_store(loaded.model, enc, folder, batch_size=cfg.grad_batch_size, include_we=cfg.include_we,
-                    dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False)
+                    dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False, objective=objective)
     else:
         _write_shard(loaded.model, enc, folder, start, stop, batch_size=cfg.grad_batch_size,
-                     include_we=cfg.include_we, dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False)
+                     include_we=cfg.include_we, dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False,
+                     objective=objective)
     return {"num_layers": loaded.num_layers, "n": len(enc), "split_sha256": split_fingerprint(enc)}
 
 
@@ -206,6 +264,75 @@ def write_shard_index(folder: str | os.PathLike, shard_paths: Sequence[str], *, 
     }
     atomic_write_json(folder / INFO, info)
     return GradStore(folder)
+
+
+def tracin_list(cfg: GradsConfig) -> list[str]:
+    """``tracin_checkpoints`` without repeats, in the given order (``[]`` when off)."""
+    return list(dict.fromkeys(cfg.tracin_checkpoints or []))
+
+
+def extra_checkpoints(cfg: GradsConfig) -> list[str]:
+    """The TracInCP checkpoints collected besides the stage's own ``checkpoint`` (which is not collected twice)."""
+    return [c for c in tracin_list(cfg) if c != cfg.checkpoint]
+
+
+def store_path(cfg: GradsConfig, checkpoint: str, split: str) -> str:
+    """Where a checkpoint's store of ``split`` lives, relative to ``grads/``."""
+    return split if checkpoint == cfg.checkpoint else tracin_store(checkpoint, split)
+
+
+def check_tracin_checkpoints(cfg: GradsConfig, run_dir=None) -> None:
+    """``tracin_checkpoints`` names saved checkpoints (init | best | last); with ``run_dir``, ones that its
+    finetune stage has (an imported adapter has only ``best``). Raises before anything is written."""
+    if cfg.tracin_checkpoints is None:
+        return
+    if not cfg.tracin_checkpoints:
+        raise LayerinfError("grads.tracin_checkpoints is an empty list",
+                            "name the checkpoints, e.g. --tracin-checkpoints init,best,last (or leave it unset)")
+    bad = [c for c in cfg.tracin_checkpoints if c not in CHECKPOINTS]
+    if bad:
+        raise LayerinfError(f"grads.tracin_checkpoints: unknown checkpoint '{bad[0]}'",
+                            f"use some of {', '.join(CHECKPOINTS)}, e.g. --tracin-checkpoints init,best,last")
+    if run_dir is None:
+        return
+    from layerinf.store.rundir import RunDir
+
+    folder = RunDir(run_dir).stage_path(FINETUNE)
+    if not folder.is_dir():
+        return  # the stage says that finetune has not finished
+    missing = [c for c in tracin_list(cfg) if not (folder / adapter_file(c)).is_file()]
+    if missing:
+        raise LayerinfError(f"the run has no '{missing[0]}' checkpoint for TracInCP (an imported adapter has "
+                            "only 'best')", "use --tracin-checkpoints best, or fine-tune with layerinf finetune")
+
+
+def check_tracin_request(methods, cfg: GradsConfig | None) -> None:
+    """A multi-checkpoint method (``tracin_cp``) in ``methods`` needs ``cfg.tracin_checkpoints`` (the grads
+    stage's, or the experiment's): a clear error otherwise, before anything is written."""
+    from layerinf.influence import registry
+
+    wanted = [m for m in methods or [] if registry.method(m).checkpoints]
+    if wanted and (cfg is None or not cfg.tracin_checkpoints):
+        raise LayerinfError(f"method {wanted[0]} needs gradients at several checkpoints, but grads.tracin_checkpoints "
+                            "is not set", "collect them first: layerinf grads RUN --tracin-checkpoints init,best,last "
+                            "--force (YAML: grads.tracin_checkpoints), or drop the method")
+
+
+def tracin_lrs(run_dir, checkpoints: Sequence[str]) -> tuple[dict[str, float], str]:
+    """η_c for each checkpoint, from the finetune stage's recipe (``engine.train.checkpoint_lr``), and the rule."""
+    from layerinf.engine.train import checkpoint_lr
+    from layerinf.stages.data import load_data
+    from layerinf.store.rundir import RunDir
+
+    info = RunDir(run_dir).stage_info(FINETUNE)
+    summary, recipe = info.get("summary", {}), (info.get("config") or {}).get("train")
+    if summary.get("imported") or summary.get("lr") is None or not recipe:
+        return {c: 1.0 for c in checkpoints}, "imported adapter (no training recipe): η = 1"
+    steps = -(-len(load_data(run_dir).train) // int(recipe["batch_size"]))
+    lrs = {c: checkpoint_lr(c, lr=float(summary["lr"]), steps_per_epoch=steps, epochs=int(recipe["epochs"]),
+                            warmup=float(recipe["warmup"]), best_epoch=int(summary["best_epoch"]))
+           for c in checkpoints}
+    return lrs, "init: the peak lr; best, last: the mean lr over the epoch that produced the checkpoint"
 
 
 def load_grads(run_dir):

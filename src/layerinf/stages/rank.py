@@ -5,6 +5,16 @@ for MiniLM) aggregated with Vote. Higher score = more helpful; the suspects are 
 Reads the ``data`` and ``grads`` stages (of this run, or of another run given as ``source=``) and writes
 ``suspects.csv|jsonl`` (every training example, rank 1 = most suspicious), ``scores.parquet`` (the chosen
 method and group under every aggregator), ``summary.json`` and ``index.html``.
+
+The summary, the result and the page also say which rows were ranked and how (``coverage``: one fit, and how many
+rows of the source were left out as its validation set) and carry the fine-tuning stage's health warning when the
+model did not clearly learn the task (``health``). Cross-fitting (every row ranked) combines several of these
+stages: ``layerinf.workflows.crossfit``.
+
+Instruction data (SFT, ``task = "sft"``): the table has ``SFT_COLUMNS`` instead of ``COLUMNS`` (``prompt``,
+``response``, and ``response_loss``: the fine-tuned model's mean response-token loss on that row, from the
+gradient store), the validation filter of Rank/Vote keeps the validation rows that greedy decoding reproduces
+(``stages.task.correct``), and the summary records ``task``.
 """
 
 from __future__ import annotations
@@ -24,11 +34,12 @@ from layerinf.errors import LayerinfError
 from layerinf.evaluation import metrics
 from layerinf.stages.base import StageBase
 from layerinf.stages.rank_page import render_html
-from layerinf.store.layout import (DATA, GRADS, PAGE_FILE, SUMMARY_FILE, SUSPECT_SCORES_FILE, SUSPECTS,
-                                   SUSPECTS_TABLE, table_file)
+from layerinf.store.layout import (DATA, DATA_META_FILE, GRADS, PAGE_FILE, SUMMARY_FILE, SUSPECT_SCORES_FILE,
+                                   SUSPECTS, SUSPECTS_TABLE, table_file)
 
 COLUMNS = ["rank", "index", "source_idx", "text", "text_pair", "given_label", "predicted_label", "probability",
            "score", "suspect"]
+SFT_COLUMNS = ["rank", "index", "source_idx", "prompt", "response", "response_loss", "score", "suspect"]
 
 
 @dataclass
@@ -52,6 +63,18 @@ class SuspectsResult:
     model: str = ""
     checkpoint: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    coverage: dict[str, Any] = field(default_factory=dict)  # ranked, rows, how, folds, text (see coverage_of)
+    health: list[str] = field(default_factory=list)  # warnings of fits whose model did not clearly learn
+    task: str = "classification"  # or "sft" (instruction data: prompt / response rows, SFT_COLUMNS)
+
+    @property
+    def is_sft(self) -> bool:
+        return self.task == "sft"
+
+    @property
+    def coverage_text(self) -> str:
+        """E.g. "500 of 500 rows ranked, cross-fitted over 3 folds"."""
+        return str(self.coverage.get("text") or f"{self.n} rows ranked")
 
     @property
     def config_key(self) -> str:
@@ -89,14 +112,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray, logits: np.ndarray, top: float,
-                mask_known: bool) -> pd.DataFrame:
-    """Every training example ranked by ascending score (stable; rank 1 = most suspicious)."""
+def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray, logits: np.ndarray | None, top: float,
+                mask_known: bool, probs: np.ndarray | None = None) -> pd.DataFrame:
+    """Every training example ranked by ascending score (stable; rank 1 = most suspicious). Class probabilities
+    come from ``logits`` (softmax) or are given as ``probs``."""
     n = len(train)
     order = metrics.filter_order(scores)
     k = metrics.removal_count(top, n)
     given = train["label"].to_numpy(np.int64)
-    probs = _softmax(np.asarray(logits, dtype=np.float64))
+    probs = _softmax(np.asarray(logits, dtype=np.float64)) if probs is None else np.asarray(probs, np.float64)
     pred = probs.argmax(1)
     names = np.asarray(label_names, dtype=object)
     tp = train["text_pair"].to_numpy(object)
@@ -117,14 +141,60 @@ def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray,
     return out
 
 
+def build_sft_table(train: pd.DataFrame, scores: np.ndarray, losses: np.ndarray, top: float,
+                    mask_known: bool) -> pd.DataFrame:
+    """Every instruction example (an SFT split: ``prompt``, ``response``) ranked by ascending score (stable; rank 1
+    = most suspicious), with ``losses``: each row's response loss under the fine-tuned model."""
+    n = len(train)
+    order = metrics.filter_order(scores)
+    k = metrics.removal_count(top, n)
+    out = pd.DataFrame({
+        "rank": np.arange(1, n + 1, dtype=np.int64),
+        "index": train["idx"].to_numpy(np.int64)[order],
+        "source_idx": train["source_idx"].to_numpy(np.int64)[order],
+        "prompt": train["prompt"].astype(str).to_numpy(object)[order],
+        "response": train["response"].astype(str).to_numpy(object)[order],
+        "response_loss": np.asarray(losses, dtype=np.float64)[order],
+        "score": np.asarray(scores, dtype=np.float64)[order],
+        "suspect": np.arange(n) < k,
+    })
+    if mask_known:
+        out["noisy"] = train["noisy"].to_numpy(bool)[order]
+    return out
+
+
+CSV_FLOAT = "%.6g"  # the CSV's one number format (6 significant digits); the JSONL keeps full precision
+
+
 def _write_outputs(folder: Path, result: SuspectsResult) -> None:
     t = result.table
-    t.to_csv(folder / table_file(SUSPECTS_TABLE, "csv"), index=False)
+    t.to_csv(folder / table_file(SUSPECTS_TABLE, "csv"), index=False, float_format=CSV_FLOAT)
     with open(folder / table_file(SUSPECTS_TABLE, "jsonl"), "w", encoding="utf-8") as fh:
         for rec in t.to_dict(orient="records"):
             rec = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     (folder / PAGE_FILE).write_text(render_html(result), encoding="utf-8")
+
+
+def write_result(folder: Path, result: SuspectsResult, scores: pd.DataFrame, **extra: Any) -> dict[str, Any]:
+    """Write a ranking into ``folder``: ``scores.parquet`` (``scores``), ``summary.json`` (returned), the table
+    (CSV, JSONL) and the page."""
+    t = result.table
+    summary: dict[str, Any] = {
+        "config": result.config_key, "method": result.method, "group": result.group, "aggregator": result.aggregator,
+        "kappa": result.kappa, "top": result.top, "n": result.n, "n_suspects": result.n_suspects,
+        "label_names": result.label_names, "model": result.model, "checkpoint": result.checkpoint,
+        "run_dir": str(result.run_dir), "mask_known": result.mask_known,
+        "coverage": result.coverage, "health": result.health, **extra,
+    }
+    if result.is_sft:  # classification summaries stay as they were (no task key: a missing one means classification)
+        summary["task"] = result.task
+    else:
+        summary["suspects_disagreeing"] = int((t["suspect"] & (t["given_label"] != t["predicted_label"])).sum())
+    scores.to_parquet(folder / SUSPECT_SCORES_FILE, index=False)
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _write_outputs(folder, result)
+    return summary
 
 
 def _read_table(folder: Path) -> pd.DataFrame:
@@ -133,27 +203,44 @@ def _read_table(folder: Path) -> pd.DataFrame:
     t = pd.DataFrame.from_records(recs)
     for c in ("rank", "index", "source_idx"):
         t[c] = t[c].astype(np.int64)
-    for c in ("probability", "score"):
-        t[c] = t[c].astype(np.float64)
+    for c in ("probability", "response_loss", "score"):
+        if c in t.columns:
+            t[c] = t[c].astype(np.float64)
     t["suspect"] = t["suspect"].astype(bool)
     if "noisy" in t.columns:
         t["noisy"] = t["noisy"].astype(bool)
-    t["text_pair"] = t["text_pair"].astype(object).where(t["text_pair"].notna(), None)
+    if "text_pair" in t.columns:
+        t["text_pair"] = t["text_pair"].astype(object).where(t["text_pair"].notna(), None)
+    for c in ("prompt", "response"):
+        if c in t.columns:
+            t[c] = t[c].astype(str).astype(object)
     return t
 
 
 def summary_table(result: SuspectsResult, k: int = 10, width: int = 70) -> pd.DataFrame:
     """The ``k`` most suspicious examples, texts shortened to ``width`` characters (for a one-screen print)."""
 
-    def short(text, pair) -> str:
+    def short(text, pair, width: int = width) -> str:
         s = str(text) if pair is None else f"{text} / {pair}"
         s = " ".join(s.split())
         return s if len(s) <= width else s[: width - 1] + "…"
 
     head = result.table.head(int(k))
+    if getattr(result, "is_sft", False):
+        out = pd.DataFrame({
+            "rank": head["rank"].to_numpy(),
+            "row": head["source_idx"].to_numpy(),  # the row in the user's file
+            "loss": head["response_loss"].round(3).to_numpy(),
+            "score": head["score"].to_numpy(),
+            "prompt": [short(p, None) for p in head["prompt"]],
+            "response": [short(r, None, max(width // 2, 10)) for r in head["response"]],
+        })
+        if result.mask_known and "noisy" in head.columns:
+            out["noisy"] = head["noisy"].to_numpy()
+        return out
     out = pd.DataFrame({
         "rank": head["rank"].to_numpy(),
-        "index": head["index"].to_numpy(),
+        "row": head["source_idx"].to_numpy(),  # the row in the user's file
         "given": head["given_label"].to_numpy(),
         "predicted": head["predicted_label"].to_numpy(),
         "p(given)": head["probability"].round(3).to_numpy(),
@@ -180,6 +267,42 @@ def group_members(group: str | None, specs, num_layers: int, method: str) -> tup
     return key, members
 
 
+def coverage_of(meta: dict, n: int, run_dir: Path | None = None) -> dict[str, Any]:
+    """Which rows one fit ranked: its whole training set, out of the source's rows (``meta``: the data stage's
+    meta.json). ``run_dir``: the ranking reads another run (``--run``), whose own validation rows are not ranked."""
+    counts = meta.get("counts") or {}
+    origin = str(meta.get("dev_origin") or "")
+    src_train, src_dev = int(counts.get("source_train", n)), int(counts.get("source_dev", 0))
+    if run_dir is not None:
+        rows, how = n, "run"
+        text = (f"{n:,} training rows of run {run_dir} ranked by one fit (its {int(counts.get('infl', 0)):,} "
+                f"influence and {int(counts.get('test', 0)):,} test rows are not ranked)")
+    elif origin.startswith("carved"):
+        rows, how = src_train + src_dev, "carved"
+        left = rows - n
+        why = "carved out as the validation set" + (" or beyond --max-train" if n < src_train else "")
+        text = (f"{n:,} of {rows:,} rows ranked by one fit; {left:,} rows were NOT ranked ({why}): "
+                "use --folds 3 (cross-fitting) to rank every row")
+    else:
+        rows, how = src_train, "dev_source"
+        capped = f"; {src_train - n:,} rows beyond --max-train were NOT ranked" if n < src_train else ""
+        text = f"{n:,} of {rows:,} rows ranked by one fit (validation set: {origin or 'a separate dev part'}){capped}"
+    return {"ranked": int(n), "rows": int(rows), "how": how, "folds": 1, "text": text}
+
+
+def health_of(run_dirs) -> list[str]:
+    """The fine-tuning health warnings of the fits in ``run_dirs`` (none when every model clearly learned)."""
+    from layerinf.stages.finetune import health_warning
+
+    dirs = list(run_dirs)
+    out = []
+    for i, d in enumerate(dirs):
+        w = health_warning(d)
+        if w:
+            out.append(w if len(dirs) == 1 else f"fold {i}: {w}")
+    return out
+
+
 class RankStage(StageBase):
     """Rank the training examples of the run's data by ``RankConfig``."""
 
@@ -196,7 +319,9 @@ class RankStage(StageBase):
         return group_members(cfg.group, train.specs, grads.num_layers, cfg.method)[0]
 
     def key(self, cfg: RankConfig, model_name: str = "") -> dict:
-        return {"rank": {**asdict(cfg), "group": self._group(cfg)}, "model": model_name}
+        # folds decide how many fits there are (the workflow's business), not what one ranking is
+        rank = {k: v for k, v in asdict(cfg).items() if k != "folds"}
+        return {"rank": {**rank, "group": self._group(cfg)}, "model": model_name}
 
     def seed(self, cfg: RankConfig, model_name: str = "") -> int:
         return int(self.source.stage_info(DATA)["seed"] or 0)
@@ -204,20 +329,23 @@ class RankStage(StageBase):
     def compute(self, st, cfg: RankConfig, model_name: str = "", *, progress=True, device="cpu") -> dict:
         from layerinf.stages.data import load_data
         from layerinf.stages.grads import GradsStage
+        from layerinf.stages import task
         from layerinf.stages.score import score_stores
 
         prepared = load_data(self.source)
         grads = GradsStage(self.source)
         train, infl = grads.load()
         group = self._group(cfg)
-        if len(train.labels) != len(prepared.train) or not np.array_equal(
-                np.asarray(train.labels), prepared.train["label"].to_numpy()):
+        sft = task.is_sft(prepared)
+        # SFT stores hold no class labels to compare (zeros, or class-word ids): the row count must match
+        if len(train.labels) != len(prepared.train) or (not sft and not np.array_equal(
+                np.asarray(train.labels), prepared.train["label"].to_numpy())):
             raise LayerinfError(f"the gradients in {self.source.root} do not match its training data",
                                 f"redo them: `layerinf grads {self.source.root} --force`")
         aggregators = list(dict.fromkeys([cfg.aggregator, *PAPER_AGGREGATORS]))
         score_cfg = ScoreConfig(methods=[cfg.method], groups=[group], aggregators=aggregators,
                                 vote_kappa=cfg.vote_kappa)
-        correct = np.asarray(infl.logits).argmax(1) == np.asarray(infl.labels)
+        correct = np.asarray(task.correct(prepared, infl.logits, infl.labels), dtype=bool)
         scratch = st.tmp / ".scratch"
         try:
             res = score_stores(train, infl, None, correct, grads.num_layers, score_cfg, scratch, progress=progress,
@@ -232,39 +360,52 @@ class RankStage(StageBase):
         s = extras[key]
         noisy = prepared.train["noisy"].to_numpy(bool)
         mask_known = bool(noisy.any())
-        table = build_table(prepared.train, prepared.label_names, s, train.logits, cfg.top, mask_known)
+        if sft:
+            table = build_sft_table(prepared.train, s, np.asarray(train.loss, dtype=np.float64), cfg.top, mask_known)
+        else:
+            table = build_table(prepared.train, prepared.label_names, s, train.logits, cfg.top, mask_known)
+        foreign = self.source.root.resolve() != self.run_dir.root.resolve()
         result = SuspectsResult(
             folder=st.tmp, run_dir=self.source.root, table=table, method=cfg.method, group=group,
             aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=cfg.top, n=len(table),
             n_suspects=int(table["suspect"].sum()), label_names=list(prepared.label_names), mask_known=mask_known,
             model=model_name, checkpoint=str(grads.summary().get("checkpoint", "best")),
+            coverage=coverage_of(prepared.meta, len(table), self.source.root if foreign else None),
+            health=health_of([self.source]), task="sft" if sft else "classification",
         )
-        summary: dict[str, Any] = {
-            "config": key, "method": cfg.method, "group": group, "aggregator": cfg.aggregator,
-            "kappa": cfg.vote_kappa, "top": cfg.top, "n": result.n, "n_suspects": result.n_suspects,
-            "label_names": result.label_names, "model": model_name, "checkpoint": result.checkpoint,
-            "run_dir": str(self.source.root), "mask_known": mask_known,
-            "suspects_disagreeing": int((table["suspect"] & (table["given_label"] != table["predicted_label"])).sum()),
-        }
-        pd.DataFrame({"idx": np.arange(len(s)), **extras}).to_parquet(st.out(SUSPECT_SCORES_FILE), index=False)
+        extra: dict[str, Any] = {}
         if mask_known:
             result.ndr_30 = float(metrics.ndr_at(s, noisy, 0.30))
             result.auc_ndr = float(metrics.auc_ndr(s, noisy))
-            summary.update(ndr_30=result.ndr_30, auc_ndr=result.auc_ndr, n_noisy=int(noisy.sum()),
-                           ndr_30_by_aggregator={k: float(metrics.ndr_at(v, noisy, 0.30)) for k, v in extras.items()})
-        (st.tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        _write_outputs(st.tmp, result)
+            extra.update(ndr_30=result.ndr_30, auc_ndr=result.auc_ndr, n_noisy=int(noisy.sum()),
+                         ndr_30_by_aggregator={k: float(metrics.ndr_at(v, noisy, 0.30)) for k, v in extras.items()})
+        summary = write_result(st.tmp, result, pd.DataFrame({"idx": np.arange(len(s)), **extras}), **extra)
         return {k: summary[k] for k in ("config", "n", "n_suspects", "mask_known")} | (
             {"ndr_30": summary["ndr_30"]} if mask_known else {})
 
     def load(self) -> "SuspectsResult":
-        folder = self.path
-        summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
-        return SuspectsResult(
-            folder=folder, run_dir=Path(summary["run_dir"]), table=_read_table(folder), method=summary["method"],
-            group=summary["group"], aggregator=summary["aggregator"], kappa=float(summary["kappa"]),
-            top=float(summary["top"]), n=int(summary["n"]), n_suspects=int(summary["n_suspects"]),
-            label_names=list(summary["label_names"]), mask_known=bool(summary["mask_known"]),
-            ndr_30=summary.get("ndr_30"), auc_ndr=summary.get("auc_ndr"), model=summary.get("model", ""),
-            checkpoint=summary.get("checkpoint", ""), info=summary,
-        )
+        return load_result(self.path)
+
+
+def load_result(folder: Path) -> SuspectsResult:
+    """A finished suspects folder read back (stages made before ``coverage`` / ``health`` existed get them now)."""
+    from layerinf.store.rundir import RunDir
+
+    summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+    coverage, health = summary.get("coverage"), summary.get("health")
+    if coverage is None or health is None:
+        run = RunDir(summary["run_dir"])
+        meta_path = run.stage_path(DATA) / DATA_META_FILE
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        foreign = run.root.resolve() != folder.parent.resolve()
+        coverage = coverage_of(meta, int(summary["n"]), run.root if foreign else None) if coverage is None else coverage
+        health = health_of([run]) if health is None else health
+    return SuspectsResult(
+        folder=folder, run_dir=Path(summary["run_dir"]), table=_read_table(folder), method=summary["method"],
+        group=summary["group"], aggregator=summary["aggregator"], kappa=float(summary["kappa"]),
+        top=float(summary["top"]), n=int(summary["n"]), n_suspects=int(summary["n_suspects"]),
+        label_names=list(summary["label_names"]), mask_known=bool(summary["mask_known"]),
+        ndr_30=summary.get("ndr_30"), auc_ndr=summary.get("auc_ndr"), model=summary.get("model", ""),
+        checkpoint=summary.get("checkpoint", ""), info=summary, coverage=dict(coverage), health=list(health),
+        task=str(summary.get("task") or "classification"),
+    )

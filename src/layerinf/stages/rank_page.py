@@ -5,10 +5,12 @@ from __future__ import annotations
 import html
 
 HTML_LIMIT = 300  # rows listed on the HTML page (the CSV / JSONL hold every example)
+TEXT_LIMIT = 400  # characters of an SFT prompt / response shown on the page (the CSV / JSONL hold the whole text)
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    """The page's one number format: 4 significant digits (0.9731, 0.03125, -1.234e-05)."""
+    return f"{float(v):.4g}"
 
 
 _CSS = """
@@ -22,7 +24,34 @@ th,td{border-bottom:1px solid #e3e3e3;padding:.35em .5em;text-align:left;vertica
 th{background:#fafafa;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .diff{color:#b00020;font-weight:600} .pair{color:#555;display:block;margin-top:.2em}
 .tag{font-size:.8em;border-radius:3px;padding:0 .3em;background:#fde2e2;color:#8a1020}
+.warn{background:#fff4e5;border:2px solid #e0a030;color:#5a3a00}
+.cover{font-weight:600}
 """
+_SFT_CSS = ".cut{color:#888} td.prompt,td.response{white-space:pre-wrap}\n"
+
+
+def _cut(text, limit: int = TEXT_LIMIT) -> str:
+    """``text`` escaped; beyond ``limit`` characters cut, with a visible "…" and how much was left out."""
+    s = str(text)
+    if len(s) <= limit:
+        return html.escape(s)
+    return (html.escape(s[:limit]) + f'<span class="cut" title="the whole text is in suspects.csv">… '
+            f"(+{len(s) - limit:,} characters)</span>")
+
+
+def _sft_rows(result, shown) -> list[str]:
+    rows = []
+    for r in shown.itertuples(index=False):
+        noisy = ""
+        if result.mask_known:
+            noisy = "<td>" + ('<span class="tag">noisy</span>' if r.noisy else "") + "</td>"
+        rows.append(
+            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td>"
+            f"<td class=\"prompt\">{_cut(r.prompt)}</td><td class=\"response\">{_cut(r.response)}</td>"
+            f"<td class=\"num\">{html.escape(_fmt(r.response_loss))}</td>"
+            f"<td class=\"num\">{html.escape(_fmt(r.score))}</td>{noisy}</tr>"
+        )
+    return rows
 
 
 def render_html(result, limit: int = HTML_LIMIT) -> str:
@@ -30,8 +59,9 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
     e = html.escape
     t = result.table
     shown = t[t["suspect"]].head(limit)
-    rows = []
-    for r in shown.itertuples(index=False):
+    sft = bool(getattr(result, "is_sft", False))
+    rows = _sft_rows(result, shown) if sft else []
+    for r in ([] if sft else shown.itertuples(index=False)):
         text = e(str(r.text))
         if r.text_pair is not None:
             text += f'<span class="pair">{e(str(r.text_pair))}</span>'
@@ -40,46 +70,75 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
         if result.mask_known:
             noisy = "<td>" + ('<span class="tag">noisy</span>' if r.noisy else "") + "</td>"
         rows.append(
-            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.index}</td><td>{text}</td>"
+            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td><td>{text}</td>"
             f"<td>{e(str(r.given_label))}</td><td{pred_cls}>{e(str(r.predicted_label))}</td>"
-            f"<td class=\"num\">{r.probability:.3f}</td><td class=\"num\">{e(_fmt(float(r.score)))}</td>{noisy}</tr>"
+            f"<td class=\"num\">{e(_fmt(r.probability))}</td><td class=\"num\">{e(_fmt(r.score))}</td>{noisy}</tr>"
         )
     method_names = {"datainf": "DataInf", "tracin": "TracIn", "cosine": "Cosine (gradient similarity)"}
     agg_names = {"vote": f"Vote (κ = {result.kappa:g})", "rank": "Rank", "mean": "Mean"}
-    explain = (
+    cover = getattr(result, "coverage", None) or {}
+    crossfit = ""
+    if cover.get("how") == "crossfit":
+        k = int(cover.get("folds", 0))
+        crossfit = (
+            f"<b>Cross-fitting:</b> your rows were cut into {k} folds; each fold was once the validation set of a "
+            f"model fine-tuned on the other {k - 1}, so every row was scored by the {k - 1} models that trained on "
+            "it. Its score here is the <b>mean of its percentile ranks within those fits</b> (0 = the lowest score "
+            "of a fit, 1 = the highest), so scores of different fits are comparable. ")
+    explain = crossfit + (
         f"Each training example was scored by <b>{e(method_names.get(result.method, result.method))}</b> influence: "
         f"how much the example's gradient, on the LoRA modules of layer group <b>{e(result.group)}</b> of the "
         f"fine-tuned model <b>{e(result.model)}</b>, helps the model on held-out validation examples. "
         "The per-module, per-validation-example scores were combined by "
         f"<b>{e(agg_names.get(result.aggregator, result.aggregator))}</b>. "
-        "Sign convention: <b>higher score = more helpful</b>; an example with a low score pushes the model away from "
-        "what the validation data teach, which is typical of a wrong label. The page lists the lowest-scoring "
-        f"{result.top:.0%} of the training set ({result.n_suspects} of {result.n}), most suspicious first. "
-        "This is a ranking, not a verdict: read the suspects, <b>relabel</b> the ones that are wrong (or <b>drop</b> "
+        + ("For instruction data the model's loss is its mean loss on the response tokens (the prompt is context). "
+           if sft else "")
+        + "Sign convention: <b>higher score = more helpful</b>; an example with a low score pushes the model away from "
+        "what the validation data teach, which is typical of a wrong "
+        + ("response (one that does not answer its prompt)" if sft else "label")
+        + ". The page lists the lowest-scoring "
+        f"{result.top:.0%} of the training set ({result.n_suspects:,} of {result.n:,}), most suspicious first. "
+        "This is a ranking, not a verdict: read the suspects, "
+        + ("<b>fix the responses</b> that are wrong" if sft else "<b>relabel</b> the ones that are wrong")
+        + " (or <b>drop</b> "
         "them when unsure), then <b>retrain</b> and run this again on the cleaned data."
     )
     ndr = ""
     if result.mask_known and result.ndr_30 is not None:
         ndr = (f'<div class="box ndr">A noise mask is known for this data: the suspects contain '
-               f"<b>NDR@30 = {result.ndr_30:.3f}</b> of the known noisy examples (random ranking: 0.30), "
-               f"AUC-NDR = {result.auc_ndr:.3f}.</div>")
+               f"<b>NDR@30 = {_fmt(result.ndr_30)}</b> of the known noisy examples (random ranking: 0.30), "
+               f"AUC-NDR = {_fmt(result.auc_ndr)}.</div>")
+    health = "".join(f'<div class="box warn"><b>Warning:</b> {e(w)}.</div>' for w in getattr(result, "health", []))
+    coverage = f'<p class="cover">{e(result.coverage_text)}</p>' if hasattr(result, "coverage_text") else ""
     more = ""
     if len(shown) < result.n_suspects:
         more = (f'<p class="sub">Showing the first {len(shown)} of {result.n_suspects} suspects; '
                 "every example is in suspects.csv.</p>")
     noisy_head = "<th>known</th>" if result.mask_known else ""
+    src_head = '<th title="row number in your file, counting from 0 (header not counted)">source_idx</th>'
+    if sft:
+        head = (f"<th>rank</th>{src_head}<th>prompt</th><th>response</th>"
+                '<th title="the fine-tuned model\'s mean loss on the response tokens">response loss</th>'
+                f"<th>score</th>{noisy_head}")
+        what = ("instruction data (prompt → response)" + (f"; class words: {', '.join(result.label_names)}"
+                                                          if result.label_names else ""))
+    else:
+        head = (f"<th>rank</th>{src_head}<th>text</th><th>given label</th><th>predicted</th><th>p(given)</th>\n"
+                f"<th>score</th>{noisy_head}")
+        what = "labels: " + ", ".join(result.label_names)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>layerinf suspects</title>
-<style>{_CSS}</style></head>
+<style>{_CSS}{_SFT_CSS if sft else ""}</style></head>
 <body>
 <h1>Training examples most likely to be wrong</h1>
-<p class="sub">{e(result.config_key)} · {result.n} training examples · labels: {e(", ".join(result.label_names))}</p>
+<p class="sub">{e(result.config_key)} · {result.n:,} rows ranked · {e(what)}</p>
+{health}
+{coverage}
 <div class="box">{explain}</div>
 {ndr}
 {more}
 <table>
-<thead><tr><th>rank</th><th>index</th><th>text</th><th>given label</th><th>predicted</th><th>p(given)</th>
-<th>score</th>{noisy_head}</tr></thead>
+<thead><tr>{head}</tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>

@@ -6,6 +6,11 @@ each layer group × aggregator turns its modules' matrices into one score per tr
 (``aggregate``), and the metrics of ``metrics`` are measured against the noise mask. TracIn on WE is
 TracIn-WE (row-sparse word-embedding gradients); DataInf skips modules above the size threshold (WE, large
 heads), so it has no WE group. Higher score = more helpful, everywhere.
+
+TracInCP (``tracin_cp``, a method over several checkpoints) reads the grads stage's per-checkpoint stores
+(``GradsConfig.tracin_checkpoints``) and their learning rates η_c: S^b = Σ_c η_c V_c G_cᵀ per module (TracIn-WE
+terms on WE), then groups and aggregators as for every method. The validation filter (correct predictions) and
+the other columns (cancellation, baselines) come from the stage's own checkpoint, as for the other methods.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from layerinf.influence import methods, registry
 from layerinf.evaluation import metrics
 from layerinf.config import ScoreConfig
 from layerinf.errors import LayerinfError
+from layerinf.store import score_sets
 from layerinf.store.gradstore import GradStore
 from layerinf.influence.groups import resolve_groups
 from layerinf.spec import ModuleSpec
@@ -53,9 +59,14 @@ def method_applies(method: str, spec: ModuleSpec, cfg: ScoreConfig) -> bool:
 
 
 def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl: GradStore,
-                          cfg: ScoreConfig, device: str | None = None) -> np.ndarray:
-    """S^b (m × n, float32) for one method and module, streaming training chunks from the store."""
+                          cfg: ScoreConfig, device: str | None = None,
+                          checkpoints: "list[tuple[GradStore, GradStore, float]] | None" = None) -> np.ndarray:
+    """S^b (m × n, float32) for one method and module, streaming training chunks from the store.
+
+    A multi-checkpoint method (``tracin_cp``) scores ``checkpoints`` instead: ``(train_c, infl_c, η_c)`` each."""
     compute_dtype = _torch_dtype(cfg.compute_dtype)
+    if registry.method(method).checkpoints:
+        return _checkpoint_scores(method, spec, checkpoints, cfg, compute_dtype, device)
     if spec.kind == "we":
         score_we = registry.method(method).score_we
         if score_we is None:
@@ -70,6 +81,26 @@ def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl:
         compute_dtype=compute_dtype,
         device=_gpu(device),
     ).astype(np.float32)
+
+
+def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, cfg: ScoreConfig, compute_dtype,
+                       device: str | None) -> np.ndarray:
+    if not checkpoints:
+        raise LayerinfError(f"method {method} needs gradients at several checkpoints, but the grads stage has none",
+                            "collect them: layerinf grads RUN --tracin-checkpoints init,best,last --force")
+    entry = registry.method(method)
+    lrs = [lr for _, _, lr in checkpoints]
+    n = checkpoints[0][0].n
+    if spec.kind == "we":
+        return np.asarray(registry.call_with_options(
+            entry.score_we, [infl.we_all() for _, infl, _ in checkpoints],
+            [train.iter_we_chunks(cfg.chunk_size) for train, _, _ in checkpoints], n, lrs=lrs,
+            compute_dtype=compute_dtype), dtype=np.float32)
+    Vs = [np.asarray(infl.module(spec.name), dtype=np.float32) for _, infl, _ in checkpoints]
+    sources = [(lambda t=train: (chunk for _, chunk in t.iter_chunks(spec.name, cfg.chunk_size)))
+               for train, _, _ in checkpoints]
+    return methods.score_module(method, Vs, sources, n=n, compute_dtype=compute_dtype, device=_gpu(device),
+                                lrs=lrs).astype(np.float32)
 
 
 def model_baseline_scores(name: str, train: GradStore, chunk_size: int = 2048) -> np.ndarray:
@@ -197,11 +228,13 @@ def score_stores(
     progress: bool = True,
     per_module_metrics: bool = True,
     device: str | None = None,
+    checkpoints: "list[tuple[GradStore, GradStore, float]] | None" = None,
 ) -> ScoreResult:
     """Score every method × group × aggregator from two gradient stores (pure orchestration of the math).
 
     ``noisy`` (the ground-truth mask) may be None for real data: then no NDR/AUC columns are computed.
     Per-module matrices are written to ``folder/matrices/<method>/<module>.npy`` (``layout.matrix_file``).
+    ``checkpoints``: the ``(train_c, infl_c, η_c)`` stores of multi-checkpoint methods (``tracin_cp``).
     """
     from tqdm.auto import tqdm
 
@@ -222,7 +255,7 @@ def score_stores(
         if out.has(spec.name):
             continue
         bar.set_postfix(module=spec.name, method=method, refresh=False)
-        S = compute_module_scores(method, spec, train, infl, cfg, device)
+        S = compute_module_scores(method, spec, train, infl, cfg, device, checkpoints)
         if S.shape != (infl.n, n) or not np.all(np.isfinite(S)):
             raise LayerinfError(
                 f"{method} scores for module {spec.name} are not finite",
@@ -320,6 +353,23 @@ def _concat_scores(method: str, members: list[str], train: GradStore, infl: Grad
                                 device=_gpu(device))
 
 
+def checkpoint_stores(grads, cfg: ScoreConfig, train: GradStore, infl: GradStore):
+    """The ``(train_c, infl_c, η_c)`` stores for the multi-checkpoint methods of ``cfg`` (None when it has none);
+    a clear error when the grads stage collected no checkpoints or they do not match its main stores."""
+    if not any(registry.method(m).checkpoints for m in cfg.methods):
+        return None
+    from layerinf.config import GradsConfig
+    from layerinf.stages.grads import check_tracin_request
+
+    stores = grads.checkpoint_stores()
+    check_tracin_request(cfg.methods, GradsConfig(tracin_checkpoints=[c for c, *_ in stores] or None))
+    for name, tr, inf, _ in stores:
+        if (tr.n, inf.n) != (train.n, infl.n) or tr.modules != train.modules or inf.modules != infl.modules:
+            raise LayerinfError(f"the TracInCP stores of checkpoint '{name}' do not match the main gradient stores",
+                                "redo the gradients: layerinf grads RUN --force")
+    return [(tr, inf, lr) for _, tr, inf, lr in stores]
+
+
 class ScoreStage(StageBase):
     """Every method × layer group × aggregator from the gradient stores, with the metric tables."""
 
@@ -339,14 +389,53 @@ class ScoreStage(StageBase):
         prepared = load_data(self.run_dir)
         grads = GradsStage(self.run_dir)
         train, infl = grads.load()
-        correct = infl.logits.argmax(1) == infl.labels
+        checkpoints = checkpoint_stores(grads, cfg, train, infl)
+        from layerinf.stages.task import correct as correct_of
+
+        correct = correct_of(prepared, infl.logits, infl.labels)  # SFT: greedy decoding gives the response
         noisy = prepared.train["noisy"].to_numpy(bool)
         res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
-                           device=device)
+                           device=device, checkpoints=checkpoints)
         for name in SCORE_FRAMES:
             getattr(res, name).to_parquet(st.out(table_file(name)), index=False)
         res.table.to_csv(st.out(table_file(SCORE_TABLE, "csv")), index=False)
         return {"configurations": len(res.table), "correct_infl": int(correct.sum()), "infl": int(len(correct))}
+
+    def run(self, cfg: ScoreConfig, *, force: bool = False, progress: bool = True, device: str = "cpu") -> pd.DataFrame:
+        """``StageBase.run``, but a finished score set with other options is kept, not replaced
+        (``store.score_sets``): it goes to ``score_sets/<hash>/`` first, and a kept set with this run's key is
+        restored instead of recomputed (``force``: recomputed). The table's ``attrs["score_set"]`` is its hash."""
+        inputs = self.check_upstream()
+        self._check_groups(cfg)  # an unknown group fails before the current set is moved anywhere
+        key = self.key(cfg)
+        want = score_sets.set_hash(key, inputs)
+        say = self.echo or (lambda _msg: None)
+        with self.run_dir.locked():
+            if score_sets.current_hash(self.run_dir) != want:
+                score_sets.keep_current(self.run_dir, inputs, say)
+                restored = not force and score_sets.restore(self.run_dir, want, say)
+            else:
+                restored = False
+            if not restored:
+                with self.run_dir.stage(self.name, key, seed=self.seed(cfg), force=force, inputs=inputs,
+                                        device=str(device)) as st:
+                    if not st.done:
+                        st.info["summary"] = self.compute(st, cfg, progress=progress, device=device)
+                score_sets.drop(self.run_dir, want)  # a kept copy of what is current now is superseded
+        table = self.load()
+        table.attrs["score_set"] = want
+        return table
+
+    def _check_groups(self, cfg: ScoreConfig) -> None:
+        from layerinf.stages.grads import GradsStage
+
+        grads = GradsStage(self.run_dir)
+        train, _ = grads.load()
+        resolve_groups(cfg.groups, train.specs, grads.num_layers)
+
+    def sets(self, *, verify: bool = False) -> "list[score_sets.ScoreSet]":
+        """The current score set and the kept ones (``store.score_sets.list_sets``)."""
+        return score_sets.list_sets(self.run_dir, verify=verify)
 
     def load(self) -> pd.DataFrame:
         """The summary table, one row per (method, group, aggregator), best NDR@30 first."""

@@ -11,7 +11,9 @@ to the run root. Nothing else in layerinf spells a run-directory name.
       data/          train|infl|test.parquet, meta.json
       finetune/      init|best|last.safetensors, infl_logits.npy, history.parquet|csv
       grads/         train/, infl/ (gradient stores: info.json + one .npy per module)
+                     tracin/<checkpoint>/train|infl/ (TracInCP: the stores at grads.tracin_checkpoints)
       scores/        table.parquet|csv, aggregated.parquet, curves|modules|noise_rank.parquet, matrices/<method>/<module>.npy
+      score_sets/    <hash>/ (earlier score sets with other options, each a complete scores/ folder with its stage.json)
       retrain/       <key>.json (one record per retrained kept subset)
       eval/          results.parquet|csv
       suspects/      suspects.csv|jsonl, scores.parquet, summary.json, index.html
@@ -54,12 +56,14 @@ HISTORY = "history"
 
 # grads/ (one gradient store per split)
 GRAD_SPLITS = ("train", "infl")
+TRACIN_DIR = "tracin"  # grads/tracin/<checkpoint>/<split>/: the stores of GradsConfig.tracin_checkpoints
 
 # scores/
 SCORE_TABLE = "table"
 AGGREGATED_FILE = "aggregated.parquet"
 SCORE_FRAMES = ("table", "curves", "modules", "noise_rank", "aggregated")
 MATRICES_DIR = "matrices"
+SCORE_SETS_DIR = "score_sets"  # score_sets/<config hash>/: a kept score set (a scores/ folder that was current once)
 
 # report/
 REPORT_TABLES = "tables"
@@ -75,6 +79,7 @@ SUSPECTS_TABLE = "suspects"
 SUSPECT_SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
 PAGE_FILE = "index.html"
+ANSWER_FILE = "answer.txt"  # report/: the first screen's sentences, as plain text
 
 
 def split_file(split: str) -> str:
@@ -85,6 +90,11 @@ def split_file(split: str) -> str:
 def adapter_file(checkpoint: str) -> str:
     """``finetune/<checkpoint>.safetensors``, relative to the finetune folder."""
     return f"{checkpoint}.safetensors"
+
+
+def tracin_store(checkpoint: str, split: str) -> str:
+    """``grads/tracin/<checkpoint>/<split>/`` (a TracInCP checkpoint's gradient store), relative to grads/."""
+    return f"{TRACIN_DIR}/{checkpoint}/{split}"
 
 
 def matrix_file(method: str, module: str) -> str:
@@ -133,8 +143,19 @@ class RunLayout:
     def grads(self, split: str) -> Path:
         return self.root / GRADS / split
 
+    def tracin_grads(self, checkpoint: str, split: str) -> Path:
+        return self.root / GRADS / tracin_store(checkpoint, split)
+
     def scores(self, name: str = SCORE_TABLE, ext: str = "parquet") -> Path:
         return self.root / SCORES / table_file(name, ext)
+
+    @property
+    def score_sets(self) -> Path:
+        return self.root / SCORE_SETS_DIR
+
+    def score_set(self, key_hash: str) -> Path:
+        """``score_sets/<hash>/``: a kept score set, keyed by its stage's config hash."""
+        return self.root / SCORE_SETS_DIR / key_hash
 
     @property
     def retrain(self) -> Path:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import (CONFIG_FILE, DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORES, STAGE_FILE,
-                                   SUSPECTS, RunLayout)
+from layerinf.store.layout import (CONFIG_FILE, DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR,
+                                   SCORES, STAGE_FILE, SUSPECTS, RunLayout)
 
 _VERSIONED = ("layerinf", "torch", "transformers", "peft", "numpy", "scipy", "pandas", "datasets", "safetensors")
 WALL_CLOCK_FIELDS = ("started", "seconds", "updated")  # the only fields that differ between identical runs
@@ -381,7 +381,7 @@ class RunDir:
         if not existed and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
             return
-        keep |= {MANIFEST, RETRAIN_DIR} if keep else set()
+        keep |= {MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR} if keep else set()  # kept score sets: never undone
         for name in set(os.listdir(self.root)) - before - keep:
             path = self.root / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -419,6 +419,14 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     probe_rate, probes, noise_folds, kappa_factor = check_probe_args(probe_rate, probes, noise_folds, kappa_factor,
                                                                      criterion)
     data, model, train, grads, score, runtime, given = _configs(source, options)
+    from layerinf.stages.data import task_type
+    from layerinf.stages.grads import check_tracin_checkpoints, check_tracin_request
+
+    if task_type(data) == "sft":
+        raise LayerinfError("advise plants label flips: it supports classification data only for now",
+                            "for instruction data use `layerinf run` with data.noise_kind label|swap, or `suspects`")
+    check_tracin_checkpoints(grads)
+    check_tracin_request(score.methods, grads)
     device = str(resolve_device(runtime.device))
     num_layers = num_layers_of(model)
     needs_we = _needs_we(score, num_layers)

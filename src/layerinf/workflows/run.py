@@ -55,9 +55,20 @@ def check_config(cfg: ExperimentConfig) -> None:
             we = " (WE needs grads.include_we: true)" if group == "WE" else ""
             raise LayerinfError(f"score.groups: unknown layer group '{group}' for a {num_layers}-layer model{we}",
                                 f"valid groups: {', '.join(list(known)[:12])}…; or a module name, a glob or re:<regex>")
+    from layerinf.stages.grads import check_tracin_checkpoints, check_tracin_request
+
+    check_tracin_checkpoints(cfg.grads)
+    check_tracin_request(cfg.score.methods, cfg.grads)
+    from layerinf.stages.data import task_type
+
+    if cfg.model.quantization != "none" and task_type(cfg.data) == "sft":
+        raise LayerinfError("model.quantization is not supported for instruction (SFT) data yet",
+                            "use --quantization none (and --precision bf16 to save memory)")
     groups = set(cfg.score.groups) if cfg.score.groups is not None else set(layer_groups(specs, num_layers))
     for key in cfg.filter.configs or []:
         method, group, aggregator = key.split("/")
+        if method in cfg.score.model_baselines and (group, aggregator) == ("-", "-"):
+            continue  # a model baseline (loss/-/-, self_influence/-/-): scored whenever listed
         if method not in cfg.score.methods or aggregator not in cfg.score.aggregators or group not in groups:
             raise LayerinfError(f"filter.configs entry '{key}' is not among the scored configurations",
                                 "use a method of score.methods, a group of score.groups and an aggregator of "
@@ -87,6 +98,9 @@ def run(config: ExperimentConfig | str | Path, out: str | Path, *, progress: boo
     from layerinf.model import base_dtype
 
     base_dtype(cfg.model.precision, device)  # fp16 is refused on a CPU, before anything is written
+    from layerinf.model import check_quantization
+
+    check_quantization(cfg.model.quantization, device)  # 8/4-bit needs CUDA and bitsandbytes
     from layerinf.workflows.executor import make_executor
 
     rt = cfg.runtime
@@ -113,20 +127,29 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         data = DataStage(run_dir).run(cfg.data, progress=progress)
         say(f"[1/5] data: train {len(data.train)} ({int(data.train['noisy'].sum())} noisy), "
             f"influence {len(data.infl)}, test {len(data.test)}")
-        ft = FinetuneStage(run_dir).run(cfg.model, cfg.train, progress=progress, device=device)
+        gc = cfg.runtime.gradient_checkpointing
+        ft = FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=progress,
+                                                                  device=device)
         say(f"[2/5] fine-tuned {cfg.model.name} on {device}: best influence-loss epoch {ft.best_epoch}, "
             f"test acc there {ft.accuracy_at_best_epoch:.4f} (best over epochs {ft.best_accuracy:.4f})")
-        GradsStage(run_dir, executor=executor, task_device=device).run(
+        from layerinf.stages.finetune import health_warning
+
+        warning = health_warning(run_dir)
+        if warning:
+            say(f"WARNING: {warning}")
+        GradsStage(run_dir, executor=executor, task_device=device, gradient_checkpointing=gc).run(
             cfg.grads, shards=cfg.runtime.grad_shards, progress=progress, device=device)
         say("[3/5] per-sample gradients stored")
-        table = ScoreStage(run_dir).run(cfg.score, progress=progress, device=device)
+        table = ScoreStage(run_dir, echo=say).run(cfg.score, progress=progress, device=device)
         best = f"best NDR@30 {table['ndr_30'].max():.3f} (random: 0.30)" if "ndr_30" in table else "no noise mask"
         say(f"[4/5] scored {len(table)} configurations; {best}")
+        if warning:
+            say(f"WARNING: these scores come from that model: {warning}")
         if not cfg.filter.retrain:
             atomic_write_json(run_dir.layout.config, cfg.to_dict())
             say("[5/5] retraining skipped (filter.retrain: false)")
             return pd.DataFrame()
-        evaluate = EvalStage(run_dir, executor=executor, task_device=device)
+        evaluate = EvalStage(run_dir, executor=executor, task_device=device, gradient_checkpointing=gc)
         redo = _records_broken(evaluate, cfg)
         if redo:
             say("[5/5] a retraining record is missing or corrupted: redoing it")

@@ -1,11 +1,35 @@
 """``layerinf suspects``: rank a user's training examples by how likely they hurt the model.
 
-A workflow over the same stages as ``run``: with ``source=`` the data are prepared into ``out_dir`` with no
-noise injected (``data``), a LoRA model is fine-tuned (``finetune``; or a trained ``adapter=`` is imported
-into that folder), per-sample gradients are collected (``grads``) and one influence configuration ranks every
-training example (``suspects``). With ``run=`` the data and gradients of an existing run are read (its
-missing ``grads`` stage is computed there) and only the ranking is written to ``out_dir``. Every option is
-checked, and the layer group validated against the model's layer count, before anything is written.
+A workflow over the same stages as ``run`` (``fit_and_rank``: ``data`` → ``finetune``, or a trained ``adapter=``
+imported → ``grads`` → ``suspects``, one influence configuration ranking every training row of the fit). Which
+rows are ranked, and by how many fits:
+
+- ``source=`` with ``folds`` ≥ 2 (default 3) and no ``dev_source``: **cross-fitting**, every row of the file is
+  ranked. The rows are cut into K stratified folds (seeded by the data seed); fit k (``OUT/folds/fold-<k>/``, a
+  run directory of its own, cached stage by stage) trains on the other folds and takes fold k (at most
+  ``max_dev`` rows) as its validation set. Each row is a training row of K − 1 fits; **its score is the mean of its
+  within-fit percentile ranks** (0 = the lowest score of a fit, 1 = the highest; ties share their average rank),
+  and ``OUT/suspects`` ranks the rows by it. ``max_train`` caps the rows that take part. Details:
+  ``layerinf.workflows.crossfit``.
+- ``source=`` with ``dev_source`` (or a source with its own dev part: ``demo``, a GLUE folder, an ``hf:``
+  dataset with a validation split): one fit on the whole training part, every training row ranked.
+- ``source=`` with ``folds=1``: one fit; a stratified 20 % of the rows is carved out as its validation set and
+  **not ranked** (the console and the page say how many).
+- ``run=``: the data and gradients of an existing run are read (its missing ``grads`` stage is computed there)
+  and only the ranking is written to ``out_dir``; its training rows are ranked.
+
+The result, console and page say how many rows were ranked and how (``SuspectsResult.coverage``), and carry the
+fine-tuning health warning of every fit whose model did not clearly beat the majority class
+(``SuspectsResult.health``). Every option is checked, the layer group validated against the model's layer count
+and the folds against the class counts, before anything is written.
+
+Instruction data (SFT: ``layerinf.stages.data.task_type`` says ``sft`` — ``demo-sft``, ``--task-type sft``, or a
+file with a response/messages column and no label column) take the same workflow: cross-fitting by default
+(``layerinf.workflows.crossfit``), ``dev_source`` or ``folds=1`` as above. The whole file is loaded and
+tokenised as fine-tuning will tokenise it (``check_sft``) before anything is written, so that a missing response
+column, an empty response, ``--chat-template on`` for a tokenizer without one or a response that tokenises to
+nothing is one line, not a half-made output folder. The table then holds ``prompt``, ``response``,
+``response_loss`` and ``score`` (``layerinf.stages.rank.SFT_COLUMNS``). ``adapter=`` is classification-only.
 """
 
 from __future__ import annotations
@@ -42,6 +66,9 @@ def _configs(source: str | None, options: dict[str, Any]):
         raise LayerinfError(f"suspects does not take {', '.join(bad)}", "suspects ranks your labels as they are")
     data, model, train, rank, runtime = split_options(
         {**({"source": source} if source is not None else {}), **opts}, *SECTIONS, where="suspects")
+    if rank.method == "tracin_cp":
+        raise LayerinfError("suspects ranks with the gradients of one checkpoint; tracin_cp needs several",
+                            "use --method tracin (or run `layerinf run` with grads.tracin_checkpoints for TracInCP)")
     return dataclasses.replace(data, noise_rate=0.0), model, train, rank, runtime
 
 
@@ -118,6 +145,25 @@ def check_group(rank: RankConfig, num_layers: int) -> bool:
     return group in ("WE", "all") or (pattern and not group.startswith("re:") and fnmatch.fnmatchcase("WE", group))
 
 
+def check_sft(data: DataConfig, model: ModelConfig):
+    """Instruction data checked before anything is written: the source loaded whole (``load_sft``'s one-line
+    errors: no response column, empty responses …) and every row tokenised as fine-tuning will (a chat template
+    asked for but missing, a response that tokenises to nothing). Returns the loaded ``SFTRaw``."""
+    import pandas as pd
+
+    from layerinf.data.sft import SFTRaw
+    from layerinf.data.sft_prepared import prepare_sft_fold
+    from layerinf.model import load_tokenizer
+    from layerinf.stages.task import encode_splits
+    from layerinf.workflows.crossfit import load_sft_raw
+
+    raw = load_sft_raw(data)
+    rows = pd.concat([raw.train, raw.dev], ignore_index=True)
+    whole = prepare_sft_fold(SFTRaw(train=rows, dev=raw.dev, source=raw.source, info=raw.info), max_dev=None)
+    encode_splits(whole, load_tokenizer(model.name, trust_remote_code=model.trust_remote_code), model)
+    return raw
+
+
 def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str | os.PathLike | None = None,
                   progress: bool = True, force: bool = False, **options) -> SuspectsResult:
     """Rank every training example by influence (lowest = most likely mislabelled or harmful).
@@ -127,6 +173,9 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
     (a layerinf ``.safetensors`` file or a PEFT folder), imported. ``run=``: an existing run directory whose
     data and gradients are used. Options: every field of DataConfig (not noise_rate), ModelConfig,
     TrainConfig, RankConfig and RuntimeConfig, by the same names as everywhere. Outputs: ``out_dir/suspects/``.
+    With ``folds`` ≥ 2 (default 3) and no ``dev_source`` every row is ranked by cross-fitting (the fits in
+    ``out_dir/folds/fold-<k>/``; see the module docstring); ``result.coverage`` says how many rows were ranked
+    and how, ``result.health`` holds the warnings of fits whose model did not clearly learn.
     """
     if (source is None) == (run is None):
         raise LayerinfError(
@@ -157,6 +206,9 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
     from layerinf.stages.rank import RankStage
 
     device = str(resolve_device(runtime.device))
+    from layerinf.model import check_quantization
+
+    check_quantization(model.quantization, device)  # 8/4-bit needs CUDA and bitsandbytes: before anything is written
     if run is not None:
         if work.is_finished(GRADS, verify=False):
             info = work.stage_info(GRADS)
@@ -172,21 +224,58 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             return RankStage(out, source=work).run(rank, model_name, force=force, progress=progress)
 
     needs_we = check_group(rank, num_layers_of(model))  # fail before training, not after (resolves the model name)
-    from layerinf.stages.data import DataStage
-    from layerinf.stages.finetune import AdapterStage, FinetuneStage
+    from layerinf.stages.data import task_type
 
-    with out.guard():
-        DataStage(out).run(data, force=force, progress=progress)
+    sft_raw = None
+    if task_type(data) == "sft":
         if adapter_path is not None:
-            AdapterStage(out).run(model, adapter_path, progress=progress, device=device)
-        else:
-            FinetuneStage(out).run(model, train, progress=progress, device=device)
-        # row-sparse WE gradients (the costliest part) only when the group uses WE, or to reuse a store that has them
-        prev = out.stage_info(GRADS)["config"]["grads"] if out.is_finished(GRADS, verify=False) else {}
-        GradsStage(out).run(GradsConfig(include_we=needs_we or bool(prev.get("include_we", False))),
-                            progress=progress, device=device)
-        return RankStage(out).run(rank, model.name, force=force, progress=progress)
+            raise LayerinfError("--adapter is not supported for instruction (SFT) data yet",
+                                "drop --adapter: suspects then fine-tunes the model on your data")
+        sft_raw = check_sft(data, model)
+    plan = None
+    if rank.folds >= 2 and data.dev_source is None and adapter_path is None:  # an adapter saw every row: one fit
+        from layerinf.workflows.crossfit import plan_folds
+
+        plan = plan_folds(data, rank.folds, sft_raw)  # None: the source has its own dev part (one fit ranks its train rows)
+    fit = dict(model=model, train=train, rank=rank, adapter=adapter_path, needs_we=needs_we, device=device,
+               progress=progress, force=force, gradient_checkpointing=runtime.gradient_checkpointing)
+    if plan is None:
+        from layerinf.stages.data import DataStage
+
+        with out.guard():
+            return fit_and_rank(out, DataStage(out), data, **fit)
+    from layerinf.workflows.crossfit import CrossfitStage, FoldDataStage, fold_path
+
+    folds = []
+    for k in range(plan.folds):  # each fold is a run directory of its own: a rerun reuses the finished ones
+        fold = RunDir(fold_path(out.root, k))
+        with fold.guard():
+            fit_and_rank(fold, FoldDataStage(fold, plan, k), data, **fit)
+        folds.append(fold.root)
+    with out.guard():
+        return CrossfitStage(out, folds, plan).run(rank, model.name, force=force, progress=progress)
 
 
-__all__ = ["SuspectsResult", "find_suspects", "summary_table", "suspects_options", "SUSPECTS_DEFAULTS", "load_data",
-           "check_adapter", "check_group"]
+def fit_and_rank(run: RunDir, data_stage, data: DataConfig, *, model: ModelConfig, train: TrainConfig,
+                 rank: RankConfig, adapter: Path | None, needs_we: bool, device: str, progress: bool = True,
+                 force: bool = False, gradient_checkpointing: bool = False):
+    """One fit in ``run``: data (``data_stage``) → finetune (or the imported ``adapter``) → grads → suspects."""
+    from layerinf.stages.finetune import AdapterStage, FinetuneStage
+    from layerinf.stages.grads import GradsStage
+    from layerinf.stages.rank import RankStage
+
+    data_stage.run(data, force=force, progress=progress)
+    if adapter is not None:
+        AdapterStage(run).run(model, adapter, progress=progress, device=device)
+    else:
+        FinetuneStage(run, gradient_checkpointing=gradient_checkpointing).run(model, train, progress=progress,
+                                                                               device=device)
+    # row-sparse WE gradients (the costliest part) only when the group uses WE, or to reuse a store that has them
+    prev = run.stage_info(GRADS)["config"]["grads"] if run.is_finished(GRADS, verify=False) else {}
+    GradsStage(run, gradient_checkpointing=gradient_checkpointing).run(
+        GradsConfig(include_we=needs_we or bool(prev.get("include_we", False))), progress=progress, device=device)
+    return RankStage(run).run(rank, model.name, force=force, progress=progress)
+
+
+__all__ = ["SuspectsResult", "find_suspects", "fit_and_rank", "summary_table", "suspects_options", "SUSPECTS_DEFAULTS", "load_data",
+           "check_adapter", "check_group", "check_sft"]

@@ -70,8 +70,9 @@ def unit_chain(raw_cfg: dict, out: str) -> dict:
     run_dir = RunDir(out)
     with run_dir.guard(), run_dir.locked():
         DataStage(run_dir).run(cfg.data, progress=False)
-        FinetuneStage(run_dir).run(cfg.model, cfg.train, progress=False, device=device)
-        GradsStage(run_dir).run(cfg.grads, progress=False, device=device)
+        gc = cfg.runtime.gradient_checkpointing
+        FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=False, device=device)
+        GradsStage(run_dir, gradient_checkpointing=gc).run(cfg.grads, progress=False, device=device)
         ScoreStage(run_dir).run(cfg.score, progress=False)
     return {"device": device}
 
@@ -148,8 +149,8 @@ def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) 
         cfg = u.cfg
         try:
             with u.run_dir.guard():
-                EvalStage(u.run_dir).run(cfg.filter, cfg.model, cfg.train, progress=False, device=u.device,
-                                         force=u.redo)
+                stage = EvalStage(u.run_dir, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+                stage.run(cfg.filter, cfg.model, cfg.train, progress=False, device=u.device, force=u.redo)
                 atomic_write_json(u.run_dir.layout.config, cfg.to_dict())
         except LayerinfError as exc:
             failures.append(f"unit {u.name}: {exc}")
@@ -168,7 +169,7 @@ def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) 
                 return []
             try:
                 locks.enter_context(u.run_dir.locked())  # held until the unit's eval stage is written
-                u.stage = EvalStage(u.run_dir)
+                u.stage = EvalStage(u.run_dir, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
                 u.plan, _, _ = u.stage.plan(cfg.filter, cfg.model, cfg.train)
                 u.redo = u.run_dir.is_finished(EVAL, verify=False) and any(read_record(p[4]) is None for p in u.plan)
                 tasks = u.stage.retrain_tasks(u.plan, cfg.model, cfg.train, device=cfg.runtime.device,

@@ -1,0 +1,326 @@
+"""Cross-fitting for ``layerinf suspects``: every row of your file is ranked, none is spent as validation data.
+
+Used when ``folds`` ≥ 2 (the default is 3) and neither ``dev_source`` nor ``run`` is given, for a source whose
+validation part would otherwise be carved out of it (a CSV/TSV/JSONL/Parquet file, an ``hf:`` dataset without a
+validation split). A source that brings its own dev part (``demo``, a GLUE folder, an ``hf:`` dataset with a
+validation split) is ranked like ``dev_source``: one fit on its whole training part.
+
+**Rows.** The source is loaded whole (rows with an empty text are dropped, with the loader's warning);
+``max_train`` caps the rows taken part (a stratified, seeded subset; the others are not ranked, and the
+console and page say how many). Every row keeps ``source_idx``, its row number in your file.
+
+**Folds.** The rows are cut into K stratified folds (``StratifiedKFold``, shuffled with the data seed: the same
+data and seed give the same folds). Fit k is an ordinary run directory ``OUT/folds/fold-<k>/``:
+
+- ``data``: train = the rows of the other K − 1 folds (in file order), dev = the rows of fold k, capped at
+  ``max_dev`` rows (stratified, seeded); the dev rows are both the influence set (validation gradients) and the
+  test set (best checkpoint, health check), as with ``infl_equals_test``;
+- ``finetune`` (or ``adapter``), ``grads`` and ``suspects``: the same stages, configuration and code as a
+  single fit (``layerinf.workflows.suspects.fit_and_rank``).
+
+**Combination rule.** Each row is a training row of the K − 1 fits whose validation fold is not its own. In fit k
+its score becomes a percentile rank p = (r − 1) / (n_k − 1), r its rank among the n_k training rows of that fit
+by ascending score (ties share their average rank): 0 = the most suspicious row of the fit, 1 = the most
+helpful. A row's combined score is the mean of its K − 1 percentiles, and ``OUT/suspects`` ranks the rows by it
+(lowest first; ties by row order); every aggregator's column of ``scores.parquet`` is combined the same way.
+Percentiles, not raw scores, because raw influence scores of different models have different scales. The
+predicted label and p(given label) are from the class probabilities averaged over the same K − 1 models.
+
+**Caching.** Each fold is cached by its stages like any run: a rerun reuses finished folds (and a fold that
+failed resumes from its finished stages); changing the file, the seed, ``folds`` or ``max_train`` redoes the
+folds' data and what follows; the combined ``OUT/suspects`` stage records every fold's stage fingerprints.
+
+**Instruction data (SFT).** The same rule for prompt/response (or chat) files: the rows (``layerinf.data.sft``
+raw columns) are cut into K folds by ``KFold`` (shuffled with the data seed; stratified by response when the
+responses are class words and every class has at least K rows), every fold needs at least 2 rows, and
+``max_train`` keeps a seeded random subset. Fold k's ``data`` is ``data.sft_prepared.prepare_sft_fold``
+(train = the other folds' rows, influence = test = fold k's rows, ≤ ``max_dev``). A row's ``response_loss`` is
+its response loss averaged over the K − 1 models that trained on it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from layerinf.config import DataConfig, RankConfig
+from layerinf.errors import LayerinfError
+from layerinf.stages.base import StageBase
+from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.rank import (RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
+                                  load_result, write_result)
+from layerinf.store.layout import DATA, GRADS, SUSPECT_SCORES_FILE, SUSPECTS
+from layerinf.store.rundir import RunDir
+
+FOLDS_DIR = "folds"  # OUT/folds/fold-<k>/ (a candidate for store/layout.py)
+
+
+def fold_path(out_root: str | os.PathLike, k: int) -> Path:
+    return Path(out_root) / FOLDS_DIR / f"fold-{k}"
+
+
+@dataclass
+class FoldPlan:
+    """The rows taking part (raw columns, file order), their fold ids, and how many rows the source has."""
+
+    rows: pd.DataFrame  # source_idx, text, text_pair, label (SFT: source_idx, messages, prompt, response)
+    fold_of: np.ndarray
+    folds: int
+    total: int  # rows loaded from the source (after dropping empty texts)
+    label_names: list[str]
+    task: str | None = None
+    source: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    kind: str = "classification"  # or "sft"
+
+    @property
+    def ranked(self) -> int:
+        return len(self.rows)
+
+    def describe(self) -> dict[str, Any]:
+        capped = f"; {self.total - self.ranked:,} rows beyond --max-train were NOT ranked" if self.ranked < self.total else ""
+        text = (f"{self.ranked:,} of {self.total:,} rows ranked, cross-fitted over {self.folds} folds (each row scored "
+                f"by the {self.folds - 1} models that trained on it){capped}")
+        return {"ranked": self.ranked, "rows": self.total, "how": "crossfit", "folds": self.folds, "text": text}
+
+
+def _min_per_class(folds: int) -> int:
+    """The fewest rows of a class that every fold's training part keeps 2 of (and every fold gets one of)."""
+    c = max(folds, 2)
+    while c - math.ceil(c / folds) < 2:
+        c += 1
+    return c
+
+
+def plan_folds(data: DataConfig, folds: int, sft_raw=None) -> FoldPlan | None:
+    """Load the source and cut its rows into folds; None when the source brings its own dev part (then one fit
+    on its training part ranks every training row). Raises ``LayerinfError`` before anything is written.
+    Instruction data (``stages.data.task_type``) is planned by ``plan_sft_folds`` (``sft_raw``: its loaded
+    ``SFTRaw``, to save loading it again)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from layerinf.data import load_source, stratified_subset
+    from layerinf.stages.data import task_type
+
+    if task_type(data) == "sft":
+        return plan_sft_folds(data, folds, sft_raw)
+
+    raw = load_source(data.source, task=data.task, text_column=data.text_column,
+                      text_pair_column=data.text_pair_column, label_column=data.label_column,
+                      label_names=data.label_names, seed=data.seed)
+    if not str(raw.info.get("dev_origin") or "").startswith("carved"):
+        return None
+    rows = pd.concat([raw.train, raw.dev], ignore_index=True).sort_values("source_idx", kind="stable")
+    rows = rows.reset_index(drop=True)
+    total = len(rows)
+    keep = stratified_subset(rows["label"].to_numpy(), data.max_train, np.random.default_rng(data.seed), "train",
+                             name="max_train")
+    rows = rows.iloc[keep].reset_index(drop=True)
+    labels = rows["label"].to_numpy(np.int64)
+    counts = np.bincount(labels, minlength=len(raw.label_names))
+    need = _min_per_class(folds)
+    small = [i for i, c in enumerate(counts) if 0 < c < need]
+    if small:
+        i = small[0]
+        raise LayerinfError(
+            f"class '{raw.label_names[i]}' has {int(counts[i])} row(s): too few for folds={folds} (each fold's "
+            f"model needs 2 rows of every class to train on; {need} rows per class needed)",
+            "use fewer folds (--folds 2), add rows of that class, or --folds 1 (one carved-out validation set)")
+    fold_of = np.full(len(rows), -1, dtype=np.int64)
+    split = StratifiedKFold(folds, shuffle=True, random_state=int(data.seed)).split(labels, labels)
+    for k, (_, held) in enumerate(split):
+        fold_of[held] = k
+    return FoldPlan(rows=rows, fold_of=fold_of, folds=int(folds), total=total, label_names=list(raw.label_names),
+                    task=raw.task, source=raw.source, info=dict(raw.info))
+
+
+def load_sft_raw(data: DataConfig):
+    """The SFT source of ``data`` loaded whole (``layerinf.data.sft.load_sft``: one-line errors for bad input)."""
+    from layerinf.data.sft import load_sft
+    from layerinf.stages.data import SFT_SOURCES
+
+    source = "demo-sft" if data.source in SFT_SOURCES else data.source
+    return load_sft(source, prompt_column=data.prompt_column, response_column=data.response_column,
+                    messages_column=data.messages_column, dev_source=data.dev_source, seed=data.seed)
+
+
+def plan_sft_folds(data: DataConfig, folds: int, raw=None) -> FoldPlan | None:
+    """``plan_folds`` for instruction data (module docstring): K folds of the rows, None when the source brings
+    its own dev part."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from layerinf.data.sft import MIN_ROWS
+    from layerinf.data.sft_prepared import class_words
+
+    raw = load_sft_raw(data) if raw is None else raw
+    if not str(raw.info.get("dev_origin") or "").startswith("carved"):
+        return None
+    rows = pd.concat([raw.train, raw.dev], ignore_index=True).sort_values("source_idx", kind="stable")
+    rows = rows.reset_index(drop=True)
+    total = len(rows)
+    if data.max_train is not None and data.max_train < total:
+        keep = np.sort(np.random.default_rng(int(data.seed)).choice(total, size=int(data.max_train), replace=False))
+        rows = rows.iloc[keep].reset_index(drop=True)
+    n, k = len(rows), int(folds)
+    if n < max(2 * k, MIN_ROWS):
+        capped = f" (of {total:,}, after --max-train)" if n < total else ""
+        raise LayerinfError(f"{n} row(s){capped} are too few for folds={k} (every fold needs 2 rows as a validation "
+                            f"set; {max(2 * k, MIN_ROWS)} rows needed)",
+                            "use fewer folds (--folds 2), add rows, or --folds 1 (one carved-out validation set)")
+    responses = rows["response"].astype(str).tolist()
+    words = class_words(responses)
+    lookup = {w: i for i, w in enumerate(words or [])}
+    ids = np.array([lookup[r] for r in responses], dtype=np.int64) if words else None
+    if ids is not None and np.bincount(ids).min() >= k:
+        split = StratifiedKFold(k, shuffle=True, random_state=int(data.seed)).split(ids, ids)
+    else:
+        split = KFold(k, shuffle=True, random_state=int(data.seed)).split(np.arange(n))
+    fold_of = np.full(n, -1, dtype=np.int64)
+    for i, (_, held) in enumerate(split):
+        fold_of[held] = i
+    return FoldPlan(rows=rows, fold_of=fold_of, folds=k, total=total, label_names=list(words or []), task="sft",
+                    source=raw.source, info=dict(raw.info), kind="sft")
+
+
+class FoldDataStage(DataStage):
+    """Fold k's ``data``: train = the other folds' rows, influence = test = fold k's rows (≤ ``max_dev``)."""
+
+    def __init__(self, run_dir, plan: FoldPlan, fold: int):
+        super().__init__(run_dir)
+        self.plan, self.fold = plan, int(fold)
+
+    def key(self, cfg: DataConfig) -> dict:
+        return {**super().key(cfg), "crossfit": {"folds": self.plan.folds, "fold": self.fold,
+                                                 "rows": self.plan.ranked, "of": self.plan.total}}
+
+    def compute(self, st, cfg: DataConfig, *, progress: bool = True, device: str = "cpu") -> dict:
+        from layerinf import data as data_mod
+        from layerinf.data import RawData
+
+        held = self.plan.fold_of == self.fold
+        info = {**self.plan.info, "dev_origin": f"cross-fitting: fold {self.fold} of {self.plan.folds}"}
+        crossfit = {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked, "of": self.plan.total}
+        if self.plan.kind == "sft":
+            from layerinf.data.sft import SFTRaw
+            from layerinf.data.sft_prepared import prepare_sft_fold, save_sft_prepared
+
+            raw = SFTRaw(train=self.plan.rows[~held].reset_index(drop=True),
+                         dev=self.plan.rows[held].reset_index(drop=True), source=self.plan.source, info=info)
+            prepared = prepare_sft_fold(raw, max_dev=cfg.max_dev, seed=cfg.seed)
+            prepared.meta["crossfit"] = crossfit
+            save_sft_prepared(prepared, st.tmp)
+            return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
+                    "noisy": 0, "labels": list(prepared.label_names), "task_type": "sft", "fold": self.fold,
+                    "folds": self.plan.folds}
+        raw = RawData(train=self.plan.rows[~held].reset_index(drop=True), dev=self.plan.rows[held].reset_index(drop=True),
+                      label_names=self.plan.label_names, task=self.plan.task, source=self.plan.source, info=info)
+        prepared = data_mod.prepare(raw, max_train=None, max_dev=cfg.max_dev, noise_rate=0.0, seed=cfg.seed,
+                                    infl_equals_test=True)
+        prepared.meta["crossfit"] = {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked,
+                                     "of": self.plan.total}
+        data_mod.save_prepared(prepared, st.tmp)
+        return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
+                "noisy": 0, "labels": list(prepared.label_names), "fold": self.fold, "folds": self.plan.folds}
+
+
+def percentiles(scores: np.ndarray) -> np.ndarray:
+    """Within-fit percentile ranks in [0, 1] (ascending score; ties share their average rank)."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size < 2:
+        return np.full(s.size, 0.5)
+    return (rankdata(s, method="average") - 1.0) / (s.size - 1.0)
+
+
+class CrossfitStage(StageBase):
+    """``OUT/suspects``: the folds' rankings combined (mean within-fit percentile rank per row)."""
+
+    name = SUSPECTS
+    upstream = ()
+    artifacts = RankStage.artifacts
+
+    def __init__(self, run_dir, fold_dirs, plan: FoldPlan):
+        super().__init__(run_dir)
+        self.fold_dirs = [RunDir(d) for d in fold_dirs]
+        self.plan = plan
+
+    def _rel(self, run: RunDir, stage: str) -> str:
+        return os.path.relpath(run.stage_path(stage).resolve(), self.run_dir.root.resolve())
+
+    def check_upstream(self) -> dict[str, str]:
+        inputs = {}
+        for run in self.fold_dirs:
+            for up in (DATA, GRADS, SUSPECTS):
+                run.require(up)
+                inputs[self._rel(run, up)] = run.fingerprint(up)
+        return inputs
+
+    def key(self, cfg: RankConfig, model_name: str = "") -> dict:
+        group = load_result(self.fold_dirs[0].stage_path(SUSPECTS)).group
+        rank = {k: v for k, v in asdict(cfg).items() if k != "folds"}
+        return {"rank": {**rank, "group": group}, "model": model_name,
+                "crossfit": {"folds": self.plan.folds, "rows": self.plan.ranked, "of": self.plan.total}}
+
+    def seed(self, cfg: RankConfig, model_name: str = "") -> int:
+        return int(self.fold_dirs[0].stage_info(DATA)["seed"] or 0)
+
+    def compute(self, st, cfg: RankConfig, model_name: str = "", *, progress=True, device="cpu") -> dict:
+        from layerinf.stages.grads import GradsStage
+
+        fits = [load_result(run.stage_path(SUSPECTS)) for run in self.fold_dirs]
+        trains = [load_data(run).train for run in self.fold_dirs]
+        rows = pd.concat(trains, ignore_index=True).drop_duplicates("source_idx").sort_values("source_idx")
+        rows = rows.reset_index(drop=True).assign(idx=lambda d: np.arange(len(d), dtype=np.int64))
+        sft = self.plan.kind == "sft"
+        n, classes = len(rows), len(fits[0].label_names)
+        position = pd.Series(np.arange(n), index=rows["source_idx"].to_numpy())
+        columns: list[str] | None = None
+        sums: dict[str, np.ndarray] = {}
+        probs, count = np.zeros((n, classes)), np.zeros(n, dtype=np.int64)
+        losses = np.zeros(n)  # SFT: the response loss summed over the fits that trained on the row
+        for run, train in zip(self.fold_dirs, trains):
+            at = position.loc[train["source_idx"].to_numpy()].to_numpy()
+            scores = pd.read_parquet(run.stage_path(SUSPECTS) / SUSPECT_SCORES_FILE).sort_values("idx")
+            if len(scores) != len(train):
+                raise LayerinfError(f"the ranking in {run.root} does not match its training data",
+                                    "rerun with --force")
+            columns = columns or [c for c in scores.columns if c not in ("idx", "source_idx")]
+            for c in columns:
+                sums.setdefault(c, np.zeros(n))[at] += percentiles(scores[c].to_numpy())
+            store = GradsStage(run).load()[0]
+            if sft:
+                losses[at] += np.asarray(store.loss, dtype=np.float64)
+            else:
+                probs[at] += _softmax(np.asarray(store.logits, dtype=np.float64))
+            count[at] += 1
+        if (count != self.plan.folds - 1).any():
+            raise LayerinfError(f"{int((count != self.plan.folds - 1).sum())} row(s) are not in exactly "
+                                f"{self.plan.folds - 1} fits", "rerun with --force")
+        combined = {c: v / count for c, v in sums.items()}
+        first = fits[0]
+        key = f"{cfg.method}/{first.group}/{cfg.aggregator}"
+        if sft:
+            table = build_sft_table(rows, combined[key], losses / count, cfg.top, False)
+        else:
+            table = build_table(rows, first.label_names, combined[key], None, cfg.top, False,
+                                probs=probs / count[:, None])
+        result = SuspectsResult(
+            folder=st.tmp, run_dir=self.run_dir.root, table=table, method=cfg.method, group=first.group,
+            aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=cfg.top, n=n, n_suspects=int(table["suspect"].sum()),
+            label_names=list(first.label_names), model=model_name, checkpoint=first.checkpoint,
+            coverage=self.plan.describe(), health=health_of(self.fold_dirs), task="sft" if sft else "classification",
+        )
+        scores = pd.DataFrame({"idx": rows["idx"], "source_idx": rows["source_idx"], **combined})
+        summary = write_result(st.tmp, result, scores, folds=[str(r.root) for r in self.fold_dirs],
+                               rule="mean within-fit percentile rank (0 = lowest score of a fit, 1 = highest)")
+        return {k: summary[k] for k in ("config", "n", "n_suspects", "mask_known")} | {"folds": self.plan.folds}
+
+    def load(self) -> SuspectsResult:
+        return load_result(self.path)

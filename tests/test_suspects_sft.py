@@ -1,0 +1,217 @@
+"""`layerinf suspects` on instruction (SFT) data: a ranked CSV / JSONL and a page with prompt, response, response
+loss and score; cross-fitting ranks every row; bad SFT input is one line before anything is written.
+
+The fast tests use ``shape:tiny-llama`` (random weights, the offline MiniLM tokenizer, no chat template); the slow
+Done-when test plants swapped responses in a sentiment instruction file and runs SmolLM2-135M-Instruct.
+"""
+
+import html
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerinf.stages.rank import SFT_COLUMNS, load_result, summary_table
+from test_cli_entry import _script
+from layerinf.stages.rank_page import TEXT_LIMIT, _cut
+
+TINY = ["--model", "shape:tiny-llama", "--max-length", "32", "--max-response-length", "8", "--epochs", "1",
+        "--batch-size", "8"]
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "candle", "forest", "window", "rocket",
+         "garden", "silver", "mirror", "pepper", "castle", "button", "dragon", "jacket", "meadow", "orange", "planet",
+         "bridge", "copper", "velvet", "harbor", "falcon", "marble", "sunset", "violin"]
+
+
+
+
+def layerinf(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "LAYERINF_DEBUG": "0", "COLUMNS": "120", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([_script(), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    return lines[0]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def instruction_rows() -> list[dict]:
+    """Free-form instructions (not class words), with HTML-special characters in every prompt."""
+    return [{"prompt": f"Write the word <{w}> in capital letters & nothing else.", "response": w.upper()}
+            for w in WORDS]
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, dtype={"prompt": str, "response": str})
+
+
+# ------------------------------------------------------------------------------------------------ fast
+
+
+@pytest.fixture(scope="module")
+def crossfit_run(tmp_path_factory):
+    """``layerinf suspects`` through the console script on a 30-row prompt/response JSONL (3-fold cross-fitting)."""
+    root = tmp_path_factory.mktemp("sft_suspects")
+    src = write_jsonl(root / "instructions.jsonl", instruction_rows())
+    res = layerinf("suspects", root / "out", "--source", src, *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root / "out", res
+
+
+def test_sft_suspects_csv_page_and_console(crossfit_run):
+    out, res = crossfit_run
+    rows = instruction_rows()
+    csv = read_csv(out / "suspects" / "suspects.csv")
+    assert list(csv.columns) == SFT_COLUMNS
+    assert len(csv) == len(rows) and sorted(csv["source_idx"]) == list(range(len(rows)))  # every row ranked
+    assert list(csv["rank"]) == list(range(1, len(rows) + 1))
+    for r in csv.itertuples(index=False):  # the texts are the file's, row by row
+        assert r.prompt == rows[r.source_idx]["prompt"] and r.response == rows[r.source_idx]["response"]
+    assert np.isfinite(csv["response_loss"]).all() and (csv["response_loss"] > 0).all()
+    assert csv["score"].is_monotonic_increasing
+    assert int(csv["suspect"].sum()) == 9  # 30 % of 30
+    page = (out / "suspects" / "index.html").read_text(encoding="utf-8")
+    top = csv.iloc[0]["prompt"]
+    assert html.escape(top) in page and top not in page  # escaped (the prompts hold < > &)
+    assert "<th>prompt</th>" in page and "response loss" in page and "Cross-fitting" in page
+    assert "30 of 30 rows ranked, cross-fitted over 3 folds" in res.stdout
+    assert "ranked rows flagged by" in res.stdout
+    result = load_result(out / "suspects")
+    assert result.task == "sft" and result.is_sft and result.n == 30 and result.label_names == []
+    assert result.coverage["how"] == "crossfit" and result.coverage["ranked"] == 30
+    assert json.loads((out / "suspects" / "summary.json").read_text())["task"] == "sft"
+    table = summary_table(result, k=5)
+    assert list(table.columns) == ["rank", "row", "loss", "score", "prompt", "response"]
+    for fold in range(3):  # each fit's own ranking is an SFT table too
+        fit = read_csv(out / "folds" / f"fold-{fold}" / "suspects" / "suspects.csv")
+        assert list(fit.columns) == SFT_COLUMNS and len(fit) == 20
+
+
+def test_sft_suspects_one_fit_says_what_was_not_ranked(tmp_path):
+    from layerinf.workflows.suspects import find_suspects
+
+    src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
+    res = find_suspects(tmp_path / "out", source=str(src), folds=1, model="shape:tiny-llama", max_length=32,
+                        max_response_length=8, epochs=1, batch_size=8, progress=False)
+    assert res.task == "sft" and res.n == 24 and list(res.table.columns) == SFT_COLUMNS
+    assert res.coverage["how"] == "carved"
+    assert "24 of 30 rows ranked by one fit; 6 rows were NOT ranked" in res.coverage_text
+    assert res.coverage_text in (res.folder / "index.html").read_text(encoding="utf-8")
+
+
+def test_page_cuts_long_texts_visibly():
+    text = "<" + "x" * (TEXT_LIMIT + 50)
+    cut = _cut(text)
+    assert cut.startswith("&lt;x") and "…" in cut and "+51 characters" in cut
+    assert _cut("a < b") == "a &lt; b"
+
+
+def test_old_summary_loads_as_classification(crossfit_run, tmp_path):
+    out, _ = crossfit_run
+    folder = tmp_path / "suspects"
+    shutil.copytree(out / "suspects", folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.pop("task")
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert load_result(folder).task == "classification"
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[list, str]]:
+    good = instruction_rows()[:12]
+    files = {
+        "no_response": (write_jsonl(folder / "labels.jsonl", [{"text": r["prompt"], "label": i % 2}
+                                                                 for i, r in enumerate(good)]),
+                        ["--task-type", "sft"], "no response column"),
+        "empty_response": (write_jsonl(folder / "empty.jsonl", [*good[:5], {"prompt": "Say hi.", "response": "  "},
+                                                                *good[5:]]), [], "empty response"),
+        "chat_template_on": (write_jsonl(folder / "ok.jsonl", good), ["--chat-template", "on"], "no chat template"),
+        "response_to_nothing": (write_jsonl(folder / "zw.jsonl", [*good[:3], {"prompt": "Say it.",
+                                                                              "response": "\u200b"}, *good[3:]]),
+                                [], "empty after tokenisation"),
+    }
+    return {k: ([v[0], *v[1]], v[2]) for k, v in files.items()}
+
+
+@pytest.mark.parametrize("case", ["no_response", "empty_response", "chat_template_on", "response_to_nothing"])
+def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, case):
+    (src, *extra), match = _bad_files(tmp_path)[case]
+    out = tmp_path / "out"
+    res = layerinf("suspects", out, "--source", src, *extra, *TINY, timeout=300)
+    line = one_error_line(res)
+    assert match in line and " — " in line, line
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+# ------------------------------------------------------------------------------------------------ slow
+
+
+def _smollm2_or_skip():
+    from layerinf.errors import LayerinfError
+    from layerinf.model import load_tokenizer
+
+    try:
+        load_tokenizer("smollm2-135m")
+    except (LayerinfError, OSError) as exc:
+        pytest.skip(f"SmolLM2-135M-Instruct cannot be loaded offline: {exc}")
+
+
+def planted_sentiment_file(path: Path, n: int = 120, rate: float = 0.2, seed: int = 0):
+    """``n`` short demo reviews as instructions ("Is the sentiment … positive or negative?"), half per class;
+    ``rate`` of them get the response of a row of the other class (swapped in pairs: a planted response is the
+    wrong answer). Returns the file and the planted mask (by row number)."""
+    from layerinf.data.sft import demo_sft_rows
+
+    rng = np.random.default_rng(seed)
+    rows = [r for r in demo_sft_rows() if r["split"] == "train" and len(r["prompt"].split()) <= 32]
+    by = {c: [r for r in rows if r["response"] == c] for c in ("negative", "positive")}
+    picked = [by[c][int(i)] for c in by for i in rng.choice(len(by[c]), n // 2, replace=False)]
+    picked = [picked[int(i)] for i in rng.permutation(len(picked))]
+    data = [{"prompt": r["prompt"], "response": r["response"]} for r in picked]
+    k = int(rate * n) // 2
+    neg = rng.choice([i for i, r in enumerate(data) if r["response"] == "negative"], k, replace=False)
+    pos = rng.choice([i for i, r in enumerate(data) if r["response"] == "positive"], k, replace=False)
+    mask = np.zeros(n, dtype=bool)
+    for a, b in zip(neg, pos):  # swap the two rows' responses
+        data[a]["response"], data[b]["response"] = data[b]["response"], data[a]["response"]
+        mask[[a, b]] = True
+    return write_jsonl(path, data), mask
+
+
+@pytest.mark.slow
+def test_done_when_planted_swaps_are_enriched_among_sft_suspects(tmp_path):
+    """Done when: 20 % planted swapped responses; the share of planted rows among the suspects (bottom 30 %) is at
+    least twice the planted share among the ranked rows. Default method / group / aggregator; ``--folds 1`` (one
+    fit, 20 % carved out as validation data and not ranked) keeps it to one fine-tuning on 2 CPU cores."""
+    _smollm2_or_skip()
+    src, mask = planted_sentiment_file(tmp_path / "planted.jsonl")
+    res = layerinf("suspects", tmp_path / "out", "--source", src, "--model", "smollm2-135m", "--max-length", "80",
+                   "--max-response-length", "8", "--epochs", "3", "--batch-size", "8", "--folds", "1", timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    csv = read_csv(tmp_path / "out" / "suspects" / "suspects.csv")
+    planted = mask[csv["source_idx"].to_numpy()]
+    share = float(planted.mean())
+    flagged = csv["suspect"].to_numpy(bool)
+    in_suspects = float(planted[flagged].mean())
+    by_loss = np.argsort(-csv["response_loss"].to_numpy(), kind="stable")[: int(flagged.sum())]  # baseline
+    loss_share = float(planted[by_loss].mean())
+    print(f"planted share {share:.3f}; among influence suspects {in_suspects:.3f} "
+          f"({in_suspects / share:.2f}x); among the highest response losses {loss_share:.3f}")
+    assert in_suspects >= 2 * share, (in_suspects, share, loss_share)
