@@ -258,36 +258,10 @@ def report(path, *, out=None, tau: float = 0.75, include_self: bool = False, boo
 
 
 def check_report_input(path, out=None) -> None:
-    """What ``report`` reads must exist and be intact: a run directory (its finished stages, verified) or a
-    sweep directory (every unit's); ``out`` must be a folder we can write."""
-    from layerinf.errors import LayerinfError
-    from layerinf.store.layout import REPORT, STAGES, RunLayout, SweepLayout, is_sweep
+    """What ``report`` reads must exist and be intact (``layerinf.report.checks.check_report_input``)."""
+    from layerinf.report.checks import check_report_input as check
 
-    root = Path(path)
-    if root.is_file() and root.suffix == ".parquet":
-        return  # a results table given directly: nothing to verify it against
-    if not root.exists():
-        raise LayerinfError(f"{root} does not exist", "give a run directory (layerinf run) or a sweep directory "
-                                                      "(layerinf sweep)")
-    if not root.is_dir():
-        raise LayerinfError(f"{root} is a file, not a run or sweep directory", "give the folder `layerinf run` "
-                                                                               "or `layerinf sweep` wrote")
-    if out is not None:
-        check_writable_dir(out, "report folder")
-    else:
-        check_writable_dir(root / REPORT, "report folder")
-    sweep = is_sweep(root)
-    runs = sorted(p for p in SweepLayout(root).units.iterdir() if p.is_dir()) if sweep and \
-        SweepLayout(root).units.is_dir() else [root]
-    if not sweep and not any((root / name / STAGE_FILE).is_file() for name in STAGES) \
-            and not RunLayout(root).results().exists():
-        raise LayerinfError(f"no results in {root}: no finished stage of `layerinf run` (no eval/ nor scores/)",
-                            "run `layerinf run` first, or point at a run or sweep directory")
-    for run in runs:
-        rd = RunDir(run)
-        for name in STAGES:
-            if rd.stage_path(name).is_dir() and (rd.stage_path(name) / STAGE_FILE).exists():
-                rd.require(name)
+    check(path, out)
 
 
 def suspects(out_dir, *, source: str | None = None, run=None, adapter=None, force: bool = False,

@@ -152,8 +152,11 @@ class _CallableReportModule(types.ModuleType):
     """Importing this subpackage sets ``layerinf.report`` to the module, over the API function of that name;
     calling the module does what ``layerinf.report(...)`` promises, so ``li.report(run)`` always works."""
 
-    def __call__(self, *args, **kwargs):
-        return report(*args, **kwargs)
+    def __call__(self, path, *args, out=None, **kwargs):
+        from layerinf.report.checks import check_report_input
+
+        check_report_input(path, out)  # as layerinf.api.report does: stale or corrupted inputs are an error
+        return report(path, *args, out=out, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableReportModule
