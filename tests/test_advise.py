@@ -4,7 +4,6 @@ the advice from per-probe tables, and one tiny end-to-end run on the demo data (
 import json
 import math
 import re
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ from layerinf.evaluation.noise_rate import (adaptive_kappa, confident_joint, est
                                             planted_metrics, softmax)
 from layerinf.report.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.workflows.advise import advise, check_probe_args, min_train_size, recommended_rank_config
+from test_report import _browser
 
 # ------------------------------------------------------------------------------------- planted metrics
 
@@ -197,24 +197,6 @@ def test_recommended_rank_config_missing(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- end to end
-
-
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("chromium/chromedriver not found (run scripts/setup-test.sh as root to install them)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (run scripts/setup-test.sh)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--no-first-run", "--window-size=1280,2000"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
 
 
 TINY = dict(max_train=50, max_dev=24, max_length=24, epochs=1, methods=["tracin", "datainf"],

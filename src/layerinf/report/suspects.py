@@ -44,7 +44,8 @@ def top_suspects(run_dir: str | Path, k: int = TOP) -> tuple[str, pd.DataFrame] 
         return None
     train = pd.read_parquet(layout.split("train"))
     s = scores.set_index("idx")[key].reindex(train["idx"]).to_numpy(np.float64)
-    rows = train.iloc[filter_order(s)[:k]]
+    first = filter_order(s)[:k]
+    rows = train.iloc[first]
     ranked = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "source_idx": rows["source_idx"].to_numpy()})
     if "response" in rows.columns:  # instruction data
         ranked["prompt"] = [_cut(v) for v in rows["prompt"]]
@@ -62,7 +63,7 @@ def top_suspects(run_dir: str | Path, k: int = TOP) -> tuple[str, pd.DataFrame] 
                           for t, p in zip(rows["text"], rows.get("text_pair", [None] * len(rows)))]
         ranked["label"] = [name(v) for v in rows["label"]]
         ranked["original label"] = [name(c) if n else "" for c, n in zip(rows["clean_label"], rows["noisy"])]
-    ranked["score"] = s[filter_order(s)[:k]]
+    ranked["score"] = s[first]
     ranked["noisy"] = rows["noisy"].to_numpy(bool)
     return key, ranked
 

@@ -39,17 +39,33 @@ def _cut(text, limit: int = TEXT_LIMIT) -> str:
             f"(+{len(s) - limit:,} characters)</span>")
 
 
+def _noisy_cell(result, row) -> str:
+    if not result.mask_known:
+        return ""
+    return "<td>" + ('<span class="tag">noisy</span>' if row.noisy else "") + "</td>"
+
+
 def _sft_rows(result, shown) -> list[str]:
-    rows = []
-    for r in shown.itertuples(index=False):
-        noisy = ""
-        if result.mask_known:
-            noisy = "<td>" + ('<span class="tag">noisy</span>' if r.noisy else "") + "</td>"
-        rows.append(
-            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td>"
+    return [f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td>"
             f"<td class=\"prompt\">{_cut(r.prompt)}</td><td class=\"response\">{_cut(r.response)}</td>"
             f"<td class=\"num\">{html.escape(_fmt(r.response_loss))}</td>"
-            f"<td class=\"num\">{html.escape(_fmt(r.score))}</td>{noisy}</tr>"
+            f"<td class=\"num\">{html.escape(_fmt(r.score))}</td>{_noisy_cell(result, r)}</tr>"
+            for r in shown.itertuples(index=False)]
+
+
+def _classification_rows(result, shown) -> list[str]:
+    e = html.escape
+    rows = []
+    for r in shown.itertuples(index=False):
+        text = e(str(r.text))
+        if r.text_pair is not None:
+            text += f'<span class="pair">{e(str(r.text_pair))}</span>'
+        pred_cls = ' class="diff"' if r.predicted_label != r.given_label else ""
+        rows.append(
+            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td><td>{text}</td>"
+            f"<td>{e(str(r.given_label))}</td><td{pred_cls}>{e(str(r.predicted_label))}</td>"
+            f"<td class=\"num\">{e(_fmt(r.probability))}</td><td class=\"num\">{e(_fmt(r.score))}</td>"
+            f"{_noisy_cell(result, r)}</tr>"
         )
     return rows
 
@@ -60,20 +76,7 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
     t = result.table
     shown = t[t["suspect"]].head(limit)
     sft = bool(getattr(result, "is_sft", False))
-    rows = _sft_rows(result, shown) if sft else []
-    for r in ([] if sft else shown.itertuples(index=False)):
-        text = e(str(r.text))
-        if r.text_pair is not None:
-            text += f'<span class="pair">{e(str(r.text_pair))}</span>'
-        pred_cls = ' class="diff"' if r.predicted_label != r.given_label else ""
-        noisy = ""
-        if result.mask_known:
-            noisy = "<td>" + ('<span class="tag">noisy</span>' if r.noisy else "") + "</td>"
-        rows.append(
-            f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td><td>{text}</td>"
-            f"<td>{e(str(r.given_label))}</td><td{pred_cls}>{e(str(r.predicted_label))}</td>"
-            f"<td class=\"num\">{e(_fmt(r.probability))}</td><td class=\"num\">{e(_fmt(r.score))}</td>{noisy}</tr>"
-        )
+    rows = (_sft_rows if sft else _classification_rows)(result, shown)
     method_names = {"datainf": "DataInf", "tracin": "TracIn", "cosine": "Cosine (gradient similarity)"}
     agg_names = {"vote": f"Vote (κ = {result.kappa:g})", "rank": "Rank", "mean": "Mean"}
     cover = getattr(result, "coverage", None) or {}
