@@ -195,9 +195,11 @@ class FoldDataStage(DataStage):
         super().__init__(run_dir)
         self.plan, self.fold = plan, int(fold)
 
+    def _crossfit(self) -> dict:
+        return {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked, "of": self.plan.total}
+
     def key(self, cfg: DataConfig) -> dict:
-        return {**super().key(cfg), "crossfit": {"folds": self.plan.folds, "fold": self.fold,
-                                                 "rows": self.plan.ranked, "of": self.plan.total}}
+        return {**super().key(cfg), "crossfit": self._crossfit()}
 
     def compute(self, st, cfg: DataConfig, *, progress: bool = True, device: str = "cpu") -> dict:
         from layerinf import data as data_mod
@@ -205,28 +207,26 @@ class FoldDataStage(DataStage):
 
         held = self.plan.fold_of == self.fold
         info = {**self.plan.info, "dev_origin": f"cross-fitting: fold {self.fold} of {self.plan.folds}"}
-        crossfit = {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked, "of": self.plan.total}
+        train, dev = self.plan.rows[~held].reset_index(drop=True), self.plan.rows[held].reset_index(drop=True)
+        extra = {}
         if self.plan.kind == "sft":
             from layerinf.data.sft import SFTRaw
             from layerinf.data.sft_prepared import prepare_sft_fold, save_sft_prepared
 
-            raw = SFTRaw(train=self.plan.rows[~held].reset_index(drop=True),
-                         dev=self.plan.rows[held].reset_index(drop=True), source=self.plan.source, info=info)
-            prepared = prepare_sft_fold(raw, max_dev=cfg.max_dev, seed=cfg.seed)
-            prepared.meta["crossfit"] = crossfit
-            save_sft_prepared(prepared, st.tmp)
-            return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
-                    "noisy": 0, "labels": list(prepared.label_names), "task_type": "sft", "fold": self.fold,
-                    "folds": self.plan.folds}
-        raw = RawData(train=self.plan.rows[~held].reset_index(drop=True), dev=self.plan.rows[held].reset_index(drop=True),
-                      label_names=self.plan.label_names, task=self.plan.task, source=self.plan.source, info=info)
-        prepared = data_mod.prepare(raw, max_train=None, max_dev=cfg.max_dev, noise_rate=0.0, seed=cfg.seed,
-                                    infl_equals_test=True)
-        prepared.meta["crossfit"] = {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked,
-                                     "of": self.plan.total}
-        data_mod.save_prepared(prepared, st.tmp)
+            prepared = prepare_sft_fold(SFTRaw(train=train, dev=dev, source=self.plan.source, info=info),
+                                        max_dev=cfg.max_dev, seed=cfg.seed)
+            save, extra = save_sft_prepared, {"task_type": "sft"}
+        else:
+            raw = RawData(train=train, dev=dev, label_names=self.plan.label_names, task=self.plan.task,
+                          source=self.plan.source, info=info)
+            prepared = data_mod.prepare(raw, max_train=None, max_dev=cfg.max_dev, noise_rate=0.0, seed=cfg.seed,
+                                        infl_equals_test=True)
+            save = data_mod.save_prepared
+        prepared.meta["crossfit"] = self._crossfit()
+        save(prepared, st.tmp)
         return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
-                "noisy": 0, "labels": list(prepared.label_names), "fold": self.fold, "folds": self.plan.folds}
+                "noisy": 0, "labels": list(prepared.label_names), **extra, "fold": self.fold,
+                "folds": self.plan.folds}
 
 
 def percentiles(scores: np.ndarray) -> np.ndarray:
