@@ -140,3 +140,14 @@ def test_run_directory_names_are_defined_once():
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SRC)))
 def test_modules_stay_small(path):
     assert len(path.read_text(encoding="utf-8").splitlines()) <= 500, path
+
+
+def test_the_cli_starts_without_torch():
+    """`layerinf --help` and option errors answer at once: importing the CLI loads no torch, pandas or scipy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, layerinf.cli; heavy = sorted({'torch', 'pandas', 'scipy', 'transformers'} & set(sys.modules));"
+            " print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"importing layerinf.cli loaded {out}: import them inside the command that needs them"

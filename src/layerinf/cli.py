@@ -296,7 +296,7 @@ def _suspects_fixed() -> list[inspect.Parameter]:
 
 
 def _suspects_presets():
-    from layerinf.workflows.suspects import SUSPECTS_DEFAULTS
+    from layerinf.workflows.defaults import SUSPECTS_DEFAULTS
 
     return {**SUSPECTS_DEFAULTS, "source": None}
 
@@ -365,7 +365,7 @@ def demo(out: Optional[Path] = None, epochs: Optional[int] = None, sft: bool = F
 
 
 def _advise_presets():
-    from layerinf.workflows.advise import ADVISE_DEFAULTS
+    from layerinf.workflows.defaults import ADVISE_DEFAULTS
 
     return {**ADVISE_DEFAULTS, "source": None}
 

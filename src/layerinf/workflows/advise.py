@@ -49,6 +49,7 @@ from layerinf.stages.grads import GradsStage
 from layerinf.stages.score import ScoreStage
 from layerinf.store.layout import DATA, FINETUNE, SCORES, table_file
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
+from layerinf.workflows.defaults import ADVISE_DEFAULTS
 
 # The advisor's own folder and file names (candidates for store/layout.py)
 ADVISE, NOISE, PROBES_DIR, SOURCE_DIR = "advise", "noise", "probes", "source"
@@ -56,7 +57,6 @@ ADVISE_TABLE, PROBE_TABLE = "table", "probes"
 HEATMAP_FILE, RECOMMENDATION_FILE, PAGE_FILE = "heatmap.png", "recommendation.json", "index.html"
 NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE = "probs.npy", "folds.npy", "estimate.json"
 
-ADVISE_DEFAULTS = {"epochs": 3, "max_train": None}  # as suspects: the user's data whole, a few epochs to rank
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
 NOT_OPTIONS = {"noise_rate"}  # the advisor plants its own flips (probe_rate)
 MIN_PLANTED = 10  # planted flips per probe below which NDR is too coarse to compare configurations

@@ -44,12 +44,10 @@ from layerinf.config import DataConfig, GradsConfig, ModelConfig, RankConfig, Ru
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import DATA, FINETUNE, GRADS
 from layerinf.store.rundir import RunDir, check_writable_dir
+from layerinf.workflows.defaults import SUSPECTS_DEFAULTS
 
 # the stage modules (torch, pandas) are imported when used, so that `layerinf --help` and option errors are quick
 
-# The one place where suspects' defaults differ from the experiment's: a user's data are ranked whole (no
-# cap, no noise), and a few epochs suffice to rank (the paper's 10 are for its accuracy comparison).
-SUSPECTS_DEFAULTS = {"epochs": 3, "max_train": None}
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, RankConfig, RuntimeConfig)
 NOT_OPTIONS = {"noise_rate"}  # suspects never injects noise
 
