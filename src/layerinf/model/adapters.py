@@ -249,18 +249,30 @@ def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_label
             f"({str(exc).splitlines()[0][:120]})",
             "pass the base model the adapter was trained on (--model) and data with the same label set",
         ) from None
-    if not peft_head_saved(adapter):
-        msg = (f"PEFT adapter {adapter} has no trained classification head: the head is randomly initialised "
-               "(untrained), so predictions and scores are unreliable; save the adapter with task_type=SEQ_CLS "
-               "or fine-tune with layerinf instead")
-        warnings.warn(msg, UserWarning, stacklevel=2)
-        log.warning(msg)
     pc = peft_model.peft_config.get("default")
     mc = dataclasses.replace(cfg, lora_r=int(getattr(pc, "r", cfg.lora_r)),
                              lora_alpha=int(getattr(pc, "lora_alpha", cfg.lora_alpha)),
                              lora_dropout=float(getattr(pc, "lora_dropout", cfg.lora_dropout)),
                              lora_targets=_peft_targets(getattr(pc, "target_modules", None)))
-    return LoadedModel(place(peft_model, dev, dtype), tok, src, mc, dev)
+    if peft_head_saved(adapter):
+        return LoadedModel(place(peft_model, dev, dtype), tok, src, mc, dev)
+    msg = (f"PEFT adapter {adapter} has no trained classification head: the head is randomly initialised "
+           "(untrained), so predictions and scores are unreliable; save the adapter with task_type=SEQ_CLS "
+           "or fine-tune with layerinf instead")
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    log.warning(msg)
+    # layerinf's own layout (LoRA + a trainable, seeded head) with the adapter's LoRA tensors copied in
+    loaded = load_classifier(mc, num_labels, seed=seed, device="cpu")
+    lora = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    names = {n for n, _ in loaded.model.named_parameters() if "lora_" in n}
+    if names != set(lora):
+        raise LayerinfError(f"PEFT adapter {adapter}: its LoRA tensors do not match model '{cfg.name}' "
+                            f"({len(set(lora) ^ names)} differ)", "pass the base model the adapter was trained on")
+    with torch.no_grad():
+        for name, p in loaded.model.named_parameters():
+            if "lora_" in name:
+                p.copy_(lora[name])
+    return LoadedModel(place(loaded.model, dev, dtype), tok, src, mc, dev)
 
 
 __all__ = [
