@@ -114,6 +114,70 @@ def test_sft_suspects_one_fit_says_what_was_not_ranked(tmp_path):
     assert res.coverage_text in (res.folder / "index.html").read_text(encoding="utf-8")
 
 
+def test_sft_suspects_with_a_layerinf_adapter(crossfit_run, tmp_path):
+    """An SFT run's own adapter (a fold's best.safetensors) is imported: no fine-tuning, one fit, all 30 rows."""
+    out, _ = crossfit_run
+    adapter = out / "folds" / "fold-0" / "finetune" / "best.safetensors"
+    src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
+    res = layerinf("suspects", tmp_path / "a", "--source", src, "--adapter", adapter, *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = read_csv(tmp_path / "a" / "suspects" / "suspects.csv")
+    assert list(table.columns) == SFT_COLUMNS and len(table) == 24  # one fit: the carved-out 20 % not ranked
+    summary = json.loads((tmp_path / "a" / "finetune" / "stage.json").read_text())["summary"]
+    assert summary["imported"] and summary["loss_reduction"] == "mean"
+    assert not (tmp_path / "a" / "finetune" / "init.safetensors").exists()
+
+
+def _tiny_peft_adapter(folder: Path, **lora) -> dict:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from layerinf.model.causal import load_causal_base
+
+    peft_model = get_peft_model(load_causal_base("shape:tiny-llama"), LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], **lora))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+    peft_model.save_pretrained(folder)
+    return {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
+
+
+def test_peft_causal_adapter_is_imported_with_its_own_tensors(tmp_path):
+    import torch
+
+    from layerinf.errors import LayerinfError
+    from layerinf.model.causal import import_causal_adapter
+
+    want = _tiny_peft_adapter(tmp_path / "peft")
+    loaded = import_causal_adapter("shape:tiny-llama", tmp_path / "peft")
+    got = {n: p for n, p in loaded.model.named_parameters() if p.requires_grad}
+    assert set(got) == set(want) and all(torch.equal(got[n], want[n]) for n in want)
+    assert (loaded.config.lora_r, loaded.config.lora_alpha) == (4, 8)
+    assert loaded.config.lora_targets == ["q_proj", "v_proj"]
+    _tiny_peft_adapter(tmp_path / "head", modules_to_save=["lm_head"])
+    with pytest.raises(LayerinfError, match="modules_to_save"):
+        import_causal_adapter("shape:tiny-llama", tmp_path / "head")
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))  # tensors have rank 4
+    with pytest.raises(LayerinfError, match="does not fit"):
+        import_causal_adapter("shape:tiny-llama", tmp_path / "peft")
+
+
+def test_sft_suspects_with_a_peft_adapter_through_the_cli(tmp_path):
+    _tiny_peft_adapter(tmp_path / "peft")
+    src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
+    res = layerinf("suspects", tmp_path / "p", "--source", src, "--adapter", tmp_path / "peft", *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(read_csv(tmp_path / "p" / "suspects" / "suspects.csv")) == 24
+    _tiny_peft_adapter(tmp_path / "head", modules_to_save=["lm_head"])
+    res = layerinf("suspects", tmp_path / "h", "--source", src, "--adapter", tmp_path / "head", *TINY)
+    assert "modules_to_save" in one_error_line(res)
+    assert not (tmp_path / "h").exists()
+
+
 def test_page_cuts_long_texts_visibly():
     text = "<" + "x" * (TEXT_LIMIT + 50)
     cut = _cut(text)

@@ -216,6 +216,28 @@ def _peft_targets(targets) -> list[str] | None:
     return [targets] if isinstance(targets, str) else sorted(targets)
 
 
+def peft_lora_settings(pc, cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with the LoRA rank, alpha, dropout and targets of a PEFT adapter's ``LoraConfig``."""
+    return dataclasses.replace(cfg, lora_r=int(getattr(pc, "r", cfg.lora_r)),
+                               lora_alpha=int(getattr(pc, "lora_alpha", cfg.lora_alpha)),
+                               lora_dropout=float(getattr(pc, "lora_dropout", cfg.lora_dropout)),
+                               lora_targets=_peft_targets(getattr(pc, "target_modules", None)))
+
+
+def copy_lora(source: nn.Module, target: nn.Module, adapter, model_name: str) -> None:
+    """Copy every LoRA tensor of ``source`` (a loaded PEFT adapter) into ``target`` (layerinf's layout of the
+    same base and LoRA settings); their names must match one to one."""
+    lora = {n: p for n, p in source.named_parameters() if "lora_" in n}
+    names = {n for n, _ in target.named_parameters() if "lora_" in n}
+    if names != set(lora):
+        raise LayerinfError(f"PEFT adapter {adapter}: its LoRA tensors do not match model '{model_name}' "
+                            f"({len(set(lora) ^ names)} differ)", "pass the base model the adapter was trained on")
+    with torch.no_grad():
+        for name, p in target.named_parameters():
+            if name in lora:
+                p.copy_(lora[name])
+
+
 def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_labels: int, *, seed: int = 0,
                    device: str | torch.device = "cpu"):
     """``cfg``'s base model with a trained adapter: a layerinf ``.safetensors`` file or a PEFT adapter folder.
@@ -249,11 +271,7 @@ def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_label
             f"({str(exc).splitlines()[0][:120]})",
             "pass the base model the adapter was trained on (--model) and data with the same label set",
         ) from None
-    pc = peft_model.peft_config.get("default")
-    mc = dataclasses.replace(cfg, lora_r=int(getattr(pc, "r", cfg.lora_r)),
-                             lora_alpha=int(getattr(pc, "lora_alpha", cfg.lora_alpha)),
-                             lora_dropout=float(getattr(pc, "lora_dropout", cfg.lora_dropout)),
-                             lora_targets=_peft_targets(getattr(pc, "target_modules", None)))
+    mc = peft_lora_settings(peft_model.peft_config.get("default"), cfg)
     if peft_head_saved(adapter):
         return LoadedModel(place(peft_model, dev, dtype), tok, src, mc, dev)
     msg = (f"PEFT adapter {adapter} has no trained classification head: the head is randomly initialised "
@@ -263,20 +281,13 @@ def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_label
     log.warning(msg)
     # layerinf's own layout (LoRA + a trainable, seeded head) with the adapter's LoRA tensors copied in
     loaded = load_classifier(mc, num_labels, seed=seed, device="cpu")
-    lora = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
-    names = {n for n, _ in loaded.model.named_parameters() if "lora_" in n}
-    if names != set(lora):
-        raise LayerinfError(f"PEFT adapter {adapter}: its LoRA tensors do not match model '{cfg.name}' "
-                            f"({len(set(lora) ^ names)} differ)", "pass the base model the adapter was trained on")
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "lora_" in name:
-                p.copy_(lora[name])
+    copy_lora(peft_model, loaded.model, adapter, cfg.name)
     return LoadedModel(place(loaded.model, dev, dtype), tok, src, mc, dev)
 
 
 __all__ = [
-    "ADAPTER_FORMAT", "adapter_fingerprint", "adapter_kind", "adapter_metadata", "import_adapter",
+    "ADAPTER_FORMAT", "adapter_fingerprint", "adapter_kind", "adapter_metadata", "copy_lora", "import_adapter",
+    "peft_lora_settings",
     "layerinf_lora_settings",
     "load_adapter", "peft_head_saved", "read_adapter", "save_adapter", "trainable_state",
 ]

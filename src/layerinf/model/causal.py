@@ -113,4 +113,68 @@ def load_causal_lm(cfg: ModelConfig | str, *, seed: int = 0, adapter=None, devic
     return LoadedModel(peft_model, tok, src, cfg, dev)
 
 
-__all__ = ["attach_causal_lora", "load_causal_base", "load_causal_lm"]
+def check_causal_adapter(adapter):
+    """A user's adapter for instruction data, checked before anything is written: a layerinf file passes; a PEFT
+    folder must be LoRA-only (no ``modules_to_save``) with ``adapter_model.safetensors``. Returns the PEFT
+    ``LoraConfig`` (None for a layerinf file)."""
+    from pathlib import Path
+
+    from layerinf.errors import LayerinfError
+    from layerinf.model.adapters import adapter_kind
+
+    adapter = Path(adapter).expanduser()
+    if adapter_kind(adapter) == "layerinf":
+        return None
+    from peft import PeftConfig
+
+    saved = PeftConfig.from_pretrained(str(adapter))
+    fix = "drop --adapter (suspects then fine-tunes the model on your data), or pass a LoRA-only PEFT adapter"
+    if getattr(saved, "modules_to_save", None):
+        raise LayerinfError(f"PEFT adapter {adapter} also trained {', '.join(saved.modules_to_save)} "
+                            "(modules_to_save); layerinf imports LoRA-only adapters for instruction data", fix)
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise LayerinfError(f"PEFT adapter {adapter} has no adapter_model.safetensors",
+                            "save it with save_pretrained(safe_serialization=True) (pickled weights are not read)")
+    return saved
+
+
+def import_causal_adapter(cfg: ModelConfig | str, adapter, *, seed: int = 0,
+                          device: str | torch.device = "cpu") -> LoadedModel:
+    """``cfg``'s causal LM with a user's trained adapter: a layerinf ``.safetensors`` file (from an SFT run's
+    ``finetune/``) or a PEFT ``CAUSAL_LM`` adapter folder (``adapter_model.safetensors``). The adapter's LoRA
+    rank, alpha, dropout and targets replace ``cfg``'s; the model has layerinf's layout, so every stage reads it
+    as its own. PEFT adapters that also trained other modules (``modules_to_save``) are refused."""
+    import dataclasses
+    from pathlib import Path
+
+    from layerinf.errors import LayerinfError
+    from layerinf.model.adapters import adapter_kind, layerinf_lora_settings, peft_lora_settings
+
+    cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
+    adapter = Path(adapter).expanduser()
+    if adapter_kind(adapter) == "layerinf":
+        return load_causal_lm(dataclasses.replace(cfg, **layerinf_lora_settings(adapter)), seed=seed,
+                              adapter=adapter, device=device)
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = check_causal_adapter(adapter)
+    weights = adapter / "adapter_model.safetensors"
+    loaded = load_causal_lm(peft_lora_settings(saved, cfg), seed=seed, device=device)
+    state = load_file(str(weights), device=str(loaded.device))
+    lora = {n for n, _ in loaded.model.named_parameters() if "lora_" in n}
+    try:
+        result = set_peft_model_state_dict(loaded.model, state)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise LayerinfError(f"PEFT adapter {adapter} does not fit model '{cfg.name}' "
+                            f"({str(exc).splitlines()[0][:120]})", "pass the base model the adapter was trained on "
+                            "(--model)") from None
+    missing = lora & set(result.missing_keys)
+    if missing or result.unexpected_keys:
+        raise LayerinfError(f"PEFT adapter {adapter} does not fit model '{cfg.name}' ({len(missing)} LoRA tensors "
+                            f"missing, {len(result.unexpected_keys)} unexpected)",
+                            "pass the base model the adapter was trained on (--model)")
+    return loaded
+
+
+__all__ = ["attach_causal_lora", "check_causal_adapter", "import_causal_adapter", "load_causal_base", "load_causal_lm"]

@@ -191,25 +191,29 @@ class AdapterStage(FinetuneStage):
 
     def compute(self, st, model: ModelConfig, adapter: Path, *, progress=True, device="cpu"):
         from layerinf.engine.train import evaluate
-        from layerinf.model import import_adapter, save_adapter, trainable_state
+        from layerinf.model import save_adapter, trainable_state
+        from layerinf.stages import task
 
         prepared = load_data(self.run_dir)
         seed = self.seed(model, adapter)
-        loaded = import_adapter(model, adapter, len(prepared.label_names), seed=seed, device=device)
-        enc = encode_splits(prepared, loaded.tokenizer, model.max_length)
+        loaded = task.import_model(prepared, model, adapter, seed=seed, device=device)
+        enc = encode_splits(prepared, loaded.tokenizer, model)
+        objective = task.objective(prepared)  # SFT: the mean response loss (an imported adapter has no recipe)
         save_adapter(trainable_state(loaded.model), st.out(adapter_file("best")),
                      {"model": model.name, "imported_from": Path(adapter).name})
-        infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"])
-        test_loss, test_acc, _ = evaluate(loaded.model, enc["test"])
+        infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"], objective=objective)
+        test_loss, test_acc, _ = evaluate(loaded.model, enc["test"], objective=objective)
         np.save(st.out(INFL_LOGITS_FILE), infl_logits)
         history = pd.DataFrame([{"epoch": 0, "train_loss": float("nan"), "infl_loss": infl_loss, "infl_acc": infl_acc,
                                  "test_loss": test_loss, "test_acc": test_acc, "lr": 0.0}])
         history.to_parquet(st.out(table_file(HISTORY)), index=False)
         history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
+        health = None
+        if not task.is_sft(prepared) or prepared.class_words:  # free-form responses have no majority class
+            health = health_check(infl_acc, enc["infl"].labels, test_acc, enc["test"].labels)
         return {"best_epoch": 0, "best_accuracy": test_acc, "accuracy_at_best_epoch": test_acc, "lr": None,
-                "model": asdict(loaded.config), "train_seed": seed, "imported": True,
-                "health": health_check(infl_acc, prepared.infl["label"].to_numpy(), test_acc,
-                                       prepared.test["label"].to_numpy())}
+                "model": asdict(loaded.config), "train_seed": seed, "imported": True, "health": health,
+                **({"loss_reduction": objective.reduction} if task.is_sft(prepared) else {})}
 
 
 def run_objective(run_dir, prepared):

@@ -35,6 +35,17 @@ def load_model(prepared, model: ModelConfig, *, seed: int, device="cpu", adapter
                            gradient_checkpointing=gradient_checkpointing)
 
 
+def import_model(prepared, model: ModelConfig, adapter, *, seed: int, device="cpu"):
+    """The run's model with a user's trained adapter (a layerinf file or a PEFT folder) for this task."""
+    if is_sft(prepared):
+        from layerinf.model.causal import import_causal_adapter
+
+        return import_causal_adapter(model, adapter, seed=seed, device=device)
+    from layerinf.model import import_adapter
+
+    return import_adapter(model, adapter, len(prepared.label_names), seed=seed, device=device)
+
+
 def encode_splits(prepared, tokenizer, model: ModelConfig | int) -> dict:
     """The train / infl / test splits tokenised for the task (``model``: the model section, or for
     classification just its ``max_length``)."""
@@ -72,4 +83,4 @@ def correct(prepared, logits, labels):
     return logits.argmax(1) == np.asarray(labels)
 
 
-__all__ = ["correct", "encode_splits", "is_sft", "load_model", "objective"]
+__all__ = ["correct", "encode_splits", "import_model", "is_sft", "load_model", "objective"]

@@ -29,7 +29,8 @@ file with a response/messages column and no label column) take the same workflow
 tokenised as fine-tuning will tokenise it (``check_sft``) before anything is written, so that a missing response
 column, an empty response, ``--chat-template on`` for a tokenizer without one or a response that tokenises to
 nothing is one line, not a half-made output folder. The table then holds ``prompt``, ``response``,
-``response_loss`` and ``score`` (``layerinf.stages.rank.SFT_COLUMNS``). ``adapter=`` is classification-only.
+``response_loss`` and ``score`` (``layerinf.stages.rank.SFT_COLUMNS``). ``adapter=`` takes a layerinf adapter of an
+SFT run or a LoRA-only PEFT ``CAUSAL_LM`` adapter folder (``model.causal.import_causal_adapter``).
 """
 
 from __future__ import annotations
@@ -227,8 +228,9 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
     sft_raw = None
     if task_type(data) == "sft":
         if adapter_path is not None:
-            raise LayerinfError("--adapter is not supported for instruction (SFT) data yet",
-                                "drop --adapter: suspects then fine-tunes the model on your data")
+            from layerinf.model.causal import check_causal_adapter
+
+            check_causal_adapter(adapter_path)
         sft_raw = check_sft(data, model)
     plan = None
     if rank.folds >= 2 and data.dev_source is None and adapter_path is None:  # an adapter saw every row: one fit
