@@ -204,8 +204,8 @@ def bench_model(shape: str, precisions, args, dev) -> None:
     vocab = int(SHAPES[shape].kwargs["vocab_size"])
     print(f"\n## {name}  (T = {args.seq_len}, batch {args.batch}, LoRA r = 4 on {', '.join(targets)}; "
           f"device {dev})\n")
-    head = (f"| base | load s | train step s | collect s | collect / train | loop s | loop / collect "
-            f"| peak train MiB | peak collect MiB | back-off |")
+    head = ("| base | load s | train step s | collect s | collect / train | loop s | loop / collect "
+            "| peak train MiB | peak collect MiB | back-off |")
     rows, d_max = [head, "| " + " | ".join(["---"] + ["---:"] * 8 + ["---"]) + " |"], None
     for precision in precisions:
         model = optimizer = None

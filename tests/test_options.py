@@ -8,7 +8,7 @@ import pytest
 import typer
 
 import layerinf as li
-from layerinf import api, cli
+from layerinf import cli
 from layerinf.config import SECTIONS, ExperimentConfig, RankConfig, option_name, split_options
 from layerinf.errors import LayerinfError
 from layerinf.workflows.suspects import SUSPECTS_DEFAULTS, suspects_options

@@ -9,7 +9,6 @@ checks determinism. The other tests work on copies of A or on their own small ru
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -160,41 +159,11 @@ def _differences(a: Path, b: Path) -> dict[str, set[str]]:
     return out
 
 
-# What still differs between two identical runs, all of it outside rundir's wall-clock fields: the gradient
-# store's "created" time (store/gradstore.py, StoreWriter.finish) and each retraining's "seconds"
-# (stages/evaluate.py, retrain_task), plus what hashes those files (stage checksums, fingerprints).
-KNOWN = {
-    "grads/train/info.json": {"created"},
-    "grads/infl/info.json": {"created"},
-    "grads/stage.json": {"files.train/info.json", "files.infl/info.json"},
-    "scores/stage.json": {"inputs.grads", "config_hash"},
-    "eval/stage.json": {"inputs.scores", "config_hash"},
-    "manifest.json": {"stages.grads.files.train/info.json", "stages.grads.files.infl/info.json",
-                      "stages.scores.inputs.grads", "stages.scores.config_hash", "stages.eval.inputs.scores",
-                      "stages.eval.config_hash"},
-    "retrain/*.json": {"record.seconds", "sha256"},
-}
-
-
-@pytest.mark.xfail(strict=True, reason="two identical runs still differ in wall-clock fields written outside "
-                   "store/rundir.py: grads/*/info.json 'created' (store/gradstore.py StoreWriter.finish) and "
-                   "retrain/*.json 'seconds' (stages/evaluate.py retrain_task); see KNOWN")
 def test_identical_runs_write_identical_files(reference):
+    """Two identical runs write byte-identical files, except the wall-clock fields of stage.json / manifest.json
+    (WALL_CLOCK_FIELDS): no time stamps in gradient stores or retraining records."""
     a, b = reference
     assert _differences(a, b) == {}
-
-
-def test_identical_runs_differ_only_in_known_wall_clock_fields(reference):
-    """Every parquet, CSV, npy and safetensors file is byte-identical; JSON files differ at most in the
-    wall-clock fields of KNOWN (and what hashes them)."""
-    import fnmatch
-
-    a, b = reference
-    diff = _differences(a, b)
-    assert not {rel for rel, keys in diff.items() if keys == {"bytes"}}, diff
-    for rel, keys in diff.items():
-        allowed = next((v for k, v in KNOWN.items() if fnmatch.fnmatch(rel, k)), set())
-        assert keys <= allowed, (rel, keys - allowed)
 
 
 # ------------------------------------------------------------------------------------------------ corruption

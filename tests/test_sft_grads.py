@@ -12,7 +12,7 @@ import torch
 
 from layerinf.config import ModelConfig
 from layerinf.engine.batching import EncodedSplit
-from layerinf.engine.collect import collect_gradients, predictions
+from layerinf.engine.collect import collect_gradients
 from layerinf.engine.objectives import IGNORE_INDEX, ResponseLoss, objective_for
 from layerinf.errors import LayerinfError
 from layerinf.model import inventory

@@ -191,7 +191,7 @@ def _from_messages(df: pd.DataFrame, column: str, where: str) -> pd.DataFrame:
     _fail_rows(bad_list, f"hold no list of messages in column {column!r}", where,
                f"give each row a list of turns such as {example}")
     _fail_rows(bad_turn, f"hold a message that is not {{role, content}} text in column {column!r} (roles: "
-               f"{', '.join(ROLES)})", where, f"give each turn as {{\"role\": ..., \"content\": \"text\"}}")
+               f"{', '.join(ROLES)})", where, "give each turn as {\"role\": ..., \"content\": \"text\"}")
     _fail_rows(not_assistant, f"do not end with an assistant turn in column {column!r}", where,
                "end every conversation with the assistant's reply (it is the response the model learns)")
     _fail_rows(too_short, f"have no prompt turn before the assistant turn in column {column!r}", where,

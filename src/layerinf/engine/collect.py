@@ -31,7 +31,7 @@ import itertools
 import os
 
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch

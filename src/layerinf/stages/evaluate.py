@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -130,7 +129,6 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
     from layerinf.stages import task
 
     loaded, enc, init_state, prepared = _retrain_context(run_root, device)
-    t0 = time.time()
     res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
                         seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False,
                         gradient_checkpointing=bool(gradient_checkpointing),
@@ -141,8 +139,7 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
         "accuracy_at_best_epoch": res.accuracy_at_best_epoch, "best_epoch": res.best_epoch,
         "history": res.history.to_dict(orient="list"), "first_config": first_config,
         "train_seed": int(rec["train_seed"]),
-        "seconds": round(time.time() - t0, 2),
-    }
+    }  # no wall-clock time: identical runs write identical records (the eval stage.json times the stage)
     return {"record": record, "device": device, "removed": n - len(kept)}
 
 

@@ -224,8 +224,6 @@ def write_shard_index(folder: str | os.PathLike, shard_paths: Sequence[str], *, 
                       data_sha256: str = "", extra: dict | None = None) -> "GradStore":
     """Write ``folder/info.json`` for the complete shard stores ``folder/<shard_paths[k]>`` (contiguous sample
     ranges, in order): the split's totals and the shard list. The shards' files stay where they are."""
-    import time
-
     import torch
 
     from layerinf import __version__
@@ -258,7 +256,6 @@ def write_shard_index(folder: str | os.PathLike, shard_paths: Sequence[str], *, 
         "data_sha256": data_sha256,
         "layerinf_version": __version__,
         "torch_version": torch.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **(extra or {}),
         "shards": shards,
     }

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
@@ -269,8 +268,7 @@ class StoreWriter:
             "data_sha256": data_sha256,
             "layerinf_version": _version(),
             "torch_version": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **(extra or {}),
+                **(extra or {}),
         }
         self._arrays.clear()
         self._we = None
