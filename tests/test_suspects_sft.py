@@ -224,6 +224,17 @@ def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, case):
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
 
+@pytest.mark.parametrize("model", ["minilm", "shape:tiny-bert"])
+def test_an_encoder_on_sft_data_is_one_line_and_writes_nothing(tmp_path, model):
+    src = write_jsonl(tmp_path / "ok.jsonl", instruction_rows()[:12])
+    (tmp_path / "sft.yaml").write_text(f"name: enc\ndata: {{source: {src}, task_type: sft}}\nmodel: {{name: '{model}'}}\n")
+    for args in (["suspects", tmp_path / "out", "--source", src, "--model", model],
+                 ["run", tmp_path / "sft.yaml", "--out", tmp_path / "out"]):
+        line = one_error_line(layerinf(*args, timeout=300))
+        assert "is an encoder" in line and "decoder" in line, line
+        assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------------ slow
 
 

@@ -429,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     if not sys.stderr.isatty():  # piped or logged: no Hugging Face progress bars between our lines
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not debug and "LAYERINF_LOG" not in os.environ:  # the Hub's retry chatter (offline, a wrong name) is not
+        for var in ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):  # ours to print: the
+            os.environ.setdefault(var, "error")  # failure becomes one line of our own
     logging.basicConfig(level=os.environ.get("LAYERINF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
         app(args=args, standalone_mode=False, prog_name="layerinf")

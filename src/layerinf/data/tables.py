@@ -52,7 +52,8 @@ def check_text_file(path: Path, kind: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(8192)
     if not head:
-        raise LayerinfError(f"{path} is empty (0 bytes)", f"give a {kind} file with a header line and data rows")
+        rows = "one JSON object per line (or a JSON list of objects)" if kind == "JSON" else "a header line and data rows"
+        raise LayerinfError(f"{path} is empty (0 bytes)", f"give a {kind} file with {rows}")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise LayerinfError(f"{path} is UTF-16 text", _UTF8_FIX)
     if b"\x00" in head:

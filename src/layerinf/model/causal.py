@@ -33,24 +33,33 @@ SHAPE_BASE_SEED = 0
 _CACHE: dict[tuple, nn.Module] = {}
 
 
+def check_causal_model(src: ModelSource | ModelConfig | str) -> ModelSource:
+    """The model's source, refused in one line when it is known to be an encoder (``minilm``, ``shape:tiny-bert``,
+    the paper's RoBERTa): instruction tuning needs a decoder. Hub ids of unknown kind pass (loading decides)."""
+    if isinstance(src, ModelConfig):
+        src = src.name
+    src = resolve_source(src) if isinstance(src, str) else src
+    if src.is_decoder is False:
+        from layerinf.errors import LayerinfError
+
+        raise LayerinfError(f"model '{src.name}' is an encoder; instruction (SFT) data need a decoder (a causal LM)",
+                            "use a decoder, e.g. --model smollm2-135m or shape:llama-3.2-1b")
+    return src
+
+
 def load_causal_base(src: ModelSource | str, *, trust_remote_code: bool = False, pad_token_id: int | None = None,
                      dtype: torch.dtype = torch.float32) -> nn.Module:
     """An ``AutoModelForCausalLM`` with base weights in ``dtype`` (cached per process, deep-copied out)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    src = resolve_source(src) if isinstance(src, str) else src
+    src = check_causal_model(src)
     key = (src.path, src.gguf_file, trust_remote_code, dtype)
     if key not in _CACHE:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
             if src.shape is not None:
-                if not SHAPES[src.shape].is_decoder:
-                    from layerinf.errors import LayerinfError
-
-                    raise LayerinfError(f"shape:{src.shape} is an encoder; instruction tuning needs a decoder",
-                                        "use a decoder, e.g. --model shape:llama-3.2-1b or smollm2-135m")
                 config = SHAPES[src.shape].make_config(2, pad_token_id)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(SHAPE_BASE_SEED)
@@ -177,4 +186,4 @@ def import_causal_adapter(cfg: ModelConfig | str, adapter, *, seed: int = 0,
     return loaded
 
 
-__all__ = ["attach_causal_lora", "check_causal_adapter", "import_causal_adapter", "load_causal_base", "load_causal_lm"]
+__all__ = ["attach_causal_lora", "check_causal_adapter", "check_causal_model", "import_causal_adapter", "load_causal_base", "load_causal_lm"]

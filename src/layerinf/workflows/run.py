@@ -61,6 +61,10 @@ def check_config(cfg: ExperimentConfig) -> None:
     check_tracin_request(cfg.score.methods, cfg.grads)
     from layerinf.stages.data import task_type
 
+    if task_type(cfg.data) == "sft":
+        from layerinf.model.causal import check_causal_model
+
+        check_causal_model(cfg.model)
     if cfg.model.quantization != "none" and task_type(cfg.data) == "sft":
         raise LayerinfError("model.quantization is not supported for instruction (SFT) data yet",
                             "use --quantization none (and --precision bf16 to save memory)")

@@ -227,9 +227,10 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
 
     sft_raw = None
     if task_type(data) == "sft":
-        if adapter_path is not None:
-            from layerinf.model.causal import check_causal_adapter
+        from layerinf.model.causal import check_causal_adapter, check_causal_model
 
+        check_causal_model(model)
+        if adapter_path is not None:
             check_causal_adapter(adapter_path)
         sft_raw = check_sft(data, model)
     plan = None
