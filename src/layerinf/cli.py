@@ -371,7 +371,8 @@ def _advise_presets():
 
 
 @command("advise", [_arg("out", Path, "Output folder (the page: OUT/advise/index.html)."),
-                    _opt("probe_rate", float, 0.1, "Share of the training labels flipped per probe, in (0, 0.5]."),
+                    _opt("probe_rate", float, 0.1, "Share of the training labels flipped (instruction data: responses replaced) per "
+                           "probe, in (0, 0.5]."),
                     _opt("probes", int, 3, "Probes: each one fine-tuning + one gradient pass (2 or more give a 95 % "
                          "interval)."),
                     _opt("noise_folds", int, 2, "Folds of the cross-fitted noise-rate estimate (0: skip; κ stays "

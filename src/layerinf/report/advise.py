@@ -294,6 +294,8 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
             if not rec.get("noise_trusted", True):
                 noise_html += (" <b>The cross-fitted models barely beat the majority class: the estimate is not "
                                "trustworthy and does not set κ</b> — train longer or on more data.")
+    elif rec.get("task") == "sft":
+        noise_html = "The noise rate is not estimated for instruction data (it needs class probabilities)."
     else:
         noise_html = "The noise rate was not estimated (noise_folds = 0)."
     kappa_html = (f"Vote's κ for your data: <b>{rec['vote_kappa']:.2f}</b> ({e(rec['kappa_rule'])}). "
@@ -312,9 +314,14 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
         f"--method {e(best['method'])} --group {e(best['group'])} --aggregator {e(best['aggregator'])} "
         f"--vote-kappa {rec['vote_kappa']:.2f}</code></p>"
     )
+    planted = (f"Each probe flipped {rec['probe_rate']:.0%} of the training labels (uniformly among the training "
+               "examples, whatever their label)")
+    if rec.get("task") == "sft":
+        how = {"label": "the answer word replaced by another class's", "swap": "another training example's response"}
+        planted = (f"Each probe re-prepared your instruction data with its own seed and replaced {rec['probe_rate']:.0%} "
+                   f"of the training responses ({e(how.get(rec.get('noise_kind'), str(rec.get('noise_kind'))))})")
     caveat = (
-        f"Each probe flipped {rec['probe_rate']:.0%} of the training labels (uniformly among the training examples, "
-        "whatever their label) and the metrics count <b>only these planted flips</b> as noisy: examples that were "
+        f"{planted} and the metrics count <b>only these planted flips</b> as noisy: examples that were "
         "already mislabelled in your data count as clean, so a configuration that also finds them is not rewarded "
         "for it. Intervals are Student-t 95 % intervals over "
         f"{rec['probes']} probe(s)" + (" — with one probe there is no interval; run more probes to compare "

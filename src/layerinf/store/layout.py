@@ -81,6 +81,12 @@ SUMMARY_FILE = "summary.json"
 PAGE_FILE = "index.html"
 ANSWER_FILE = "answer.txt"  # report/: the first screen's sentences, as plain text
 
+# `layerinf advise` OUT/: advise/, noise/, probes/<seed>/, probes/fold<k>/, probes/source/
+ADVISE, NOISE, PROBES_DIR, SOURCE_DIR = "advise", "noise", "probes", "source"
+ADVISE_TABLE, PROBE_TABLE = "table", "probes"
+HEATMAP_FILE, RECOMMENDATION_FILE = "heatmap.png", "recommendation.json"
+NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE = "probs.npy", "folds.npy", "estimate.json"
+
 
 def split_file(split: str) -> str:
     """``data/<split>.parquet``, relative to the data folder."""

@@ -47,15 +47,12 @@ from layerinf.stages.data import DataStage, load_data
 from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
 from layerinf.stages.grads import GradsStage
 from layerinf.stages.score import ScoreStage
-from layerinf.store.layout import DATA, FINETUNE, SCORES, table_file
+from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP_FILE, NOISE, NOISE_ESTIMATE_FILE,
+                                   NOISE_FOLDS_FILE, NOISE_PROBS_FILE, PAGE_FILE, PROBE_TABLE, PROBES_DIR,
+                                   RECOMMENDATION_FILE, SCORES, SOURCE_DIR, table_file)
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from layerinf.workflows.defaults import ADVISE_DEFAULTS
-
-# The advisor's own folder and file names (candidates for store/layout.py)
-ADVISE, NOISE, PROBES_DIR, SOURCE_DIR = "advise", "noise", "probes", "source"
-ADVISE_TABLE, PROBE_TABLE = "table", "probes"
-HEATMAP_FILE, RECOMMENDATION_FILE, PAGE_FILE = "heatmap.png", "recommendation.json", "index.html"
-NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE = "probs.npy", "folds.npy", "estimate.json"
+from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
 NOT_OPTIONS = {"noise_rate"}  # the advisor plants its own flips (probe_rate)
@@ -133,7 +130,14 @@ def _needs_we(score: ScoreConfig, num_layers: int) -> bool:
 
 def _prepare_in_memory(data: DataConfig):
     from layerinf import data as data_mod
+    from layerinf.stages.data import task_type
 
+    if task_type(data) == "sft":
+        from layerinf.data.sft_prepared import prepare_sft
+
+        return prepare_sft(data.source, prompt_column=data.prompt_column, response_column=data.response_column,
+                           messages_column=data.messages_column, dev_source=data.dev_source,
+                           max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
     return data_mod.prepare(
         data.source, task=data.task, text_column=data.text_column, text_pair_column=data.text_pair_column,
         label_column=data.label_column, dev_source=data.dev_source, label_names=data.label_names,
@@ -151,44 +155,14 @@ def check_size(prepared, probe_rate: float, noise_folds: int) -> None:
             f"fewer than the {MIN_PLANTED} needed to compare configurations",
             f"give at least {min_train_size(probe_rate)} training examples (raise max_train or add data), or raise "
             f"probe_rate (at most {MAX_PROBE_RATE}, which needs at least {min_train_size(MAX_PROBE_RATE)} examples)")
+    if not noise_folds:
+        return
     counts = np.bincount(prepared.train["label"].to_numpy(), minlength=prepared.num_classes)
-    if noise_folds and counts.min() < 2 * noise_folds:
+    if counts.min() < 2 * noise_folds:
         raise LayerinfError(
             f"class '{prepared.label_names[int(counts.argmin())]}' has {int(counts.min())} training example(s): "
             f"too few for noise_folds={noise_folds} (each fold's model needs 2 per class)",
             "use noise_folds=2, add examples of that class, or noise_folds=0 to skip the noise estimate")
-
-
-# ----------------------------------------------------------------------------- probe and fold sources
-
-
-def write_source(prepared, rows: np.ndarray | None, path: Path, split: str = "train") -> Path:
-    """Rows of a prepared split as a JSONL file (``text``, ``text_pair`` for pair tasks, ``label`` by name), in
-    order, so that a run reading it with no cap has the same training index (written only when changed)."""
-    df = getattr(prepared, split) if split != "dev" else pd.concat([prepared.infl, prepared.test], ignore_index=True)
-    df = df if rows is None else df.iloc[rows]
-    out = pd.DataFrame({"text": df["text"].astype(str)})
-    if prepared.train["text_pair"].notna().any():
-        out["text_pair"] = df["text_pair"].fillna("").astype(str)
-    out["label"] = [prepared.label_names[i] for i in df["label"].to_numpy(np.int64)]
-    text = out.to_json(orient="records", lines=True, force_ascii=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        atomic_write_bytes(path, text.encode("utf-8"))
-    return path
-
-
-def source_config(prepared, train_file: Path, dev_file: Path, *, noise_rate: float, seed: int) -> DataConfig:
-    """A DataConfig reading JSONL copies: every row kept, ``noise_rate`` of the training labels flipped."""
-    pair = bool(prepared.train["text_pair"].notna().any())
-    return DataConfig(source=str(train_file), dev_source=str(dev_file), text_column="text",
-                      text_pair_column="text_pair" if pair else None, label_column="label",
-                      label_names=list(prepared.label_names), max_train=None, max_dev=None,
-                      noise_rate=float(noise_rate), seed=int(seed))
-
-
-def probe_seeds(data_seed: int, probes: int) -> list[int]:
-    return [int(data_seed) + 1 + i for i in range(int(probes))]
 
 
 def run_probe(probe_dir: Path, data: DataConfig, model: ModelConfig, train: TrainConfig, grads: GradsConfig,
@@ -405,6 +379,10 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     gradient pass; scoring is cheap next to those; the noise estimate is ``noise_folds`` fine-tunings on
     (folds − 1)/folds of the data. Finished stages are reused on a rerun.
 
+    Instruction (SFT) data (``data.task_type``): each probe plants ``data.noise_kind`` response noise (class words
+    replaced, or responses swapped) in its own seeded split of your file; there is no noise-rate estimate (κ stays
+    ``vote_kappa``). See ``workflows.probe_data``.
+
     Options: every field of DataConfig (not noise_rate), ModelConfig (``model=``), TrainConfig (``epochs``
     default 3), GradsConfig, ScoreConfig and RuntimeConfig, by their usual names. Every argument, and the
     training set's size against ``probe_rate`` (≥ 10 planted flips), is checked before anything is written.
@@ -422,9 +400,15 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     from layerinf.stages.data import task_type
     from layerinf.stages.grads import check_tracin_checkpoints, check_tracin_request
 
-    if task_type(data) == "sft":
-        raise LayerinfError("advise plants label flips: it supports classification data only for now",
-                            "for instruction data use `layerinf run` with data.noise_kind label|swap, or `suspects`")
+    sft = task_type(data) == "sft"
+    if sft:  # planted response noise (data.noise_kind); no class probabilities, so no noise-rate estimate
+        from layerinf.model.causal import check_causal_model
+
+        from layerinf.workflows.suspects import check_sft
+
+        check_causal_model(model)
+        check_sft(data, model)  # the whole file loaded and tokenised: its one-line errors before anything is written
+        noise_folds = 0
     check_tracin_checkpoints(grads)
     check_tracin_request(score.methods, grads)
     device = str(resolve_device(runtime.device))
@@ -441,8 +425,12 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     with out.guard(), out.locked():
         base = DataStage(out).run(data, force=force, progress=progress)
     n = len(base.train)
+    planted = "planted responses" if sft else "planted flips"
     say(f"[data] {n} training examples, {len(base.infl) + len(base.test)} dev examples; {probes} probe(s) × "
-        f"{noise_count(n, probe_rate)} planted flips ({probe_rate:.0%})")
+        f"{noise_count(n, probe_rate)} {planted} ({probe_rate:.0%})")
+    if sft:
+        say("[noise] no noise-rate estimate for instruction data (it needs class probabilities): Vote's κ stays "
+            f"{score.vote_kappa:g} (--vote-kappa)")
     with out.locked():
         noise = None
         if noise_folds:
@@ -451,17 +439,20 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
             say(f"[noise] estimated share of wrong labels in your data: {noise} (confident learning, "
                 f"{noise_folds}-fold cross-fitted)")
         src = out.root / PROBES_DIR / SOURCE_DIR
-        train_file, dev_file = write_source(base, None, src / "all.jsonl"), write_source(base, None, src / "dev.jsonl", "dev")
+        train_file = dev_file = None
+        if not sft:  # classification probes read OUT/data's splits back (instruction data: see probe_data)
+            train_file, dev_file = write_source(base, None, src / "all.jsonl"), write_source(base, None, src / "dev.jsonl", "dev")
         probe_dirs = []
         for i, s in enumerate(seeds, 1):
             pdir = out.root / PROBES_DIR / str(s)
-            run_probe(pdir, source_config(base, train_file, dev_file, noise_rate=probe_rate, seed=s), model, train,
+            run_probe(pdir, probe_config(base, data, train_file, dev_file, noise_rate=probe_rate, seed=s), model, train,
                       grads, score, device=device, progress=progress, force=force)
             probe_dirs.append(pdir)
             say(f"[probe {i}/{probes}] seed {s}: fine-tuned, gradients collected, every configuration scored")
         cfg = AdviceConfig(probe_rate=probe_rate, seeds=tuple(seeds), criterion=criterion, kappa_factor=kappa_factor,
                            vote_kappa=score.vote_kappa, default_key=f"datainf/{default_group(num_layers)}/vote")
-        context = {"model": model.name, "source": str(data.source), "n_train": n, "num_layers": int(num_layers)}
+        context = {"model": model.name, "source": str(data.source), "n_train": n, "num_layers": int(num_layers),
+                   **({"task": "sft", "noise_kind": load_data(probe_dirs[0]).meta.get("noise_kind")} if sft else {})}
         stage = AdviseStage(out, probe_dirs, with_noise=noise is not None, context=context)
         rec = stage.run(cfg, force=force, progress=progress)
     best = rec["best"][criterion]
