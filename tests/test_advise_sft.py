@@ -17,9 +17,12 @@ TINY = dict(model="shape:tiny-llama", max_length=32, max_response_length=8, epoc
 
 
 def class_word_rows(n: int = 60) -> list[dict]:
-    words = (WORDS * 3)[:n]
-    return [{"prompt": f"Is '{w}' longer than five letters? Answer yes or no.", "response": "yes" if len(w) > 5 else "no"}
-            for w in words]
+    """``n`` distinct yes/no instructions (a word and one of several phrasings)."""
+    asks = ["Is '{}' longer than five letters?", "Does '{}' have more than five letters?", "Has '{}' over 5 letters?"]
+    rows = [{"prompt": ask.format(w) + " Answer yes or no.", "response": "yes" if len(w) > 5 else "no"}
+            for ask in asks for w in WORDS][:n]
+    assert len({r["prompt"] for r in rows}) == n
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +49,12 @@ def test_sft_probes_plant_response_noise_and_a_configuration_is_recommended(advi
     assert res.per_probe["seed"].nunique() == 2
     rec = json.loads((res.folder / "recommendation.json").read_text())
     assert rec["task"] == "sft" and rec["noise_kind"] == "label"
-    assert rec["best"]["key"] == "/".join(res.table.iloc[0][["method", "group", "aggregator"]])
+    first = res.table[res.table["kind"] == "influence"].iloc[0]
+    assert rec["best"]["key"] == "/".join(first[["method", "group", "aggregator"]])
+    assert "instruction data" in rec["kappa_rule"]
     page = res.html.read_text(encoding="utf-8")
     assert "replaced 50% of the training responses" in page and "not estimated for instruction data" in page
+    assert "layerinf suspects OUT --source YOUR_DATA --model shape:tiny-llama --method" in page
 
 
 def test_sft_advise_bad_input_is_one_line_and_writes_nothing(tmp_path):

@@ -166,6 +166,30 @@ def test_peft_causal_adapter_is_imported_with_its_own_tensors(tmp_path):
         import_causal_adapter("shape:tiny-llama", tmp_path / "peft")
 
 
+def test_peft_causal_adapter_gives_the_logits_peft_gives(tmp_path):
+    import torch
+    from peft import PeftModel
+
+    from layerinf.model.causal import import_causal_adapter, load_causal_base
+
+    _tiny_peft_adapter(tmp_path / "peft")
+    ids = torch.tensor([[5, 17, 3, 42, 8, 11]])
+    want = PeftModel.from_pretrained(load_causal_base("shape:tiny-llama"), tmp_path / "peft").eval()(input_ids=ids).logits
+    got = import_causal_adapter("shape:tiny-llama", tmp_path / "peft").model.eval()(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("option, value", [("use_rslora", True), ("alpha_pattern", {"q_proj": 32}),
+                                           ("use_dora", True), ("layers_to_transform", [0]), ("bias", "lora_only")])
+def test_peft_options_layerinf_does_not_reproduce_are_refused(tmp_path, option, value):
+    from layerinf.errors import LayerinfError
+    from layerinf.model.causal import import_causal_adapter
+
+    _tiny_peft_adapter(tmp_path / "peft", **{option: value})
+    with pytest.raises(LayerinfError, match=f"uses {option}"):
+        import_causal_adapter("shape:tiny-llama", tmp_path / "peft")
+
+
 def test_sft_suspects_with_a_peft_adapter_through_the_cli(tmp_path):
     _tiny_peft_adapter(tmp_path / "peft")
     src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())

@@ -376,7 +376,7 @@ def _advise_presets():
                     _opt("probes", int, 3, "Probes: each one fine-tuning + one gradient pass (2 or more give a 95 % "
                          "interval)."),
                     _opt("noise_folds", int, 2, "Folds of the cross-fitted noise-rate estimate (0: skip; κ stays "
-                         "--vote-kappa)."),
+                         "--vote-kappa; instruction data: no estimate)."),
                     _opt("kappa_factor", float, 1.5, "Vote's κ for your data = clip(factor × estimated noise rate, "
                          "0.05, 0.5)."),
                     _opt("criterion", str, "ndr_30", "Planted-flip metric that picks: ndr_30 | ndr_10 | auc_ndr | "

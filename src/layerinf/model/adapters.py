@@ -191,6 +191,11 @@ def layerinf_lora_settings(adapter: str | os.PathLike) -> dict:
                 out[key] = cast(float(meta[key])) if cast is int else cast(meta[key])
             except ValueError:
                 pass
+    if "lora_alpha" not in out:  # written before layerinf recorded it: the caller's alpha scales the update
+        msg = (f"adapter file {adapter} does not record its lora_alpha: the model's --lora-alpha is used; pass the "
+               "alpha it was trained with if that differs")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        log.warning(msg)
     return out
 
 
@@ -216,6 +221,43 @@ def _peft_targets(targets) -> list[str] | None:
     return [targets] if isinstance(targets, str) else sorted(targets)
 
 
+def read_peft_lora_config(adapter: str | os.PathLike):
+    """A PEFT adapter folder's ``LoraConfig``, refused in one line when layerinf's LoRA would not reproduce it:
+    another PEFT method, DoRA, rsLoRA, per-module rank or alpha patterns, some layers only, trained biases,
+    ``target_modules`` as a regular expression, or a fractional alpha. (Such an adapter would load with
+    different scaling or modules: a different model, silently.)"""
+    from peft import PeftConfig
+
+    adapter = Path(adapter).expanduser()
+    try:
+        pc = PeftConfig.from_pretrained(str(adapter))
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        raise LayerinfError(f"{adapter / 'adapter_config.json'} is not a readable PEFT config "
+                            f"({str(exc).splitlines()[0][:100] if str(exc).strip() else type(exc).__name__})",
+                            "pass the folder save_pretrained wrote") from None
+    fix = ("train it as plain LoRA (r, lora_alpha, lora_dropout, a list of target_modules), or drop --adapter: "
+           "layerinf then fine-tunes")
+    kind = str(getattr(pc, "peft_type", "LORA")).split(".")[-1].upper()
+    if kind != "LORA":
+        raise LayerinfError(f"PEFT adapter {adapter} is a {kind} adapter, not LoRA", fix)
+    alpha = getattr(pc, "lora_alpha", 1)
+    unsupported = [name for name, used in (
+        ("use_dora", bool(getattr(pc, "use_dora", False))),
+        ("use_rslora", bool(getattr(pc, "use_rslora", False))),
+        ("rank_pattern", bool(getattr(pc, "rank_pattern", None))),
+        ("alpha_pattern", bool(getattr(pc, "alpha_pattern", None))),
+        ("layers_to_transform", getattr(pc, "layers_to_transform", None) is not None),
+        ("bias", getattr(pc, "bias", "none") != "none"),
+        ("lora_bias", bool(getattr(pc, "lora_bias", False))),
+        ("target_modules as a regular expression", isinstance(getattr(pc, "target_modules", None), str)),
+        (f"lora_alpha {alpha} (not a whole number)", float(alpha) != int(float(alpha))),
+    ) if used]
+    if unsupported:
+        raise LayerinfError(f"PEFT adapter {adapter} uses {', '.join(unsupported)}, which layerinf's LoRA does not "
+                            "reproduce", fix)
+    return pc
+
+
 def peft_lora_settings(pc, cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with the LoRA rank, alpha, dropout and targets of a PEFT adapter's ``LoraConfig``."""
     return dataclasses.replace(cfg, lora_r=int(getattr(pc, "r", cfg.lora_r)),
@@ -224,14 +266,14 @@ def peft_lora_settings(pc, cfg: ModelConfig) -> ModelConfig:
                                lora_targets=_peft_targets(getattr(pc, "target_modules", None)))
 
 
-def copy_lora(source: nn.Module, target: nn.Module, adapter, model_name: str) -> None:
-    """Copy every LoRA tensor of ``source`` (a loaded PEFT adapter) into ``target`` (layerinf's layout of the
-    same base and LoRA settings); their names must match one to one."""
-    lora = {n: p for n, p in source.named_parameters() if "lora_" in n}
+def copy_lora(lora: dict[str, torch.Tensor], target: nn.Module, adapter, model_name: str) -> None:
+    """Copy the LoRA tensors ``lora`` (by parameter name, from a loaded PEFT adapter) into ``target`` (layerinf's
+    layout of the same base and LoRA settings); the names must match one to one."""
     names = {n for n, _ in target.named_parameters() if "lora_" in n}
     if names != set(lora):
-        raise LayerinfError(f"PEFT adapter {adapter}: its LoRA tensors do not match model '{model_name}' "
-                            f"({len(set(lora) ^ names)} differ)", "pass the base model the adapter was trained on")
+        raise LayerinfError(f"PEFT adapter {adapter}: its LoRA tensors do not match layerinf's LoRA on model "
+                            f"'{model_name}' ({len(set(lora) ^ names)} differ)",
+                            "drop --adapter (layerinf then fine-tunes), or report the adapter's config as a bug")
     with torch.no_grad():
         for name, p in target.named_parameters():
             if name in lora:
@@ -263,6 +305,7 @@ def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_label
     tok = load_tokenizer(src, trust_remote_code=cfg.trust_remote_code)
     base = load_base_model(src, num_labels, seed=seed, trust_remote_code=cfg.trust_remote_code,
                            pad_token_id=tok.pad_token_id, dtype=dtype)
+    read_peft_lora_config(adapter)
     try:
         peft_model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
@@ -280,14 +323,16 @@ def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_label
     warnings.warn(msg, UserWarning, stacklevel=2)
     log.warning(msg)
     # layerinf's own layout (LoRA + a trainable, seeded head) with the adapter's LoRA tensors copied in
-    loaded = load_classifier(mc, num_labels, seed=seed, device="cpu")
-    copy_lora(peft_model, loaded.model, adapter, cfg.name)
-    return LoadedModel(place(loaded.model, dev, dtype), tok, src, mc, dev)
+    lora = {n: p.detach().cpu() for n, p in peft_model.named_parameters() if "lora_" in n}
+    del peft_model, base  # one base model in memory at a time
+    loaded = load_classifier(mc, num_labels, seed=seed, device=dev)
+    copy_lora(lora, loaded.model, adapter, cfg.name)
+    return loaded
 
 
 __all__ = [
     "ADAPTER_FORMAT", "adapter_fingerprint", "adapter_kind", "adapter_metadata", "copy_lora", "import_adapter",
-    "peft_lora_settings",
+    "peft_lora_settings", "read_peft_lora_config",
     "layerinf_lora_settings",
     "load_adapter", "peft_head_saved", "read_adapter", "save_adapter", "trainable_state",
 ]

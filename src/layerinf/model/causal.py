@@ -134,9 +134,9 @@ def check_causal_adapter(adapter):
     adapter = Path(adapter).expanduser()
     if adapter_kind(adapter) == "layerinf":
         return None
-    from peft import PeftConfig
+    from layerinf.model.adapters import read_peft_lora_config
 
-    saved = PeftConfig.from_pretrained(str(adapter))
+    saved = read_peft_lora_config(adapter)
     fix = "drop --adapter (suspects then fine-tunes the model on your data), or pass a LoRA-only PEFT adapter"
     if getattr(saved, "modules_to_save", None):
         raise LayerinfError(f"PEFT adapter {adapter} also trained {', '.join(saved.modules_to_save)} "

@@ -136,7 +136,8 @@ def recommend(table: pd.DataFrame, per_probe: pd.DataFrame, cfg: AdviceConfig, n
     trusted = noise_trusted(noise)
     kappa = adaptive_kappa(noise.rate, cfg.kappa_factor) if trusted else cfg.vote_kappa
     if noise is None:
-        rule = f"no noise estimate (noise_folds=0): the configured vote_kappa {cfg.vote_kappa:g}"
+        why = "instruction data" if (context or {}).get("task") == "sft" else "noise_folds=0"
+        rule = f"no noise estimate ({why}): the configured vote_kappa {cfg.vote_kappa:g}"
     elif not trusted:
         rule = (f"the configured vote_kappa {cfg.vote_kappa:g}: the noise estimate is not used, its cross-fitted "
                 f"models do not beat the majority class by {TRUST_MARGIN:.0%}")
@@ -311,6 +312,7 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
         f"<li>{default_line}</li></ul>"
         f"<p>{noise_html}<br>{kappa_html}</p>"
         "<p>Use it: <code>layerinf suspects OUT --source YOUR_DATA "
+        + (f"--model {e(str(rec['model']))} " if rec.get("model") else "") +
         f"--method {e(best['method'])} --group {e(best['group'])} --aggregator {e(best['aggregator'])} "
         f"--vote-kappa {rec['vote_kappa']:.2f}</code></p>"
     )

@@ -71,10 +71,16 @@ def encode_splits(prepared, tokenizer, model: ModelConfig | int) -> dict:
     return task.encode_splits(prepared, tokenizer, model)
 
 
+def lora_metadata(model: ModelConfig) -> dict[str, str]:
+    """The LoRA settings an adapter file records (an import reads alpha and dropout back; rank and targets come
+    from its tensors)."""
+    return {"lora_r": str(model.lora_r), "lora_alpha": str(model.lora_alpha), "lora_dropout": str(model.lora_dropout)}
+
+
 def _save_outputs(st, result, model: ModelConfig) -> None:
     from layerinf.model import save_adapter
 
-    meta = {"model": model.name, "lora_r": str(model.lora_r)}
+    meta = {"model": model.name, **lora_metadata(model)}
     save_adapter(result.init_state, st.out(adapter_file("init")), meta)
     save_adapter(result.best_state, st.out(adapter_file("best")), {**meta, "epoch": str(result.best_epoch)})
     save_adapter(result.last_state, st.out(adapter_file("last")), meta)
@@ -184,7 +190,9 @@ class AdapterStage(FinetuneStage):
     def key(self, model: ModelConfig, adapter: Path) -> dict:
         from layerinf.model import adapter_fingerprint
 
-        return {"model": model_key(model), "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(adapter)}
+        # "import": 2 — the layout of imports since PEFT adapters without a head get one (older imports redone)
+        return {"model": model_key(model), "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(adapter),
+                "import": 2}
 
     def seed(self, model: ModelConfig, adapter: Path) -> int:
         return int(self.run_dir.stage_info(DATA)["seed"] or 0)
@@ -200,7 +208,7 @@ class AdapterStage(FinetuneStage):
         enc = encode_splits(prepared, loaded.tokenizer, model)
         objective = task.objective(prepared)  # SFT: the mean response loss (an imported adapter has no recipe)
         save_adapter(trainable_state(loaded.model), st.out(adapter_file("best")),
-                     {"model": model.name, "imported_from": Path(adapter).name})
+                     {"model": model.name, "imported_from": Path(adapter).name, **lora_metadata(loaded.config)})
         infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"], objective=objective)
         test_loss, test_acc, _ = evaluate(loaded.model, enc["test"], objective=objective)
         np.save(st.out(INFL_LOGITS_FILE), infl_logits)

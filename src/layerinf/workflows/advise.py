@@ -18,6 +18,10 @@ probe's ``noisy`` mask is exactly the planted flips; the metrics count only them
 as clean). The seed also draws the probe's influence / test halves and its training seed, so the spread over
 probes covers data, noise and training randomness (mean and Student-t 95 % interval over probes).
 
+**Instruction (SFT) data** differ (``workflows.probe_data``): each probe re-prepares the user's source with its own
+seed (its own split, the same sizes; no ``OUT/probes/source/`` copies) and plants ``data.noise_kind`` response
+noise; there is no noise stage (``OUT/noise/`` is absent, κ stays ``vote_kappa``).
+
 **Cost.** Reused across probes: loading and preparing the data (once, into OUT/data). Each probe is one
 fine-tuning + one gradient pass; scoring every configuration from stored gradients is cheap next to those.
 The noise estimate is ``noise_folds`` fine-tunings on (folds − 1)/folds of the data (≈ one fine-tuning at 2
@@ -408,7 +412,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
 
         check_causal_model(model)
         check_sft(data, model)  # the whole file loaded and tokenised: its one-line errors before anything is written
-        noise_folds = 0
+        noise_folds = 0  # (--noise-folds is ignored: it cross-fits class probabilities)
     check_tracin_checkpoints(grads)
     check_tracin_request(score.methods, grads)
     device = str(resolve_device(runtime.device))

@@ -109,6 +109,9 @@ def check_adapter(adapter: str | os.PathLike) -> Path:
             raise LayerinfError(f"{config} is not valid JSON ({type(exc).__name__})", fix) from None
         if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
             raise LayerinfError(f"adapter folder {path} has no adapter_model.safetensors", fix)
+        from layerinf.model.adapters import read_peft_lora_config
+
+        read_peft_lora_config(path)  # options layerinf's LoRA would not reproduce: refused now, not after data
         return path
     if not os.access(path, os.R_OK):
         raise LayerinfError(f"adapter {path} is not readable", "check its permissions")
