@@ -42,6 +42,11 @@ def _console():
     return Console(stderr=False)
 
 
+def _echo(console) -> Callable[[str], None]:
+    """Progress lines as written: never folded at the terminal's width (logs stay one line per message)."""
+    return lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True)
+
+
 # ------------------------------------------------------------------------------------------------ options
 
 
@@ -230,7 +235,7 @@ def run(config: Path, out: Optional[Path] = None, set_: list[str] = (), **kwargs
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides)
     out = out or Path("runs") / cfg.name
     console = _console()
-    results = run_experiment(cfg, out, echo=lambda m: console.print(m, markup=False, highlight=False))
+    results = run_experiment(cfg, out, echo=_echo(console))
     if len(results):
         print_table(_results_by_config(results),
                     title="after removing the bottom and retraining (test accuracy; NDR@30 random = 0.30)")
@@ -345,7 +350,7 @@ def demo(out: Optional[Path] = None, epochs: Optional[int] = None, sft: bool = F
     cfg = cfg.with_overrides({"runtime.device": device, **({"train.epochs": epochs} if epochs is not None else {})})
     out = out or Path("runs") / cfg.name
     console = _console()
-    results = run_experiment(cfg, out, echo=lambda m: console.print(m, markup=False, highlight=False))
+    results = run_experiment(cfg, out, echo=_echo(console))
     layout = RunLayout(out)
     print_table(pd.read_parquet(layout.history()), title="fine-tuning on the noisy demo data (per epoch)")
     table = pd.read_parquet(layout.scores())
@@ -393,7 +398,7 @@ def advise(out: Path, probe_rate: float = 0.1, probes: int = 3, noise_folds: int
     console = _console()
     res = run_advise(out, source=kwargs.get("source"), probe_rate=probe_rate, probes=probes, noise_folds=noise_folds,
                      kappa_factor=kappa_factor, criterion=criterion, force=force,
-                     echo=lambda m: console.print(m, markup=False, highlight=False), **given(advise, kwargs, "source"))
+                     echo=_echo(console), **given(advise, kwargs, "source"))
     cols = ["rank", "method", "group", "aggregator", f"{criterion}_mean", f"{criterion}_low", f"{criterion}_high",
             "auc_ndr_mean"]
     print_table(res.table[[c for c in cols if c in res.table.columns]].head(12),

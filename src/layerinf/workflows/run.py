@@ -135,7 +135,7 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         ft = FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=progress,
                                                                   device=device)
         say(f"[2/5] fine-tuned {cfg.model.name} on {device}: best influence-loss epoch {ft.best_epoch}, "
-            f"test acc there {ft.accuracy_at_best_epoch:.4f} (best over epochs {ft.best_accuracy:.4f})")
+            f"test accuracy at that epoch {ft.accuracy_at_best_epoch:.4f} (best over epochs {ft.best_accuracy:.4f})")
         from layerinf.stages.finetune import health_warning
 
         warning = health_warning(run_dir)
