@@ -123,6 +123,26 @@ def test_brackets_are_printed_as_written_not_as_rich_markup(capsys):
     assert "[bold]col[/bold]" in out
 
 
+def test_a_table_wider_than_the_terminal_keeps_every_number_whole():
+    """Nine numeric columns do not fit 80 columns: the table is drawn wider, no number is cut."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from layerinf.terminal import print_table
+
+    rng = np.random.default_rng()
+    df = pd.DataFrame({f"metric_number_{i}": rng.uniform(0, 1, 4) for i in range(8)})
+    df.insert(0, "method", ["datainf", "tracin", "cosine", "self_influence"])
+    buf = io.StringIO()
+    print_table(df, title="many columns", console=Console(file=buf, width=80, color_system=None))
+    out = buf.getvalue()
+    for value in df.drop(columns="method").to_numpy().ravel():
+        assert f"{value:.4f}" in out, (value, out)
+    assert all(m in out for m in df["method"])
+
+
 def test_an_error_with_brackets_is_one_plain_line(tmp_path, capsys):
     code, out, err = _run(["prepare", str(tmp_path / "r"), "--source", "hf:[/bad]"], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
