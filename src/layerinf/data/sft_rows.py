@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from layerinf.data.raw import row_list
+from layerinf.data.tables import find_column
 from layerinf.errors import LayerinfError
 
 RAW_COLUMNS = ["source_idx", "messages", "prompt", "response"]
@@ -95,22 +96,6 @@ def _fail_rows(rows: list[int], what: str, where: str, fix: str) -> None:
 # ------------------------------------------------------------------------------------------------ normalising
 
 
-def _pick(cols: list[str], given: str | None, guesses: tuple[str, ...], what: str, flag: str,
-          where: str) -> str | None:
-    if given is not None:
-        if given in cols:
-            return given
-        close = [c for c in cols if c.lower() == given.lower()]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise LayerinfError(f"{what} column {given!r} not found in {where}{hint}; columns found: {', '.join(cols)}",
-                            f"pass the right name with {flag}")
-    for g in guesses:
-        for c in cols:
-            if c.lower() == g:
-                return c
-    return None
-
-
 def _columns(df: pd.DataFrame, prompt_column, response_column, messages_column, where: str) -> dict[str, Any]:
     """Which columns hold the data: ``{"layout", "messages"}`` or ``{"layout", "prompt", "response", "input"}``."""
     cols = [str(c) for c in df.columns]
@@ -118,13 +103,13 @@ def _columns(df: pd.DataFrame, prompt_column, response_column, messages_column, 
         raise LayerinfError("messages_column cannot be combined with prompt_column/response_column",
                             "give either a chat messages column or a prompt and a response column")
     if messages_column is not None:
-        return {"layout": "messages", "messages": _pick(cols, messages_column, (), "messages",
-                                                        "messages_column (CLI --messages-column)", where)}
-    prompt = _pick(cols, prompt_column, PROMPT_GUESSES, "prompt", "prompt_column (CLI --prompt-column)", where)
-    response = _pick(cols, response_column, RESPONSE_GUESSES, "response", "response_column (CLI --response-column)",
-                     where)
+        return {"layout": "messages", "messages": find_column(cols, messages_column, (), "messages",
+                                                              "messages_column (CLI --messages-column)", where)}
+    prompt = find_column(cols, prompt_column, PROMPT_GUESSES, "prompt", "prompt_column (CLI --prompt-column)", where)
+    response = find_column(cols, response_column, RESPONSE_GUESSES, "response",
+                           "response_column (CLI --response-column)", where)
     if prompt is None and response is None:
-        messages = _pick(cols, None, MESSAGES_GUESSES, "messages", "messages_column", where)
+        messages = find_column(cols, None, MESSAGES_GUESSES, "messages", "messages_column", where)
         if messages is not None:
             return {"layout": "messages", "messages": messages}
     if response is None:

@@ -189,8 +189,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise LayerinfError(f"cannot parse {path} as {kind}: {_first_line(exc)}", fix) from None
 
 
-def _pick(df: pd.DataFrame, given: str | None, guesses: Sequence[str], what: str, flag: str, where: str) -> str:
-    cols = [str(c) for c in df.columns]
+def find_column(cols: Sequence[str], given: str | None, guesses: Sequence[str], what: str, flag: str,
+                where: str) -> str | None:
+    """The column named ``given`` (an error naming a near miss when absent), else the first of ``guesses``
+    present (case-insensitive), else None."""
     if given is not None:
         if given in cols:
             return given
@@ -202,6 +204,14 @@ def _pick(df: pd.DataFrame, given: str | None, guesses: Sequence[str], what: str
         for c in cols:
             if c.lower() == g:
                 return c
+    return None
+
+
+def _pick(df: pd.DataFrame, given: str | None, guesses: Sequence[str], what: str, flag: str, where: str) -> str:
+    cols = [str(c) for c in df.columns]
+    found = find_column(cols, given, guesses, what, flag, where)
+    if found is not None:
+        return found
     raise LayerinfError(f"no {what} column given and none of {list(guesses)} found in {where}; "
                         f"available columns: {', '.join(cols)}", f"name it with {flag}")
 
