@@ -157,6 +157,10 @@ def test_response_loss_against_a_loop_over_tokens():
                 terms.append(-(row[tok] - np.log(np.exp(row).sum())))
             want = np.mean(terms) if reduction == "mean" else np.sum(terms)
             assert got[b] == pytest.approx(want, rel=1e-12)
+        batch = {"token_labels": labels}
+        loss, summary = ResponseLoss(reduction).loss_and_summary(logits, batch)  # one pass, the same numbers
+        assert torch.equal(loss, ResponseLoss(reduction).per_sample(logits, batch))
+        assert torch.equal(summary, ResponseLoss(reduction).summary(logits, batch))
     with pytest.raises(LayerinfError, match="no response tokens"):
         ResponseLoss().per_sample(logits[:1], {"token_labels": torch.full((1, 6), IGNORE_INDEX)})
 

@@ -35,7 +35,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from layerinf.engine.batching import EncodedSplit, model_inputs
@@ -135,15 +134,6 @@ def forward_inputs(model: nn.Module, batch: dict[str, torch.Tensor], device) -> 
     if mask is not None and "position_ids" not in inputs and bool((mask[:, 0] == 0).any()) and _uses_last_token_head(model):
         inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_(min=0)
     return inputs
-
-
-def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each sample on its own label, at least float32."""
-    return F.cross_entropy(logits.to(_loss_dtype(logits.dtype)), labels, reduction="none")
 
 
 def _check_finite(grads: dict[str, torch.Tensor], we: WERows | None, rows: np.ndarray) -> None:
@@ -270,7 +260,7 @@ def collect_gradients(
             logits = model(**inputs, **extra).logits
         finally:
             recording[0] = False
-        loss = objective.per_sample(logits, batch)
+        loss, summary = objective.loss_and_summary(logits, batch)
         outputs = [y for n in targets for _, y in captured.get(n, ())]
         missing = [n for n in targets if n not in captured]
         if missing:
@@ -315,7 +305,7 @@ def collect_gradients(
             grads={s.name: grads[s.name] for s in dense},
             we=we,
             loss=loss.detach(),
-            logits=objective.summary(logits, batch).detach(),
+            logits=summary,
             labels=labels,
         )
 

@@ -49,6 +49,9 @@ class Objective(Protocol):
 
     def summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
+    def loss_and_summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def metrics(self, summary: np.ndarray, encoded) -> tuple[float, float]: ...
 
 
@@ -70,6 +73,10 @@ class Classification:
 
     def summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return logits
+
+    def loss_and_summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """``per_sample`` and ``summary`` together (gradient collection needs both)."""
+        return self.per_sample(logits, batch), logits.detach()
 
     def metrics(self, summary: np.ndarray, encoded) -> tuple[float, float]:
         labels = np.asarray(encoded.labels)
@@ -121,7 +128,9 @@ class ResponseLoss:
         return losses, mask, hits
 
     def per_sample(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        losses, mask, _ = self.token_losses(logits, batch)
+        return self._reduce(*self.token_losses(logits, batch)[:2])
+
+    def _reduce(self, losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         total = losses.sum(1)
         if self.reduction == "sum":
             return total
@@ -129,6 +138,12 @@ class ResponseLoss:
         if bool((count == 0).any()):
             raise LayerinfError("an example has no response tokens", "every example needs a non-empty response")
         return total / count.to(total.dtype)
+
+    def loss_and_summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """``per_sample`` and ``summary`` from one pass over the vocabulary (gradient collection needs both)."""
+        losses, mask, hits = self.token_losses(logits, batch)
+        loss = self._reduce(losses, mask)
+        return loss, torch.stack([loss.detach().float(), hits.all(1).float()], 1)
 
     def summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
