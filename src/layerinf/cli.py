@@ -172,8 +172,7 @@ def score(run_dir: Path, top: int = 20, force: bool = False, **kwargs):
 
     notes: list[str] = []  # what was kept or restored, then "current score set: …; kept: …" (store/score_sets.py)
     table = run_score(run_dir, force=force, echo=notes.append, **given(score, kwargs))
-    console = _console()
-    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say = _echo(_console())
     for note in notes[:-1]:
         say(note)
     cols = [c for c in ("method", "group", "aggregator", "ndr_30", "precision_30", "auc_ndr", "roc_auc",
@@ -267,7 +266,7 @@ def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers
         if not parsed[key.strip()]:
             raise LayerinfError(f"--grid {key} has no values", "e.g. --grid data.seed=0,1,2")
     console = _console()
-    results = run_sweep(config, parsed, out, workers=workers, echo=lambda m: console.print(m, markup=False),
+    results = run_sweep(config, parsed, out, workers=workers, echo=_echo(console),
                         **given(sweep, kwargs))
     console.print(f"{len(results)} result rows from {results['unit'].nunique() if len(results) else 0} units "
                   f"→ {SweepLayout(out).results('csv')} · next: layerinf report {out}", markup=False, highlight=False)
@@ -317,8 +316,7 @@ def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] 
     res = find(out, source=kwargs.get("source"), run=run_dir, adapter=adapter, force=force,
                **given(suspects, kwargs, "source"))
     print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
-    console = _console()
-    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say = _echo(_console())
     for warning in res.health:
         say(f"WARNING: {warning}")
     say(res.coverage_text)

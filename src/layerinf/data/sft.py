@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 
 from layerinf.data.checks import column_arg, count_arg, fraction_arg
-from layerinf.data.sft_rows import (  # noqa: F401 (re-exported)
-    INPUT_COLUMN, MESSAGES_GUESSES, PROMPT_GUESSES, RAW_COLUMNS, RESPONSE_GUESSES, ROLES, normalise_sft)
+from layerinf.data.sft_rows import RAW_COLUMNS, normalise_sft
 from layerinf.data.tables import SUFFIXES, read_table, table_files
 from layerinf.errors import LayerinfError
 
@@ -210,19 +209,6 @@ def load_sft(
     if dev_source is not None:
         frames["dev"] = (read_table(dev_source), str(dev_source))
     return _load_frames(frames, options, f"file:{path}", seed, dev_fraction, dev_source)
-
-
-_PREPARED_NAMES = ("SFTPrepared", "SFT_COLUMNS", "SFT_FORMAT", "NOISE_KINDS", "prepare_sft", "save_sft_prepared",
-                   "load_sft_prepared", "is_sft_folder", "class_words", "inject_sft_noise", "sft_splits")
-
-
-def __getattr__(name: str) -> Any:
-    """``from layerinf.data.sft import prepare_sft`` (and the other names of ``sft_prepared``) works too."""
-    if name in _PREPARED_NAMES:
-        from layerinf.data import sft_prepared
-
-        return getattr(sft_prepared, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -12,6 +12,8 @@ import torch
 from layerinf.errors import LayerinfError
 
 
+IGNORE_INDEX = -100  # token_labels of prompt and padding positions: no loss there (PyTorch's ignore_index)
+
 @dataclass
 class EncodedSplit:
     """Token ids of one split (ragged), its labels and split indices; padding happens per batch."""
@@ -35,7 +37,7 @@ class EncodedSplit:
         width = max(len(f["input_ids"]) for f in feats)
         batch: dict[str, torch.Tensor] = {}
         for key in feats[0]:
-            fill = self.pad_token_id if key == "input_ids" else -100 if key == "token_labels" else 0
+            fill = self.pad_token_id if key == "input_ids" else IGNORE_INDEX if key == "token_labels" else 0
             out = np.full((len(feats), width), fill, dtype=np.int64)
             for r, f in enumerate(feats):  # a batch-sized loop of array copies, not per-sample math
                 seq = f[key]

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from layerinf.engine.batching import IGNORE_INDEX
 from layerinf.errors import LayerinfError
 
-IGNORE_INDEX = -100
 REDUCTIONS = ("mean", "sum")
 
 
@@ -146,12 +146,9 @@ class ResponseLoss:
         return loss, torch.stack([loss.detach().float(), hits.all(1).float()], 1)
 
     def summary(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[loss, greedy match]`` per example (float32)."""
         with torch.no_grad():
-            losses, mask, hits = self.token_losses(logits, batch)
-            loss = losses.sum(1)
-            if self.reduction == "mean":
-                loss = loss / mask.sum(1).clamp(min=1).to(loss.dtype)
-            return torch.stack([loss.float(), hits.all(1).float()], 1)
+            return self.loss_and_summary(logits, batch)[1]
 
     def metrics(self, summary: np.ndarray, encoded) -> tuple[float, float]:
         return float(summary[:, 0].mean()), float(summary[:, 1].mean())

@@ -4,8 +4,7 @@ Each row's features are ``input_ids`` (prompt ids then response ids), ``attentio
 ``token_labels``: ``IGNORE_INDEX`` (-100) on every prompt token and the token's own id on every response
 token. The labels are NOT shifted: ``token_labels[t]`` is the id of token ``t``, so the loss takes the logits
 at position ``t − 1`` to predict it (``logits[:, :-1]`` against ``token_labels[:, 1:]``). Padded positions
-must carry -100 too (``EncodedSplit.collate`` pads every feature but ``input_ids`` with 0; its caller or a
-later collate fills ``token_labels`` with -100 — the attention mask marks the padding either way).
+carry -100 too (``EncodedSplit.collate`` pads ``token_labels`` with ``IGNORE_INDEX``).
 
 Prompt and response ids:
 
@@ -34,12 +33,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from layerinf.engine.batching import EncodedSplit
+from layerinf.engine.batching import IGNORE_INDEX, EncodedSplit
 from layerinf.errors import LayerinfError
 
-IGNORE_INDEX = -100
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
-SFT_FEATURES = ("input_ids", "attention_mask", "token_labels")
 
 
 def _count(name: str, value: Any) -> int:
@@ -246,7 +243,6 @@ def _encode(df, tokenizer, max_prompt_length, max_response_length, chat_template
 __all__ = [
     "CHAT_TEMPLATE_MODES",
     "IGNORE_INDEX",
-    "SFT_FEATURES",
     "chat_template_arg",
     "encode_sft",
     "has_chat_template",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,7 +38,19 @@ def source_fingerprint(*sources: str | None) -> str | None:
 
 SFT_FIELDS = ("task_type", "prompt_column", "response_column", "messages_column", "noise_kind")
 SFT_SOURCES = ("demo-sft", "demo_sft")
-_RESPONSE_COLUMNS = {"response", "output", "completion", "answer", "messages", "conversations", "conversation", "chat"}
+
+
+@functools.lru_cache(maxsize=8)
+def _column_names(path: str, mtime_ns: int, size: int) -> frozenset[str] | None:
+    """A table file's column names, lower-cased (None when it cannot be read: the loader reports why); read once
+    per file version however often ``task_type`` asks."""
+    from layerinf.data.tables import read_table
+    from layerinf.errors import LayerinfError
+
+    try:
+        return frozenset(str(c).lower() for c in read_table(Path(path)).columns)
+    except LayerinfError:
+        return None
 
 
 def task_type(cfg: DataConfig) -> str:
@@ -55,16 +69,13 @@ def task_type(cfg: DataConfig) -> str:
         files = table_files(path)
         path = files[0] if files else path
     if path.is_file():
-        from layerinf.data.tables import read_table
-        from layerinf.errors import LayerinfError
-
-        try:
-            columns = {str(c).lower() for c in read_table(path).columns}
-        except LayerinfError:
-            return "classification"  # the loader reports what is wrong with the file
+        from layerinf.data.sft_rows import MESSAGES_GUESSES, RESPONSE_GUESSES
         from layerinf.data.tables import _LABEL_GUESSES
 
-        if not columns & set(_LABEL_GUESSES) and columns & _RESPONSE_COLUMNS:
+        st = path.stat()
+        columns = _column_names(str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if columns is not None and not columns & set(_LABEL_GUESSES) and columns & {*RESPONSE_GUESSES,
+                                                                                   *MESSAGES_GUESSES}:
             return "sft"
     return "classification"
 

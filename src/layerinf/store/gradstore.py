@@ -268,7 +268,7 @@ class StoreWriter:
             "data_sha256": data_sha256,
             "layerinf_version": _version(),
             "torch_version": torch.__version__,
-                **(extra or {}),
+            **(extra or {}),
         }
         self._arrays.clear()
         self._we = None
