@@ -143,10 +143,6 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
     return {"record": record, "device": device, "removed": n - len(kept)}
 
 
-def _repeats(filt: FilterConfig) -> int:
-    return max(1, int(getattr(filt, "repeats", 1) or 1))
-
-
 def _seeded(rec: dict, repeat: int) -> dict:
     """The recipe of repeat ``repeat``: the same, with the training seed ``train_seed + repeat``."""
     return rec if repeat == 0 else {**rec, "train_seed": int(rec["train_seed"]) + int(repeat)}
@@ -215,8 +211,7 @@ class EvalStage(StageBase):
         # a retraining is reused only for the same kept subset, initial checkpoint and recipe (seed included)
         init = run.stage_info(FINETUNE)["files"][adapter_file("init")]
         rec = self.key(filt, model, train)["train"]
-        self._train_seed = int(rec["train_seed"])
-        salts = [config_hash({"init": init, "train": _seeded(rec, r)}) for r in range(_repeats(filt))]
+        salts = [config_hash({"init": init, "train": _seeded(rec, r)}) for r in range(filt.repeats)]
         plan = []
         for kind, name, s in units:
             kept = np.arange(n) if s is None else np.sort(metrics.filter_order(s)[removed:])
@@ -228,7 +223,7 @@ class EvalStage(StageBase):
                 device="cpu") -> dict:
         plan, table, noisy = self.plan(filt, model, train)
         self._retrain(plan, model, train, progress=progress, device=device)
-        results = self._results(plan, table, noisy, model, repeats=_repeats(filt))
+        results = self._results(plan, table, noisy, model, repeats=filt.repeats)
         results.to_parquet(st.out(table_file(RESULTS)), index=False)
         results.to_csv(st.out(table_file(RESULTS, "csv")), index=False)
         return {"rows": len(results), "retrainings": len({p[4] for p in plan})}
@@ -241,11 +236,10 @@ class EvalStage(StageBase):
         rec = recipe(self.run_dir, model, train)
         n = getattr(self, "_n", None)
         tasks, seen = [], set()
-        for kind, name, s, kept, path, *more in plan:
+        for kind, name, s, kept, path, r in plan:
             if path in seen or read_record(path) is not None:
                 continue
             seen.add(path)
-            r = more[0] if more else 0
             removed = f"{n - len(kept)} examples" if n is not None else "examples"
             seeded = _seeded(rec, r)
             which = f", seed {seeded['train_seed']}" if r else ""
@@ -282,15 +276,14 @@ class EvalStage(StageBase):
     def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig,
                  repeats: int = 1) -> pd.DataFrame:
         from layerinf.stages.data import load_data
+        from layerinf.stages.task import is_sft
 
         prepared = load_data(self.run_dir)
         seed = int(self.run_dir.stage_info(DATA)["seed"] or 0)
         task = prepared.task or self.run_dir.stage_info(DATA)["config"]["data"]["source"]
         by_key = {config_key(r.method, r.group, r.aggregator): r for r in table.itertuples()}
         n, rows = len(noisy), []
-        train_seed = int(getattr(self, "_train_seed", 0))
-        for kind, name, s, kept, path, *more in plan:
-            r = more[0] if more else 0
+        for kind, name, s, kept, path, r in plan:
             unit = read_record(path)
             if unit is None:
                 raise LayerinfError(f"retraining record {path} is missing or corrupted",
@@ -306,13 +299,13 @@ class EvalStage(StageBase):
                 "aggregator": agg, "kind": kind, **m, "removed": int(n - len(kept)),
                 "best_accuracy": unit["best_accuracy"], "accuracy_at_best_epoch": unit["accuracy_at_best_epoch"],
             }
-            if getattr(prepared, "task", None) == "sft":  # instruction data: accuracy = exact match; and the loss
+            if is_sft(prepared):  # instruction data: accuracy = exact match; and the loss
                 hist = pd.DataFrame(unit["history"])
                 at_best = hist.loc[hist["epoch"] == unit["best_epoch"]]
                 row.update(test_loss_at_best_epoch=float(at_best["test_loss"].iloc[0]) if len(at_best) else math.nan,
                            best_test_loss=float(hist["test_loss"].min()))
             if repeats > 1:  # one row per repeat; with one repeat the table is the one it always was
-                row.update(repeat=int(r), train_seed=train_seed + int(r))
+                row.update(repeat=int(r), train_seed=int(unit["train_seed"]))
             rows.append(row)
         return pd.DataFrame(rows)
 

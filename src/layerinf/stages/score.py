@@ -85,9 +85,7 @@ def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl:
 
 def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, cfg: ScoreConfig, compute_dtype,
                        device: str | None) -> np.ndarray:
-    if not checkpoints:
-        raise LayerinfError(f"method {method} needs gradients at several checkpoints, but the grads stage has none",
-                            "collect them: layerinf grads RUN --tracin-checkpoints init,best,last --force")
+    """A multi-checkpoint method's scores of one module (``checkpoints`` from ``checkpoint_stores``, never empty)."""
     entry = registry.method(method)
     lrs = [lr for _, _, lr in checkpoints]
     n = checkpoints[0][0].n
