@@ -203,7 +203,7 @@ def bootstrap_detection(scores: Any, noisy: Any, *, B: int = 1000, seed: int = 0
 
     Returns ``{"ndr": (B × C), "auc_ndr": (B × C), "roc_auc": (B × C)}`` (C = 1 for a 1-D ``scores``).
     """
-    from layerinf.evaluation.detection import _scores, filter_order, removal_count
+    from layerinf.evaluation.detection import _noise_mask, filter_order, removal_count
 
     S = np.asarray(scores, dtype=np.float64)
     S = S.reshape(-1, 1) if S.ndim == 1 else S
@@ -211,14 +211,11 @@ def bootstrap_detection(scores: Any, noisy: Any, *, B: int = 1000, seed: int = 0
         raise LayerinfError(f"bootstrap_detection needs (n,) or (n × C) scores, got shape {S.shape}",
                             "pass one score column per configuration")
     n, n_cols = S.shape
-    mask = np.asarray(noisy).reshape(-1).astype(bool)
-    if mask.shape[0] != n:
-        raise LayerinfError(f"the noise mask has {mask.shape[0]} entries for {n} scores",
-                            "pass one noise flag per training sample")
+    mask = _noise_mask(noisy, n)
     if B < 1 or n < 1:
         raise LayerinfError(f"the bootstrap needs B ≥ 1 resamples of n ≥ 1 examples (got B={B}, n={n})",
                             "use e.g. B=1000")
-    orders = [filter_order(_scores(S[:, c])) for c in range(n_cols)]
+    orders = [filter_order(S[:, c]) for c in range(n_cols)]
     K = removal_count(k, n)
     out = {name: np.empty((B, n_cols)) for name in ("ndr", "auc_ndr", "roc_auc")}
     rng = np.random.default_rng(seed)

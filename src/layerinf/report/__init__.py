@@ -102,7 +102,7 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
     try:
         frame: pd.DataFrame = average_repeats(results) if results is not None else detection  # one row per run
         if results is not None:
-            tabs = tables(results, tau=tau, include_self=include_self, ci=ci)
+            tabs = tables(frame, tau=tau, include_self=include_self, ci=ci)  # averaged once, above
         else:
             tabs = {"detection": detection_table(detection, params.fraction, ci=ci)}
         top = top_suspects(base) if (base / SCORES).is_dir() else None  # a single run: what it would remove
