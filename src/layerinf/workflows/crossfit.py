@@ -40,6 +40,7 @@ its response loss averaged over the K − 1 models that trained on it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -55,7 +56,7 @@ from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
 from layerinf.stages.rank import (RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
                                   load_result, write_result)
-from layerinf.store.layout import DATA, GRADS, SUSPECT_SCORES_FILE, SUSPECTS
+from layerinf.store.layout import DATA, GRADS, SUMMARY_FILE, SUSPECT_SCORES_FILE, SUSPECTS
 from layerinf.store.rundir import RunDir
 
 FOLDS_DIR = "folds"  # OUT/folds/fold-<k>/ (a candidate for store/layout.py)
@@ -262,8 +263,12 @@ class CrossfitStage(StageBase):
                 inputs[self._rel(run, up)] = run.fingerprint(up)
         return inputs
 
+    def _first_fit(self) -> dict:
+        """Fit 0's suspects summary (its group, label names and checkpoint are every fit's)."""
+        return json.loads((self.fold_dirs[0].stage_path(SUSPECTS) / SUMMARY_FILE).read_text(encoding="utf-8"))
+
     def key(self, cfg: RankConfig, model_name: str = "") -> dict:
-        group = load_result(self.fold_dirs[0].stage_path(SUSPECTS)).group
+        group = self._first_fit()["group"]
         rank = {k: v for k, v in asdict(cfg).items() if k != "folds"}
         return {"rank": {**rank, "group": group}, "model": model_name,
                 "crossfit": {"folds": self.plan.folds, "rows": self.plan.ranked, "of": self.plan.total}}
@@ -274,12 +279,12 @@ class CrossfitStage(StageBase):
     def compute(self, st, cfg: RankConfig, model_name: str = "", *, progress=True, device="cpu") -> dict:
         from layerinf.stages.grads import GradsStage
 
-        fits = [load_result(run.stage_path(SUSPECTS)) for run in self.fold_dirs]
         trains = [load_data(run).train for run in self.fold_dirs]
         rows = pd.concat(trains, ignore_index=True).drop_duplicates("source_idx").sort_values("source_idx")
         rows = rows.reset_index(drop=True).assign(idx=lambda d: np.arange(len(d), dtype=np.int64))
         sft = self.plan.kind == "sft"
-        n, classes = len(rows), len(fits[0].label_names)
+        first = self._first_fit()
+        n, classes = len(rows), len(first["label_names"])
         position = pd.Series(np.arange(n), index=rows["source_idx"].to_numpy())
         columns: list[str] | None = None
         sums: dict[str, np.ndarray] = {}
@@ -304,17 +309,16 @@ class CrossfitStage(StageBase):
             raise LayerinfError(f"{int((count != self.plan.folds - 1).sum())} row(s) are not in exactly "
                                 f"{self.plan.folds - 1} fits", "rerun with --force")
         combined = {c: v / count for c, v in sums.items()}
-        first = fits[0]
-        key = f"{cfg.method}/{first.group}/{cfg.aggregator}"
+        key = f"{cfg.method}/{first['group']}/{cfg.aggregator}"
         if sft:
             table = build_sft_table(rows, combined[key], losses / count, cfg.top, False)
         else:
-            table = build_table(rows, first.label_names, combined[key], None, cfg.top, False,
+            table = build_table(rows, first["label_names"], combined[key], None, cfg.top, False,
                                 probs=probs / count[:, None])
         result = SuspectsResult(
-            folder=st.tmp, run_dir=self.run_dir.root, table=table, method=cfg.method, group=first.group,
+            folder=st.tmp, run_dir=self.run_dir.root, table=table, method=cfg.method, group=first["group"],
             aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=cfg.top, n=n, n_suspects=int(table["suspect"].sum()),
-            label_names=list(first.label_names), model=model_name, checkpoint=first.checkpoint,
+            label_names=list(first["label_names"]), model=model_name, checkpoint=first.get("checkpoint", ""),
             coverage=self.plan.describe(), health=health_of(self.fold_dirs), task="sft" if sft else "classification",
         )
         scores = pd.DataFrame({"idx": rows["idx"], "source_idx": rows["source_idx"], **combined})
