@@ -132,14 +132,16 @@ def _needs_we(score: ScoreConfig, num_layers: int) -> bool:
     return needs and any(m != "datainf" for m in score.methods)
 
 
-def _prepare_in_memory(data: DataConfig):
+def _prepare_in_memory(data: DataConfig, sft_raw=None):
+    """The user's data split as the data stage will split them, in memory (``sft_raw``: instruction data already
+    loaded, by ``check_sft``)."""
     from layerinf import data as data_mod
     from layerinf.stages.data import task_type
 
     if task_type(data) == "sft":
         from layerinf.data.sft_prepared import prepare_sft
 
-        return prepare_sft(data.source, prompt_column=data.prompt_column, response_column=data.response_column,
+        return prepare_sft(sft_raw if sft_raw is not None else data.source, prompt_column=data.prompt_column, response_column=data.response_column,
                            messages_column=data.messages_column, dev_source=data.dev_source,
                            max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
     return data_mod.prepare(
@@ -404,14 +406,14 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     from layerinf.stages.data import task_type
     from layerinf.stages.grads import check_tracin_checkpoints, check_tracin_request
 
-    sft = task_type(data) == "sft"
+    sft, sft_raw = task_type(data) == "sft", None
     if sft:  # planted response noise (data.noise_kind); no class probabilities, so no noise-rate estimate
         from layerinf.model.causal import check_causal_model
 
         from layerinf.workflows.suspects import check_sft
 
         check_causal_model(model)
-        check_sft(data, model)  # the whole file loaded and tokenised: its one-line errors before anything is written
+        sft_raw = check_sft(data, model)  # the whole file loaded and tokenised: its errors before anything is written
         noise_folds = 0  # (--noise-folds is ignored: it cross-fits class probabilities)
     check_tracin_checkpoints(grads)
     check_tracin_request(score.methods, grads)
@@ -423,7 +425,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     out = RunDir(out_dir)
     if out.root.exists() and not out.root.is_dir():
         raise LayerinfError(f"{out.root} is a file, not a folder", "choose another output path")
-    check_size(_prepare_in_memory(data), probe_rate, noise_folds)  # reads only: nothing written yet
+    check_size(_prepare_in_memory(data, sft_raw), probe_rate, noise_folds)  # reads only: nothing written yet
     seeds = probe_seeds(data.seed, probes)
 
     with out.guard(), out.locked():
