@@ -31,7 +31,8 @@ from layerinf.errors import LayerinfError
 PAPER_METHODS = ("tracin", "cosine", "datainf")
 PAPER_AGGREGATORS = ("mean", "rank", "vote")
 BASELINES = ("none", "random", "oracle")
-MODEL_BASELINES = ("loss", "self_influence")  # rankings by the model's own signals, no validation set
+MODEL_BASELINES = ("loss", "self_influence")
+RANKING_CHOICES = ("auto", "combined", "influence", "confidence", "embedding")  # layerinf.evaluation.rankings  # rankings by the model's own signals, no validation set
 CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name differs from its field name
 
 
@@ -219,6 +220,10 @@ class TrainConfig(Checked):
     train_seed: int | None = opt(None, "Training seed (default: the data seed).", lo=0)
     loss_reduction: str = opt("mean", "SFT: an example's loss is the mean (or sum) of its response tokens' losses.",
                               choices=("mean", "sum"))
+    min_steps: int | None = opt(None, "Train for at least this many optimiser steps: on small data the epochs grow "
+                                "to max(epochs, ceil(min_steps / steps per epoch)), and a fit whose model did not "
+                                "learn is retried once with twice the steps; none = exactly --epochs (the paper; "
+                                "suspects and advise default to 300).", lo=1)
 
 
 @dataclass(frozen=True)
@@ -291,8 +296,17 @@ class RankConfig(Checked):
     aggregator: str = opt("vote", "Aggregator.", choices=_aggregator_names, builtin=PAPER_AGGREGATORS)
     vote_kappa: float = opt(0.30, "Vote's κ: the bottom fraction of n each voter votes against, in (0, 1].",
                             lo=0.0, hi=1.0, lo_open=True)
-    top: float = opt(0.30, "Fraction of the training set flagged as suspects, in (0, 1).",
-                     lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    top: float | None = opt(None, "Fraction of the rows flagged as suspects, in (0, 1); none = as many as the "
+                            "estimated noise rate (confident learning on out-of-sample probabilities).",
+                            lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    ranking: str = opt("auto", "Which ranking orders the rows: auto (the one that best finds labels flipped on "
+                       "purpose inside the cross-fit: the probe) | combined (rank average of the three below) | "
+                       "influence (--method/--group/--aggregator) | confidence (out-of-sample p(given label) of the "
+                       "fine-tuned folds) | embedding (out-of-sample p(given label) of a logistic regression on the "
+                       "base model's sentence embeddings).", choices=RANKING_CHOICES)
+    probe_rate: float = opt(0.05, "Cross-fitting: fraction of each fold's training rows whose label is flipped on "
+                            "purpose to score the rankings (0 = no probe; --ranking auto then uses combined).",
+                            lo=0.0, hi=0.5, hi_open=True)
     folds: int = opt(3, "Cross-fitting: the rows are cut into this many folds; each fold is once the validation set "
                      "of a model fine-tuned on the others, so every row is ranked (1 = one carved-out dev set, "
                      "whose rows are not ranked). Ignored with --dev-source, --run-dir, --adapter, or a source "

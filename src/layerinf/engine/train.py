@@ -46,6 +46,12 @@ class FitResult:
     best_epoch: int
     best_infl_logits: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    best_test_logits: np.ndarray | None = None  # the test split's logits at the best epoch (out of sample)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained (``epochs_for``: more than the recipe's on small data when it sets ``min_steps``)."""
+        return int(self.history["epoch"].max()) if len(self.history) else 0
 
     @property
     def best_accuracy(self) -> float:
@@ -112,6 +118,15 @@ def checkpoint_lr(checkpoint: str, *, lr: float, steps_per_epoch: int, epochs: i
     return float(lrs[(epoch - 1) * steps_per_epoch: epoch * steps_per_epoch].mean())
 
 
+def epochs_for(recipe: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs of a training run: the recipe's, or more when its ``min_steps`` (a budget in optimiser steps, for
+    small data) needs more: ``max(epochs, ⌈min_steps / steps_per_epoch⌉)``."""
+    min_steps = getattr(recipe, "min_steps", None)
+    if not min_steps or steps_per_epoch < 1:
+        return int(recipe.epochs)
+    return max(int(recipe.epochs), -(-int(min_steps) // int(steps_per_epoch)))
+
+
 def fit(
     model,
     train: EncodedSplit,
@@ -151,19 +166,20 @@ def fit(
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = train.num_batches(recipe.batch_size, rows)
-    scheduler = cosine_with_warmup(optimizer, steps_per_epoch * recipe.epochs, recipe.warmup)
+    epochs = epochs_for(recipe, steps_per_epoch)
+    scheduler = cosine_with_warmup(optimizer, steps_per_epoch * epochs, recipe.warmup)
 
     device = next(model.parameters()).device
     micro = recipe.batch_size  # micro-batch size: the batch size until memory runs out (module docstring)
     history, best_loss, best_epoch = [], math.inf, 0
-    best_state, best_logits = init, None
-    for epoch in range(1, recipe.epochs + 1):
+    best_state, best_logits, best_test = init, None, None
+    for epoch in range(1, epochs + 1):
         model.train()
         total, count = 0.0, 0
         bar = tqdm(
             train.batches(recipe.batch_size, shuffle=True, generator=rng, rows=rows),
             total=steps_per_epoch,
-            desc=f"epoch {epoch}/{recipe.epochs}",
+            desc=f"epoch {epoch}/{epochs}",
             disable=not progress,
             leave=False,
         )
@@ -190,7 +206,7 @@ def fit(
             count += size
             bar.set_postfix(loss=f"{total / count:.4f}")
         infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size, objective)
-        test_loss, test_acc, _ = evaluate(model, test, recipe.eval_batch_size, objective)
+        test_loss, test_acc, test_logits = evaluate(model, test, recipe.eval_batch_size, objective)
         row = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),
@@ -203,10 +219,11 @@ def fit(
         history.append(row)
         if infl_loss <= best_loss:  # ties → the later epoch
             best_loss, best_epoch = infl_loss, epoch
-            best_state, best_logits = trainable_state(model), infl_logits
+            best_state, best_logits, best_test = trainable_state(model), infl_logits, test_logits
         if on_epoch is not None:
             on_epoch(row)
-    return FitResult(pd.DataFrame(history), init, best_state, trainable_state(model), best_epoch, best_logits)
+    return FitResult(pd.DataFrame(history), init, best_state, trainable_state(model), best_epoch, best_logits,
+                     best_test_logits=best_test)
 
 
 def _forward_backward(model, optimizer, batch: dict[str, torch.Tensor], micro: int, device: torch.device,

@@ -14,7 +14,7 @@ made before the option existed are reused.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from layerinf.config import ModelConfig, TrainConfig
 from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import load_data
-from layerinf.store.layout import CHECKPOINTS, DATA, FINETUNE, HISTORY, INFL_LOGITS_FILE, adapter_file, table_file
+from layerinf.store.layout import (CHECKPOINTS, DATA, FINETUNE, HISTORY, INFL_LOGITS_FILE, TEST_LOGITS_FILE, adapter_file,
+                                   table_file)
 
 
 @dataclass
@@ -49,8 +50,9 @@ def recipe(run_dir, model: ModelConfig, train: TrainConfig) -> dict:
     data_seed = int(StageBase(run_dir).run_dir.stage_info(DATA)["seed"] or 0)
     lr = default_lr(model.name) if train.lr is None else float(train.lr)
     rec = {**asdict(train), "lr": lr, "train_seed": train_seed(train, data_seed)}
-    if rec.get("loss_reduction") == "mean":  # added with SFT: left out at its default, so older runs still match
-        rec.pop("loss_reduction")
+    for name, default in (("loss_reduction", "mean"), ("min_steps", None)):  # added later: left out at their
+        if name in rec and rec[name] == default:  # defaults, so that older runs still match
+            rec.pop(name)
     return rec
 
 
@@ -85,6 +87,8 @@ def _save_outputs(st, result, model: ModelConfig) -> None:
     save_adapter(result.best_state, st.out(adapter_file("best")), {**meta, "epoch": str(result.best_epoch)})
     save_adapter(result.last_state, st.out(adapter_file("last")), meta)
     np.save(st.out(INFL_LOGITS_FILE), result.best_infl_logits)
+    if result.best_test_logits is not None:
+        np.save(st.out(TEST_LOGITS_FILE), result.best_test_logits)
     result.history.to_parquet(st.out(table_file(HISTORY)), index=False)
     result.history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
 
@@ -157,19 +161,42 @@ class FinetuneStage(StageBase):
         gc = self.gradient_checkpointing
         loaded = task.load_model(prepared, model, seed=rec["train_seed"], device=device, gradient_checkpointing=gc)
         enc = encode_splits(prepared, loaded.tokenizer, model)
-        result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
-                     seed=rec["train_seed"], progress=progress, on_epoch=on_epoch, gradient_checkpointing=gc,
-                     objective=task.objective(prepared, train))
-        _save_outputs(st, result, model)
-        best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
-        health = None
-        if not task.is_sft(prepared) or prepared.class_words:  # free-form responses have no majority class
+        judged = not task.is_sft(prepared) or bool(prepared.class_words)  # free-form responses have no majority class
+
+        def train_once(recipe_: TrainConfig, init_state=None):
+            result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], recipe_, lr=rec["lr"],
+                         init_state=init_state,
+                         seed=rec["train_seed"], progress=progress, on_epoch=on_epoch, gradient_checkpointing=gc,
+                         objective=task.objective(prepared, recipe_))
+            best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
             health = health_check(float(best["infl_acc"]), enc["infl"].labels, float(best["test_acc"]),
-                                  enc["test"].labels)
+                                  enc["test"].labels) if judged else None
+            return result, health
+
+        result, health = train_once(train)
+        retried = None
+        if health is not None and not health["learned"] and train.min_steps:  # the small-data recipe: one retry
+            first = {"epochs": result.epochs, "infl_acc": health["infl"]["accuracy"]}
+            stronger = replace(train, min_steps=2 * int(train.min_steps))
+            self._say(f"the model did not learn in {first['epochs']} epochs (influence-set accuracy "
+                      f"{first['infl_acc']:.3f} vs {health['infl']['majority']:.3f} for the majority class): "
+                      f"retrying once with twice the steps ({stronger.min_steps})")
+            result, health = train_once(stronger, init_state=result.init_state)
+            retried = {"first": first, "min_steps": stronger.min_steps, "learned": health["learned"]}
+        if health is not None and not health["learned"]:
+            self._say("warning: " + health["warning"])
+        _save_outputs(st, result, model)
+        if health is not None and retried is not None:
+            health["retried"] = retried
         return {"best_epoch": result.best_epoch, "best_accuracy": result.best_accuracy,
                 "accuracy_at_best_epoch": result.accuracy_at_best_epoch, "lr": rec["lr"],
                 "model": asdict(model), "train_seed": rec["train_seed"], "health": health,
+                **({"epochs": result.epochs} if train.min_steps else {}),
                 **({"loss_reduction": train.loss_reduction} if task.is_sft(prepared) else {})}
+
+    def _say(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
 
     def load(self) -> FinetuneOutput:
         summary = self.summary()

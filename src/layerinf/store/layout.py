@@ -42,8 +42,9 @@ GRADS = "grads"
 SCORES = "scores"
 EVAL = "eval"
 SUSPECTS = "suspects"
+EMBED = "embed"  # suspects: the base model's sentence embeddings of the ranked rows
 REPORT = "report"
-STAGES = (DATA, FINETUNE, GRADS, SCORES, EVAL, SUSPECTS)
+STAGES = (DATA, FINETUNE, GRADS, SCORES, EVAL, SUSPECTS, EMBED)
 
 # data/
 SPLITS = ("train", "infl", "test")
@@ -52,6 +53,7 @@ DATA_META_FILE = "meta.json"
 # finetune/
 CHECKPOINTS = ("init", "best", "last")
 INFL_LOGITS_FILE = "infl_logits.npy"
+TEST_LOGITS_FILE = "test_logits.npy"  # finetune: the test split's logits at the best epoch (out of sample)
 HISTORY = "history"
 
 # grads/ (one gradient store per split)
@@ -78,6 +80,8 @@ UNITS_DIR = "units"
 SUSPECTS_TABLE = "suspects"
 SUSPECT_SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.json"
+PRED_PROBS_FILE = "pred_probs.npy"  # suspects (cross-fitted): out-of-sample class probabilities, cleanlab's input
+EMBEDDINGS_FILE = "embeddings.npy"  # embed: one L2-normalised sentence embedding per ranked row
 PAGE_FILE = "index.html"
 ANSWER_FILE = "answer.txt"  # report/: the first screen's sentences, as plain text
 
