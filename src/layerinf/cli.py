@@ -150,6 +150,11 @@ def finetune(run_dir: Path, force: bool = False, **kwargs):
     out = run_finetune(run_dir, force=force, **given(finetune, kwargs))
     print_table(out.history, title=f"fine-tuning {kwargs['model']} (best influence-loss epoch: {out.best_epoch})")
     _console().print(f"adapters → {out.folder}", markup=False, highlight=False)
+    from layerinf.api import health_warning
+
+    warning = health_warning(run_dir)
+    if warning:
+        _echo(_console())(f"WARNING: {warning}")
 
 
 @command("grads", [_arg("run_dir", Path, "Run directory (after `layerinf finetune`)."), FORCE],
@@ -320,7 +325,12 @@ def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] 
     for warning in res.health:
         say(f"WARNING: {warning}")
     say(res.coverage_text)
-    say(f"{res.n_suspects:,} of {res.n:,} ranked rows flagged by {res.method}/{res.group}/{res.aggregator}")
+    if res.detection:
+        d = res.detection
+        say(f"ranking: {d['ranking']} ({d['why']})")
+        say(f"{res.n_suspects:,} of {res.n:,} rows flagged: {d['flagged_by']}")
+    else:
+        say(f"{res.n_suspects:,} of {res.n:,} ranked rows flagged by {res.method}/{res.group}/{res.aggregator}")
     if res.mask_known:
         say(f"known noise mask: NDR@30 = {res.ndr_30:.4g} (random = 0.3), AUC-NDR = {res.auc_ndr:.4g}")
     say(f"all ranked rows → {res.csv}; page → {res.html}")

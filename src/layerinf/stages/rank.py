@@ -33,6 +33,7 @@ from layerinf.config import PAPER_AGGREGATORS, RankConfig, ScoreConfig
 from layerinf.errors import LayerinfError
 from layerinf.evaluation import metrics
 from layerinf.stages.base import StageBase
+from layerinf.stages.detect import DEFAULT_TOP
 from layerinf.stages.rank_page import render_html
 from layerinf.store.layout import (DATA, DATA_META_FILE, GRADS, PAGE_FILE, SUMMARY_FILE, SUSPECT_SCORES_FILE,
                                    SUSPECTS, SUSPECTS_TABLE, table_file)
@@ -66,6 +67,12 @@ class SuspectsResult:
     coverage: dict[str, Any] = field(default_factory=dict)  # ranked, rows, how, folds, text (see coverage_of)
     health: list[str] = field(default_factory=list)  # warnings of fits whose model did not clearly learn
     task: str = "classification"  # or "sft" (instruction data: prompt / response rows, SFT_COLUMNS)
+    detection: dict[str, Any] = field(default_factory=dict)  # cross-fitting: rankings' probe, noise estimate, choice
+
+    @property
+    def ranking(self) -> str:
+        """The ranking that orders the table (``influence`` for one fit; cross-fitting: see ``detection``)."""
+        return str(self.detection.get("ranking") or "influence")
 
     @property
     def is_sft(self) -> bool:
@@ -112,13 +119,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray, logits: np.ndarray | None, top: float,
-                mask_known: bool, probs: np.ndarray | None = None) -> pd.DataFrame:
+def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray, logits: np.ndarray | None,
+                top: float | None, mask_known: bool, probs: np.ndarray | None = None, *, flagged: int | None = None,
+                oos_probs: np.ndarray | None = None, rankings: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Every training example ranked by ascending score (stable; rank 1 = most suspicious). Class probabilities
-    come from ``logits`` (softmax) or are given as ``probs``."""
+    come from ``logits`` (softmax) or are given as ``probs``. The lowest ``flagged`` rows (else ``top`` × n) are
+    suspects. Cross-fitting adds ``p_given_oos`` and ``p_oos:<class>`` (``oos_probs``: each row predicted by the
+    model that held it out) and ``score:<ranking>`` for every ranking side by side."""
     n = len(train)
     order = metrics.filter_order(scores)
-    k = metrics.removal_count(top, n)
+    k = metrics.removal_count(top, n) if flagged is None else int(flagged)
     given = train["label"].to_numpy(np.int64)
     probs = _softmax(np.asarray(logits, dtype=np.float64)) if probs is None else np.asarray(probs, np.float64)
     pred = probs.argmax(1)
@@ -136,6 +146,14 @@ def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray,
         "score": np.asarray(scores, dtype=np.float64)[order],
         "suspect": np.arange(n) < k,
     })
+    if oos_probs is not None:
+        oos = np.asarray(oos_probs, dtype=np.float64)
+        out["predicted_oos"] = names[oos.argmax(1)[order]]
+        out["p_given_oos"] = oos[order, given[order]]
+        for j, name in enumerate(label_names):
+            out[f"p_oos:{name}"] = oos[order, j]
+    for name, values in (rankings or {}).items():
+        out[f"score:{name}"] = np.asarray(values, dtype=np.float64)[order]
     if mask_known:
         out["noisy"] = train["noisy"].to_numpy(bool)[order]
     return out
@@ -203,8 +221,8 @@ def _read_table(folder: Path) -> pd.DataFrame:
     t = pd.DataFrame.from_records(recs)
     for c in ("rank", "index", "source_idx"):
         t[c] = t[c].astype(np.int64)
-    for c in ("probability", "response_loss", "score"):
-        if c in t.columns:
+    for c in t.columns:
+        if c in ("probability", "response_loss", "score", "p_given_oos") or c.startswith(("p_oos:", "score:")):
             t[c] = t[c].astype(np.float64)
     t["suspect"] = t["suspect"].astype(bool)
     if "noisy" in t.columns:
@@ -360,14 +378,15 @@ class RankStage(StageBase):
         s = extras[key]
         noisy = prepared.train["noisy"].to_numpy(bool)
         mask_known = bool(noisy.any())
+        top = DEFAULT_TOP if cfg.top is None else cfg.top  # one fit: no out-of-sample probabilities to estimate from
         if sft:
-            table = build_sft_table(prepared.train, s, np.asarray(train.loss, dtype=np.float64), cfg.top, mask_known)
+            table = build_sft_table(prepared.train, s, np.asarray(train.loss, dtype=np.float64), top, mask_known)
         else:
-            table = build_table(prepared.train, prepared.label_names, s, train.logits, cfg.top, mask_known)
+            table = build_table(prepared.train, prepared.label_names, s, train.logits, top, mask_known)
         foreign = self.source.root.resolve() != self.run_dir.root.resolve()
         result = SuspectsResult(
             folder=st.tmp, run_dir=self.source.root, table=table, method=cfg.method, group=group,
-            aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=cfg.top, n=len(table),
+            aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=top, n=len(table),
             n_suspects=int(table["suspect"].sum()), label_names=list(prepared.label_names), mask_known=mask_known,
             model=model_name, checkpoint=str(grads.summary().get("checkpoint", "best")),
             coverage=coverage_of(prepared.meta, len(table), self.source.root if foreign else None),
@@ -407,5 +426,5 @@ def load_result(folder: Path) -> SuspectsResult:
         label_names=list(summary["label_names"]), mask_known=bool(summary["mask_known"]),
         ndr_30=summary.get("ndr_30"), auc_ndr=summary.get("auc_ndr"), model=summary.get("model", ""),
         checkpoint=summary.get("checkpoint", ""), info=summary, coverage=dict(coverage), health=list(health),
-        task=str(summary.get("task") or "classification"),
+        task=str(summary.get("task") or "classification"), detection=dict(summary.get("detection") or {}),
     )

@@ -53,18 +53,51 @@ def _sft_rows(result, shown) -> list[str]:
             for r in shown.itertuples(index=False)]
 
 
+RANKING_TEXT = {
+    "combined": "the rank average of influence, out-of-sample confidence and the embedding classifier's confidence",
+    "influence": "influence (the configuration above)",
+    "confidence": "out-of-sample confidence: p(given label) from the fine-tuned fold model that did not train on the row",
+    "embedding": "the embedding classifier's out-of-sample p(given label) (logistic regression on the base model's "
+                 "sentence embeddings; no fine-tuning)",
+}
+
+
+def detection_box(result) -> str:
+    """Cross-fitting: which ranking orders the page and why, how many rows are flagged and why, and every ranking's
+    score on the planted-flip probe side by side (empty for one fit)."""
+    d = getattr(result, "detection", None) or {}
+    if not d:
+        return ""
+    e = html.escape
+    probe = d.get("probe_mean") or {}
+    cells = "".join(f"<tr><td>{'<b>' if k == d['ranking'] else ''}{e(k)}{'</b>' if k == d['ranking'] else ''}</td>"
+                    f"<td class=\"num\">{_fmt(v)}</td><td>{e(RANKING_TEXT.get(k, k))}</td></tr>"
+                    for k, v in sorted(probe.items(), key=lambda kv: -kv[1]))
+    table = ("<table><thead><tr><th>ranking</th><th>probe ROC-AUC</th><th>what it is</th></tr></thead>"
+             f"<tbody>{cells}</tbody></table>") if cells else ""
+    return (f'<div class="box"><b>Ranking used: {e(d["ranking"])}</b> — {e(RANKING_TEXT.get(d["ranking"], ""))}. '
+            f"Why: {e(d['why'])}. <b>Flagged {int(d['flagged']):,} rows</b>: {e(d['flagged_by'])} (--top overrides). "
+            "Every ranking is a column of suspects.csv (score:&lt;ranking&gt;), with the out-of-sample class "
+            "probabilities (p_oos:&lt;class&gt;; pred_probs.npy for cleanlab)."
+            + (f" The probe flipped {d.get('probe_rate', 0):.0%} of each fold's training labels on purpose and "
+               "scored each ranking at finding them (0.5 = chance):" if cells else "") + f"{table}</div>")
+
+
 def _classification_rows(result, shown) -> list[str]:
     e = html.escape
+    oos = "p_given_oos" in shown.columns
     rows = []
     for r in shown.itertuples(index=False):
         text = e(str(r.text))
         if r.text_pair is not None:
             text += f'<span class="pair">{e(str(r.text_pair))}</span>'
-        pred_cls = ' class="diff"' if r.predicted_label != r.given_label else ""
+        pred = r.predicted_oos if oos else r.predicted_label
+        pred_cls = ' class="diff"' if pred != r.given_label else ""
         rows.append(
             f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td><td>{text}</td>"
-            f"<td>{e(str(r.given_label))}</td><td{pred_cls}>{e(str(r.predicted_label))}</td>"
-            f"<td class=\"num\">{e(_fmt(r.probability))}</td><td class=\"num\">{e(_fmt(r.score))}</td>"
+            f"<td>{e(str(r.given_label))}</td><td{pred_cls}>{e(str(pred))}</td>"
+            f"<td class=\"num\">{e(_fmt(r.p_given_oos if oos else r.probability))}</td>"
+            f"<td class=\"num\">{e(_fmt(r.score))}</td>"
             f"{_noisy_cell(result, r)}</tr>"
         )
     return rows
@@ -88,6 +121,9 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
             f"model fine-tuned on the other {k - 1}, so every row was scored by the {k - 1} models that trained on "
             "it. Its score here is the <b>mean of its percentile ranks within those fits</b> (0 = the lowest score "
             "of a fit, 1 = the highest), so scores of different fits are comparable. ")
+    ranking = getattr(result, "ranking", "influence")
+    if ranking != "influence":
+        crossfit += (f"The page is ordered by the <b>{e(ranking)}</b> ranking (below); its influence part is: ")
     explain = crossfit + (
         f"Each training example was scored by <b>{e(method_names.get(result.method, result.method))}</b> influence: "
         f"how much the example's gradient, on the LoRA modules of layer group <b>{e(result.group)}</b> of the "
@@ -100,7 +136,8 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
         "what the validation data teach, which is typical of a wrong "
         + ("response (one that does not answer its prompt)" if sft else "label")
         + ". The page lists the lowest-scoring "
-        f"{result.top:.0%} of the training set ({result.n_suspects:,} of {result.n:,}), most suspicious first. "
+        f"{result.n_suspects / max(result.n, 1):.0%} of the training set ({result.n_suspects:,} of {result.n:,}), "
+        "most suspicious first. "
         "This is a ranking, not a verdict: read the suspects, "
         + ("<b>fix the responses</b> that are wrong" if sft else "<b>relabel</b> the ones that are wrong")
         + " (or <b>drop</b> "
@@ -126,7 +163,9 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
         what = ("instruction data (prompt → response)" + (f"; class words: {', '.join(result.label_names)}"
                                                           if result.label_names else ""))
     else:
-        head = (f"<th>rank</th>{src_head}<th>text</th><th>given label</th><th>predicted</th><th>p(given)</th>\n"
+        p_head = ("<th title=\"from the fold model that did not train on the row\">p(given), out of sample</th>"
+                  if "p_given_oos" in t.columns else "<th>p(given)</th>")
+        head = (f"<th>rank</th>{src_head}<th>text</th><th>given label</th><th>predicted</th>{p_head}\n"
                 f"<th>score</th>{noisy_head}")
         what = "labels: " + ", ".join(result.label_names)
     return f"""<!DOCTYPE html>
@@ -138,6 +177,7 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
 {health}
 {coverage}
 <div class="box">{explain}</div>
+{detection_box(result)}
 {ndr}
 {more}
 <table>

@@ -54,9 +54,14 @@ from layerinf.config import DataConfig, RankConfig
 from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
+from layerinf.evaluation.rankings import FitScores
+from layerinf.evaluation.rankings import percentile_ranks as percentiles
+from layerinf.stages.detect import DEFAULT_TOP, detection_choice
+from layerinf.stages.embed import EmbedStage
 from layerinf.stages.rank import (RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
                                   load_result, write_result)
-from layerinf.store.layout import DATA, GRADS, SUMMARY_FILE, SUSPECT_SCORES_FILE, SUSPECTS
+from layerinf.store.layout import (DATA, DATA_META_FILE, EMBED, FINETUNE, GRADS, PRED_PROBS_FILE, SUMMARY_FILE,
+                                   SUSPECT_SCORES_FILE, SUSPECTS, TEST_LOGITS_FILE)
 from layerinf.store.rundir import RunDir
 
 FOLDS_DIR = "folds"  # OUT/folds/fold-<k>/ (a candidate for store/layout.py)
@@ -79,6 +84,8 @@ class FoldPlan:
     source: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     kind: str = "classification"  # or "sft"
+    probe_rate: float = 0.0
+    planted: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # fold → (positions, labels)
 
     @property
     def ranked(self) -> int:
@@ -97,6 +104,28 @@ def _min_per_class(folds: int) -> int:
     while c - math.ceil(c / folds) < 2:
         c += 1
     return c
+
+
+def plant_probe(plan: FoldPlan, rate: float, seed: int) -> FoldPlan:
+    """Choose the probe's planted flips (``evaluation.rankings``): in fold k's training part, ``round(rate × its
+    rows)`` labels flipped to another class, each row planted in at most one fit (so the other fits that train on
+    it rank it under its own label). Classification only; ``rate`` 0 plants nothing."""
+    from layerinf.evaluation.rankings import plant_flips
+
+    if plan.folds < 3:  # with 2 folds a row trains only one fit: planted there, it would have no own-label score
+        rate = 0.0
+    plan.probe_rate = float(rate)
+    if rate <= 0 or plan.kind != "classification":
+        return plan
+    labels = plan.rows["label"].to_numpy(np.int64)
+    taken = np.zeros(len(labels), dtype=bool)
+    for k in range(plan.folds):
+        train = np.flatnonzero(plan.fold_of != k)
+        count = max(1, int(round(rate * train.size)))
+        at, new = plant_flips(labels, train[~taken[train]], count, len(plan.label_names), seed * 1009 + k)
+        taken[at] = True
+        plan.planted[k] = (at, new)
+    return plan
 
 
 def plan_folds(data: DataConfig, folds: int, sft_raw=None) -> FoldPlan | None:
@@ -197,7 +226,10 @@ class FoldDataStage(DataStage):
         self.plan, self.fold = plan, int(fold)
 
     def _crossfit(self) -> dict:
-        return {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked, "of": self.plan.total}
+        out = {"folds": self.plan.folds, "fold": self.fold, "rows": self.plan.ranked, "of": self.plan.total}
+        if self.fold in self.plan.planted:  # the probe (left out when off, so that older folds still match)
+            out["probe_rate"] = self.plan.probe_rate
+        return out
 
     def key(self, cfg: DataConfig) -> dict:
         return {**super().key(cfg), "crossfit": self._crossfit()}
@@ -222,6 +254,17 @@ class FoldDataStage(DataStage):
                           source=self.plan.source, info=info)
             prepared = data_mod.prepare(raw, max_train=None, max_dev=cfg.max_dev, noise_rate=0.0, seed=cfg.seed,
                                         infl_equals_test=True)
+            if len(prepared.test) < len(dev):  # the test split holds every held-out row: out-of-sample probabilities
+                prepared.test = data_mod.prepare(raw, max_train=None, max_dev=None, noise_rate=0.0, seed=cfg.seed,
+                                                 infl_equals_test=True).test
+            if self.fold in self.plan.planted:
+                at, new = self.plan.planted[self.fold]
+                planted_idx = self.plan.rows["source_idx"].to_numpy()[at]
+                where = pd.Series(np.arange(len(prepared.train)), index=prepared.train["source_idx"].to_numpy())
+                labels = prepared.train["label"].to_numpy(np.int64).copy()
+                labels[where.loc[planted_idx].to_numpy()] = new
+                prepared.train["label"] = labels
+                prepared.meta["planted"] = {"source_idx": [int(v) for v in planted_idx], "label": [int(v) for v in new]}
             save = data_mod.save_prepared
         prepared.meta["crossfit"] = self._crossfit()
         save(prepared, st.tmp)
@@ -230,14 +273,10 @@ class FoldDataStage(DataStage):
                 "folds": self.plan.folds}
 
 
-def percentiles(scores: np.ndarray) -> np.ndarray:
-    """Within-fit percentile ranks in [0, 1] (ascending score; ties share their average rank)."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, dtype=np.float64)
-    if s.size < 2:
-        return np.full(s.size, 0.5)
-    return (rankdata(s, method="average") - 1.0) / (s.size - 1.0)
+def _planted(run: RunDir) -> list[int]:
+    """The source rows whose label the probe flipped in this fold's training part (none when it was off)."""
+    meta = json.loads((run.stage_path(DATA) / DATA_META_FILE).read_text(encoding="utf-8"))
+    return list((meta.get("planted") or {}).get("source_idx") or [])
 
 
 class CrossfitStage(StageBase):
@@ -258,9 +297,12 @@ class CrossfitStage(StageBase):
     def check_upstream(self) -> dict[str, str]:
         inputs = {}
         for run in self.fold_dirs:
-            for up in (DATA, GRADS, SUSPECTS):
+            for up in (DATA, FINETUNE, GRADS, SUSPECTS):
                 run.require(up)
                 inputs[self._rel(run, up)] = run.fingerprint(up)
+        if self.plan.kind == "classification":
+            self.run_dir.require(EMBED)
+            inputs[EMBED] = self.run_dir.fingerprint(EMBED)
         return inputs
 
     def _first_fit(self) -> dict:
@@ -286,45 +328,83 @@ class CrossfitStage(StageBase):
         first = self._first_fit()
         n, classes = len(rows), len(first["label_names"])
         position = pd.Series(np.arange(n), index=rows["source_idx"].to_numpy())
+        if not sft:  # the rows' own labels (a fold's training table holds the probe's planted ones)
+            own = self.plan.rows.set_index("source_idx")["label"]
+            rows["label"] = own.loc[rows["source_idx"].to_numpy()].to_numpy(np.int64)
         columns: list[str] | None = None
         sums: dict[str, np.ndarray] = {}
-        probs, count = np.zeros((n, classes)), np.zeros(n, dtype=np.int64)
+        probs, count, kept = np.zeros((n, classes)), np.zeros(n, dtype=np.int64), np.zeros(n)
         losses = np.zeros(n)  # SFT: the response loss summed over the fits that trained on the row
+        key = f"{cfg.method}/{first['group']}/{cfg.aggregator}"
+        fits = []
         for run, train in zip(self.fold_dirs, trains):
             at = position.loc[train["source_idx"].to_numpy()].to_numpy()
             scores = pd.read_parquet(run.stage_path(SUSPECTS) / SUSPECT_SCORES_FILE).sort_values("idx")
             if len(scores) != len(train):
                 raise LayerinfError(f"the ranking in {run.root} does not match its training data",
                                     "rerun with --force")
+            planted = train["source_idx"].isin(_planted(run)).to_numpy()
             columns = columns or [c for c in scores.columns if c not in ("idx", "source_idx")]
-            for c in columns:
-                sums.setdefault(c, np.zeros(n))[at] += percentiles(scores[c].to_numpy())
+            for c in columns:  # a row's planted fit is left out of its influence score
+                sums.setdefault(c, np.zeros(n))[at[~planted]] += percentiles(scores[c].to_numpy())[~planted]
+            kept[at[~planted]] += 1
             store = GradsStage(run).load()[0]
             if sft:
                 losses[at] += np.asarray(store.loss, dtype=np.float64)
             else:
                 probs[at] += _softmax(np.asarray(store.logits, dtype=np.float64))
+                fits.append(FitScores(rows=at, scores=scores[key].to_numpy(np.float64),
+                                      labels=train["label"].to_numpy(np.int64), planted=planted))
             count[at] += 1
-        if (count != self.plan.folds - 1).any():
+        if (count != self.plan.folds - 1).any() or (kept == 0).any():
             raise LayerinfError(f"{int((count != self.plan.folds - 1).sum())} row(s) are not in exactly "
                                 f"{self.plan.folds - 1} fits", "rerun with --force")
-        combined = {c: v / count for c, v in sums.items()}
-        key = f"{cfg.method}/{first['group']}/{cfg.aggregator}"
+        combined = {c: v / kept for c, v in sums.items()}
+        health = health_of(self.fold_dirs)
+        common = dict(method=cfg.method, group=first["group"], aggregator=cfg.aggregator, kappa=cfg.vote_kappa,
+                      n=n, label_names=list(first["label_names"]), model=model_name,
+                      checkpoint=first.get("checkpoint", ""), coverage=self.plan.describe(), health=health)
+        scores_table = pd.DataFrame({"idx": rows["idx"], "source_idx": rows["source_idx"], **combined})
+        rule = "mean within-fit percentile rank (0 = lowest score of a fit, 1 = highest)"
+        folds = [str(r.root) for r in self.fold_dirs]
         if sft:
-            table = build_sft_table(rows, combined[key], losses / count, cfg.top, False)
+            top = cfg.top if cfg.top is not None else DEFAULT_TOP
+            table = build_sft_table(rows, combined[key], losses / count, top, False)
+            result = SuspectsResult(folder=st.tmp, run_dir=self.run_dir.root, table=table, top=top,
+                                    n_suspects=int(table["suspect"].sum()), task="sft", **common)
+            summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule)
         else:
-            table = build_table(rows, first["label_names"], combined[key], None, cfg.top, False,
-                                probs=probs / count[:, None])
-        result = SuspectsResult(
-            folder=st.tmp, run_dir=self.run_dir.root, table=table, method=cfg.method, group=first["group"],
-            aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=cfg.top, n=n, n_suspects=int(table["suspect"].sum()),
-            label_names=list(first["label_names"]), model=model_name, checkpoint=first.get("checkpoint", ""),
-            coverage=self.plan.describe(), health=health_of(self.fold_dirs), task="sft" if sft else "classification",
-        )
-        scores = pd.DataFrame({"idx": rows["idx"], "source_idx": rows["source_idx"], **combined})
-        summary = write_result(st.tmp, result, scores, folds=[str(r.root) for r in self.fold_dirs],
-                               rule="mean within-fit percentile rank (0 = lowest score of a fit, 1 = highest)")
+            oos = self._oos_probs(position, classes)
+            emb_probs = EmbedStage(self.run_dir, rows, classes).load()[1]
+            detect = detection_choice(rows["label"].to_numpy(np.int64), fits, oos, emb_probs, cfg,
+                                      learned=not health, seed=self.seed(cfg))
+            rankings = detect.pop("rankings")
+            for name, values in rankings.items():
+                scores_table[f"ranking:{name}"] = values
+            table = build_table(rows, first["label_names"], rankings[detect["ranking"]], None, None, False,
+                                probs=probs / count[:, None], flagged=detect["flagged"], oos_probs=oos,
+                                rankings=rankings)
+            result = SuspectsResult(folder=st.tmp, run_dir=self.run_dir.root, table=table,
+                                    top=detect["flagged"] / n, n_suspects=detect["flagged"], detection=detect,
+                                    **common)
+            np.save(st.tmp / PRED_PROBS_FILE, oos)
+            summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule, detection=detect)
         return {k: summary[k] for k in ("config", "n", "n_suspects", "mask_known")} | {"folds": self.plan.folds}
+
+    def _oos_probs(self, position: pd.Series, classes: int) -> np.ndarray:
+        """Each row's class probabilities from the fold model that held it out (its best checkpoint's logits of
+        the fold's test split, which holds every held-out row)."""
+        out = np.full((len(position), classes), np.nan)
+        for run in self.fold_dirs:
+            test = load_data(run).test
+            path = run.stage_path(FINETUNE) / TEST_LOGITS_FILE
+            if not path.is_file() or len(np.load(path)) != len(test):
+                raise LayerinfError(f"{run.root} has no out-of-sample logits (made by an older layerinf)",
+                                    "rerun with --force")
+            out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = _softmax(np.load(path).astype(np.float64))
+        if np.isnan(out).any():
+            raise LayerinfError("some rows have no out-of-sample probabilities", "rerun with --force")
+        return out
 
     def load(self) -> SuspectsResult:
         return load_result(self.path)

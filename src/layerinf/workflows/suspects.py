@@ -147,6 +147,19 @@ def check_group(rank: RankConfig, num_layers: int) -> bool:
     return group in ("WE", "all") or (pattern and not group.startswith("re:") and fnmatch.fnmatchcase("WE", group))
 
 
+def check_probe(plan, rank: RankConfig) -> None:
+    """The probe needs planted rows to score: at least 2 per fold (and some unplanted rows of each class)."""
+    if plan.kind != "classification" or rank.probe_rate <= 0 or plan.folds < 3:
+        return
+    per_fold = min(int((plan.fold_of != k).sum()) for k in range(plan.folds))
+    if round(rank.probe_rate * per_fold) < 2:
+        raise LayerinfError(
+            f"{plan.ranked} rows are too few for the planted-flip probe at --probe-rate {rank.probe_rate:g} "
+            f"(it would flip {round(rank.probe_rate * per_fold)} label(s) per fold; 2 needed)",
+            "add rows, raise --probe-rate, or turn the probe off with --probe-rate 0 (then --ranking auto uses "
+            "combined)")
+
+
 def check_sft(data: DataConfig, model: ModelConfig):
     """Instruction data checked before anything is written: the source loaded whole (``load_sft``'s one-line
     errors: no response column, empty responses …) and every row tokenised as fine-tuning will (a chat template
@@ -212,6 +225,9 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
 
     check_quantization(model.quantization, device)  # 8/4-bit needs CUDA and bitsandbytes: before anything is written
     if run is not None:
+        if rank.ranking not in ("auto", "influence"):
+            raise LayerinfError(f"--ranking {rank.ranking} needs cross-fitting (out-of-sample probabilities for "
+                                "every row); a run directory is ranked by influence", "drop --ranking, or use --source")
         if work.is_finished(GRADS, verify=False):
             info = work.stage_info(GRADS)
             check_group(rank, int(info["summary"]["num_layers"]))
@@ -230,6 +246,8 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
 
     sft_raw = None
     if task_type(data) == "sft":
+        if "min_steps" not in options:  # the step budget is the classification recipe's; SFT trains --epochs
+            train = dataclasses.replace(train, min_steps=None)
         from layerinf.model.causal import check_causal_adapter, check_causal_model
 
         check_causal_model(model)
@@ -241,6 +259,12 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
         from layerinf.workflows.crossfit import plan_folds
 
         plan = plan_folds(data, rank.folds, sft_raw)  # None: the source has its own dev part (one fit ranks its train rows)
+        if plan is not None:
+            check_probe(plan, rank)
+    if rank.ranking not in ("auto", "influence") and (plan is None or plan.kind != "classification"):
+        raise LayerinfError(f"--ranking {rank.ranking} needs cross-fitted classification data (out-of-sample "
+                            "probabilities for every row)", "drop --ranking (one fit ranks by influence), or use "
+                            "--folds 3 without --dev-source / --adapter on a labelled file")
     fit = dict(model=model, train=train, rank=rank, adapter=adapter_path, needs_we=needs_we, device=device,
                progress=progress, force=force, gradient_checkpointing=runtime.gradient_checkpointing)
     if plan is None:
@@ -248,8 +272,9 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
 
         with out.guard():
             return fit_and_rank(out, DataStage(out), data, **fit)
-    from layerinf.workflows.crossfit import CrossfitStage, FoldDataStage, fold_path
+    from layerinf.workflows.crossfit import CrossfitStage, FoldDataStage, fold_path, plant_probe
 
+    plant_probe(plan, rank.probe_rate, int(data.seed))
     folds = []
     for k in range(plan.folds):  # each fold is a run directory of its own: a rerun reuses the finished ones
         fold = RunDir(fold_path(out.root, k))
@@ -257,6 +282,11 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             fit_and_rank(fold, FoldDataStage(fold, plan, k), data, **fit)
         folds.append(fold.root)
     with out.guard():
+        if plan.kind == "classification":  # the embedding ranking: the base model's sentence embeddings
+            from layerinf.stages.embed import EmbedStage
+
+            EmbedStage(out, plan.rows, len(plan.label_names)).run(model, int(data.seed), progress=progress,
+                                                                    device=device)
         return CrossfitStage(out, folds, plan).run(rank, model.name, force=force, progress=progress)
 
 

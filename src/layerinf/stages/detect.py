@@ -1,0 +1,59 @@
+"""Which ranking a cross-fitted ``suspects`` result uses, and how many rows it flags (``evaluation.rankings``).
+
+* The rankings side by side (``side_by_side``): influence, out-of-sample confidence, embedding, combined.
+* The choice: ``--ranking`` when given; with ``auto``, the planted probe's winner (``choose_ranking``); when a fold
+  model did not learn even after its retry, the ``embedding`` ranking (it needs no fine-tuned model) and the page
+  says so.
+* How many rows: ``--top`` × n when given, else the noise rate that confident learning estimates from the same
+  out-of-sample probabilities (with its 95 % bootstrap interval) × n.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from layerinf.config import RankConfig
+
+DEFAULT_TOP = 0.30  # rankings with no out-of-sample probabilities to estimate a rate from (instruction data)
+
+
+def detection_choice(labels: np.ndarray, fits: Sequence[Any], oos_probs: np.ndarray, emb_probs: np.ndarray,
+                     cfg: RankConfig, *, learned: bool, seed: int = 0) -> dict[str, Any]:
+    """``rankings`` (name → scores), the ``ranking`` used and ``why``, the ``probe`` AUCs, the ``noise`` estimate
+    and the ``flagged`` count."""
+    from layerinf.evaluation.noise_rate import estimate_noise_rate
+    from layerinf.evaluation.rankings import choose_ranking, flag_count, side_by_side
+
+    rankings, aucs = side_by_side(labels, fits, oos_probs, emb_probs)
+    probe = {k: [float(x) for x in v] for k, v in aucs.items()}
+    if not learned:
+        ranking = "embedding"
+        why = ("a fold model did not learn the task (see the warnings), so the rankings that need a fine-tuned model "
+               "(influence, confidence, combined) are close to random: the embedding ranking is used, which needs "
+               "none")
+        if cfg.ranking not in ("auto", "embedding"):
+            ranking, why = cfg.ranking, f"--ranking {cfg.ranking} was asked for (although a fold model did not learn)"
+    elif cfg.ranking != "auto":
+        ranking, why = cfg.ranking, f"--ranking {cfg.ranking} was asked for"
+    elif probe:
+        ranking, why = choose_ranking(probe)
+    else:
+        ranking, why = ("combined", "no probe (--probe-rate 0, or fewer than 3 folds): combined, the rank average of "
+                        "the three signals")
+    source = oos_probs if learned else emb_probs
+    noise = estimate_noise_rate(source, labels, seed=seed)
+    flagged = flag_count(len(labels), cfg.top, noise.rate)
+    whose = "the fine-tuned folds'" if learned else "the embedding classifier's"
+    how = (f"--top {cfg.top:g}" if cfg.top is not None else
+           f"the estimated noise rate {noise.rate:.1%} (95 % CI {noise.low:.1%}–{noise.high:.1%}, confident learning "
+           f"on {whose} out-of-sample probabilities)")
+    return {"rankings": rankings, "ranking": ranking, "why": why, "probe": probe,
+            "probe_mean": {k: float(np.nanmean(v)) for k, v in probe.items()},
+            "probe_rate": float(cfg.probe_rate), "learned": bool(learned),
+            "noise": {"rate": noise.rate, "low": noise.low, "high": noise.high, "n": noise.n},
+            "flagged": int(flagged), "flagged_by": how}
+
+
+__all__ = ["DEFAULT_TOP", "detection_choice"]
