@@ -77,7 +77,10 @@ def test_sft_suspects_csv_page_and_console(crossfit_run):
     out, res = crossfit_run
     rows = instruction_rows()
     csv = read_csv(out / "suspects" / "suspects.csv")
-    assert list(csv.columns) == SFT_COLUMNS
+    side = ["response_loss_oos", "score:influence", "score:loss_oos", "score:combined"]  # cross-fitting's extras
+    assert list(csv.columns) == SFT_COLUMNS + side
+    assert np.array_equal(csv["score"], csv["score:influence"]) and (csv["response_loss_oos"] > 0).all()
+    assert np.allclose(csv["score:loss_oos"], -csv["response_loss_oos"])
     assert len(csv) == len(rows) and sorted(csv["source_idx"]) == list(range(len(rows)))  # every row ranked
     assert list(csv["rank"]) == list(range(1, len(rows) + 1))
     for r in csv.itertuples(index=False):  # the texts are the file's, row by row

@@ -173,6 +173,8 @@ def fit(
     micro = recipe.batch_size  # micro-batch size: the batch size until memory runs out (module docstring)
     history, best_loss, best_epoch = [], math.inf, 0
     best_state, best_logits, best_test = init, None, None
+    same_test = test is infl or (len(test) == len(infl) and np.array_equal(test.labels, infl.labels)
+                                 and test.features == infl.features)
     for epoch in range(1, epochs + 1):
         model.train()
         total, count = 0.0, 0
@@ -206,7 +208,10 @@ def fit(
             count += size
             bar.set_postfix(loss=f"{total / count:.4f}")
         infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size, objective)
-        test_loss, test_acc, test_logits = evaluate(model, test, recipe.eval_batch_size, objective)
+        if same_test:  # cross-fitting's held-out fold is both splits: one pass
+            test_loss, test_acc, test_logits = infl_loss, infl_acc, infl_logits
+        else:
+            test_loss, test_acc, test_logits = evaluate(model, test, recipe.eval_batch_size, objective)
         row = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),

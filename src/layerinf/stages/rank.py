@@ -160,9 +160,10 @@ def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray,
 
 
 def build_sft_table(train: pd.DataFrame, scores: np.ndarray, losses: np.ndarray, top: float,
-                    mask_known: bool) -> pd.DataFrame:
+                    mask_known: bool, extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Every instruction example (an SFT split: ``prompt``, ``response``) ranked by ascending score (stable; rank 1
-    = most suspicious), with ``losses``: each row's response loss under the fine-tuned model."""
+    = most suspicious), with ``losses``: each row's response loss under the fine-tuned model, and ``extra`` columns
+    (row order as ``train``)."""
     n = len(train)
     order = metrics.filter_order(scores)
     k = metrics.removal_count(top, n)
@@ -176,6 +177,8 @@ def build_sft_table(train: pd.DataFrame, scores: np.ndarray, losses: np.ndarray,
         "score": np.asarray(scores, dtype=np.float64)[order],
         "suspect": np.arange(n) < k,
     })
+    for name, values in (extra or {}).items():
+        out[name] = np.asarray(values, dtype=np.float64)[order]
     if mask_known:
         out["noisy"] = train["noisy"].to_numpy(bool)[order]
     return out
@@ -222,7 +225,8 @@ def _read_table(folder: Path) -> pd.DataFrame:
     for c in ("rank", "index", "source_idx"):
         t[c] = t[c].astype(np.int64)
     for c in t.columns:
-        if c in ("probability", "response_loss", "score", "p_given_oos") or c.startswith(("p_oos:", "score:")):
+        if c in ("probability", "response_loss", "response_loss_oos", "score", "p_given_oos") or c.startswith(
+                ("p_oos:", "score:")):
             t[c] = t[c].astype(np.float64)
     t["suspect"] = t["suspect"].astype(bool)
     if "noisy" in t.columns:

@@ -54,7 +54,7 @@ from layerinf.config import DataConfig, RankConfig
 from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
-from layerinf.evaluation.rankings import FitScores
+from layerinf.evaluation.rankings import FitScores, combine
 from layerinf.evaluation.rankings import percentile_ranks as percentiles
 from layerinf.stages.detect import DEFAULT_TOP, detection_choice
 from layerinf.stages.embed import EmbedStage
@@ -369,7 +369,10 @@ class CrossfitStage(StageBase):
         folds = [str(r.root) for r in self.fold_dirs]
         if sft:
             top = cfg.top if cfg.top is not None else DEFAULT_TOP
-            table = build_sft_table(rows, combined[key], losses / count, top, False)
+            oos_loss = self._oos_losses(position)
+            side = {"response_loss_oos": oos_loss, "score:influence": combined[key],
+                    "score:loss_oos": -oos_loss, "score:combined": combine([combined[key], -oos_loss])}
+            table = build_sft_table(rows, combined[key], losses / count, top, False, extra=side)
             result = SuspectsResult(folder=st.tmp, run_dir=self.run_dir.root, table=table, top=top,
                                     n_suspects=int(table["suspect"].sum()), task="sft", **common)
             summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule)
@@ -390,6 +393,17 @@ class CrossfitStage(StageBase):
             np.save(st.tmp / PRED_PROBS_FILE, oos)
             summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule, detection=detect)
         return {k: summary[k] for k in ("config", "n", "n_suspects", "mask_known")} | {"folds": self.plan.folds}
+
+    def _oos_losses(self, position: pd.Series) -> np.ndarray:
+        """Instruction data: each row's response loss under the fold model that held it out (NaN for a row beyond
+        its fold's ``max_dev`` cap, or a fold made by an older layerinf)."""
+        out = np.full(len(position), np.nan)
+        for run in self.fold_dirs:
+            test, path = load_data(run).test, run.stage_path(FINETUNE) / TEST_LOGITS_FILE
+            summary = np.load(path) if path.is_file() else None
+            if summary is not None and len(summary) == len(test):
+                out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = summary[:, 0]
+        return out
 
     def _oos_probs(self, position: pd.Series, classes: int) -> np.ndarray:
         """Each row's class probabilities from the fold model that held it out (its best checkpoint's logits of
