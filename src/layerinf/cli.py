@@ -34,6 +34,7 @@ app = typer.Typer(
 )
 EXIT_USAGE = 2  # bad input or usage: one line on stderr
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted: finished stages are kept; run the same command again to resume from them"
 
 
 def _console():
@@ -426,6 +427,13 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     sys.exit(code)
 
 
+def _interrupted() -> None:
+    """Ctrl-C: one line, status 130. A stage writes into a temporary folder that is removed on the way out, so
+    only finished stages remain, and the same command run again reuses them."""
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; every failure is one line on stderr and a non-zero exit (no traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -438,14 +446,13 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault(var, "error")  # failure becomes one line of our own
     logging.basicConfig(level=os.environ.get("LAYERINF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=args, standalone_mode=False, prog_name="layerinf")
+        code = app(args=args, standalone_mode=False, prog_name="layerinf")
     except LayerinfError as exc:
         if debug:
             raise
         _fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted; finished stages are kept and a rerun resumes", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # before typer runs a command (while importing, parsing)
+        _interrupted()
     except Exception as exc:  # noqa: BLE001 — the one place that turns every failure into one line
         kind = _click_kind(exc)
         if kind == "exit":
@@ -470,6 +477,11 @@ def main(argv: list[str] | None = None) -> None:
                   "permissions (LAYERINF_DEBUG=1 shows the traceback)")
         _fail(f"unexpected {type(exc).__name__}: {exc} — this is a bug in layerinf; rerun with --debug and report "
               "the traceback")
+    else:  # typer turns Ctrl-C inside a command into Exit(130) and, with standalone_mode=False, returns it
+        if code == EXIT_INTERRUPTED:
+            _interrupted()
+        if isinstance(code, int) and code:
+            sys.exit(code)
 
 
 if __name__ == "__main__":
