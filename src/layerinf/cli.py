@@ -132,7 +132,7 @@ SCALE_OUT = {"executor", "ray_address", "num_cpus", "num_gpus", "max_retries", "
 
 @command("prepare", [_arg("run_dir", Path, "Run directory to create or reuse."), FORCE], (DataConfig,))
 def prepare(run_dir: Path, force: bool = False, **kwargs):
-    """Load data, split it into train / influence / test, and flip a fraction of training labels."""
+    """Load --source (your data, or `demo`), split it into train / influence / test, flip a share of training labels."""
     from layerinf.api import prepare as run_prepare
 
     data = run_prepare(run_dir, force=force, **given(prepare, kwargs))
