@@ -316,10 +316,10 @@ def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] 
 
     res = find(out, source=kwargs.get("source"), run=run_dir, adapter=adapter, force=force,
                **given(suspects, kwargs, "source"))
-    print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
     say = _echo(_console())
-    for warning in res.health:
+    for warning in res.health:  # before the table, where they cannot be missed
         say(f"WARNING: {warning}")
+    print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
     say(res.coverage_text)
     say(f"{res.n_suspects:,} of {res.n:,} ranked rows flagged by {res.method}/{res.group}/{res.aggregator}")
     if res.mask_known:
