@@ -15,9 +15,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/layerinf demo --out runs/demo
 
+# --durations: the 25 slowest tests are listed, so that CI logs show where the time goes
 test: $(STAMP)
 	VENV=$(VENV) bash scripts/setup-test.sh
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=25
 
 # the inner loop: pure math and tiny random models (no real weights, no fine-tuning), under 2 minutes
 test-fast: $(STAMP)

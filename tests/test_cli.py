@@ -56,7 +56,7 @@ def test_finetune_before_prepare_and_unknown_model(tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = _run(["finetune", str(run)], capsys)
     assert code == 2 and "prepare" in err
-    code, _, _ = _run(["prepare", str(run), "--max-train", "60", "--max-dev", "40"], capsys)
+    code, _, _ = _run(["prepare", str(run), "--source", "demo", "--max-train", "60", "--max-dev", "40"], capsys)
     assert code == 0
     code, _, err = _run(["finetune", str(run), "--model", "no-such-model-xyz", "--epochs", "1"], capsys)
     assert code == 2 and "unknown model" in err
@@ -68,7 +68,7 @@ def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     from layerinf.stages.finetune import load_finetuned
 
     run = tmp_path / "run"
-    assert _run(["prepare", str(run), "--max-train", "60", "--max-dev", "40"], capsys)[0] == 0
+    assert _run(["prepare", str(run), "--source", "demo", "--max-train", "60", "--max-dev", "40"], capsys)[0] == 0
     assert _run(["finetune", str(run), "--epochs", "1", "--max-length", "32"], capsys)[0] == 0
     best = run / "finetune" / "best.safetensors"
     best.write_bytes(b"\x00garbage")
@@ -83,7 +83,7 @@ def test_every_stage_through_the_cli(tmp_path, capsys, monkeypatch):
     """prepare → finetune → grads → score → run → report → suspects, as a user types them."""
     monkeypatch.setenv("COLUMNS", "160")  # wide enough that rich does not fold method names in the tables
     run = str(tmp_path / "run")
-    assert _run(["prepare", run, "--max-train", "80", "--max-dev", "40"], capsys)[0] == 0
+    assert _run(["prepare", run, "--source", "demo", "--max-train", "80", "--max-dev", "40"], capsys)[0] == 0
     assert _run(["finetune", run, "--epochs", "1", "--max-length", "24"], capsys)[0] == 0
     code, out, _ = _run(["grads", run, "--grad-batch-size", "16"], capsys)
     assert code == 0 and "80 train and 20 influence samples" in " ".join(out.split())  # rich wraps lines

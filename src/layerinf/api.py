@@ -68,6 +68,7 @@ def prepare(run_dir, *, force: bool = False, progress: bool = True, **options):
     """Load a data source, split it and inject label noise (options: ``DataConfig``); returns the splits."""
     (data,) = split_options(options, DataConfig, where="prepare")
     check_writable_dir(run_dir)
+    data.require_source()
     from layerinf.stages.data import DataStage
 
     with RunDir(run_dir).guard():

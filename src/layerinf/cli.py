@@ -34,6 +34,7 @@ app = typer.Typer(
 )
 EXIT_USAGE = 2  # bad input or usage: one line on stderr
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted: finished stages are kept; run the same command again to resume from them"
 
 
 def _console():
@@ -131,7 +132,7 @@ SCALE_OUT = {"executor", "ray_address", "num_cpus", "num_gpus", "max_retries", "
 
 @command("prepare", [_arg("run_dir", Path, "Run directory to create or reuse."), FORCE], (DataConfig,))
 def prepare(run_dir: Path, force: bool = False, **kwargs):
-    """Load data, split it into train / influence / test, and flip a fraction of training labels."""
+    """Load --source (your data, or `demo`), split it into train / influence / test, flip a share of training labels."""
     from layerinf.api import prepare as run_prepare
 
     data = run_prepare(run_dir, force=force, **given(prepare, kwargs))
@@ -320,10 +321,10 @@ def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] 
 
     res = find(out, source=kwargs.get("source"), run=run_dir, adapter=adapter, force=force,
                **given(suspects, kwargs, "source"))
-    print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
     say = _echo(_console())
-    for warning in res.health:
+    for warning in res.health:  # before the table, where they cannot be missed
         say(f"WARNING: {warning}")
+    print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
     say(res.coverage_text)
     if res.detection:
         d = res.detection
@@ -436,6 +437,13 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     sys.exit(code)
 
 
+def _interrupted() -> None:
+    """Ctrl-C: one line, status 130. A stage writes into a temporary folder that is removed on the way out, so
+    only finished stages remain, and the same command run again reuses them."""
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; every failure is one line on stderr and a non-zero exit (no traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -448,14 +456,13 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault(var, "error")  # failure becomes one line of our own
     logging.basicConfig(level=os.environ.get("LAYERINF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=args, standalone_mode=False, prog_name="layerinf")
+        code = app(args=args, standalone_mode=False, prog_name="layerinf")
     except LayerinfError as exc:
         if debug:
             raise
         _fail(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted; finished stages are kept and a rerun resumes", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # before typer runs a command (while importing, parsing)
+        _interrupted()
     except Exception as exc:  # noqa: BLE001 — the one place that turns every failure into one line
         kind = _click_kind(exc)
         if kind == "exit":
@@ -480,6 +487,11 @@ def main(argv: list[str] | None = None) -> None:
                   "permissions (LAYERINF_DEBUG=1 shows the traceback)")
         _fail(f"unexpected {type(exc).__name__}: {exc} — this is a bug in layerinf; rerun with --debug and report "
               "the traceback")
+    else:  # typer turns Ctrl-C inside a command into Exit(130) and, with standalone_mode=False, returns it
+        if code == EXIT_INTERRUPTED:
+            _interrupted()
+        if isinstance(code, int) and code:
+            sys.exit(code)
 
 
 if __name__ == "__main__":

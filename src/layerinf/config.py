@@ -164,7 +164,8 @@ def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
 class DataConfig(Checked):
     """Where the data come from and how it is split and corrupted (spec §9)."""
 
-    source: str = opt("demo", "demo | a GLUE task folder | a CSV/TSV/JSONL/Parquet file | hf:NAME[/CONFIG].")
+    source: str | None = opt(None, "Your data: a CSV/TSV/JSONL/Parquet file | a GLUE task folder | hf:NAME[/CONFIG]; "
+                             "or demo (the built-in demo data). No default: the demo data are used only when named.")
     task: str | None = opt(None, "GLUE task name when SOURCE is the GLUE root folder.")
     text_column: str | None = opt(None, "Text column (CSV/TSV/JSONL/hf).")
     text_pair_column: str | None = opt(None, "Second text column for pair tasks.")
@@ -185,6 +186,14 @@ class DataConfig(Checked):
     noise_kind: str = opt("auto", "SFT noise: label (the answer word becomes another class's) | swap (another "
                           "example's response) | auto (label when the responses are a few class words).",
                           choices=("auto", "label", "swap"))
+
+    def require_source(self, yaml: bool = False) -> None:
+        """Error when no source is given: layerinf never falls back to the demo data on its own."""
+        if self.source is None:
+            raise LayerinfError("no data source given (there is no default data)",
+                                ("set data.source in the config" if yaml else "add --source YOUR_DATA (Python: source=)")
+                                + ": a CSV/TSV/JSONL/Parquet file, a GLUE task folder or hf:NAME[/CONFIG]; "
+                                "demo for the built-in demo data")
 
 
 @dataclass(frozen=True)

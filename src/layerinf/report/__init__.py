@@ -43,7 +43,7 @@ from layerinf.report.plots import figures
 from layerinf.report.results import has_results, load_detection, load_results, unit_dirs
 from layerinf.report.summary import detection_table, tables
 from layerinf.report.suspects import top_suspects
-from layerinf.report.answer import answer
+from layerinf.report.answer import answer, best_config
 from layerinf.report.uncertainty import BOOTSTRAP, average_repeats, detection_ci, flag_collapsed
 from layerinf.store.layout import ANSWER_FILE, PAGE_FILE, REPORT, REPORT_FIGURES, REPORT_TABLES, SCORES
 
@@ -105,8 +105,10 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             tabs = tables(frame, tau=tau, include_self=include_self, ci=ci)  # averaged once, above
         else:
             tabs = {"detection": detection_table(detection, params.fraction, ci=ci)}
-        top = top_suspects(base) if (base / SCORES).is_dir() else None  # a single run: what it would remove
-        if top is not None:
+        table = tabs.get("configurations", tabs.get("detection"))
+        best = best_config(frame, params, retrained=results is not None, table=table)  # one "best" on the page
+        top = top_suspects(base, config=best[0] if best else None) if (base / SCORES).is_dir() else None
+        if top is not None:  # a single run: what its best configuration would remove
             tabs["top_suspects"] = top[1]
         write_tables(tabs, tmp / REPORT_TABLES)
         figs = figures(base, tmp / REPORT_FIGURES, results=frame)
@@ -131,8 +133,8 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             meta["note"] = _no_retrain_note(params)
         if top is not None:
             meta["top_suspects_config"] = top[0]
-        meta["answer"] = answer(frame, params, retrained=results is not None,
-                                table=tabs.get("configurations", tabs.get("detection")))
+            meta["top_suspects_is_best"] = best is not None and top[0] == "/".join(best[0])
+        meta["answer"] = answer(frame, params, retrained=results is not None, table=table, best=best)
         write_html(tmp, tabs, figs, meta, params=params)
         (tmp / ANSWER_FILE).write_text("\n".join(meta["answer"]) + "\n", encoding="utf-8")
         if target.exists():

@@ -6,8 +6,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import REPORT, STAGE_FILE, STAGES, RunLayout, SweepLayout, is_sweep
+from layerinf.store.hints import redo_command
+from layerinf.store.layout import (ADVISE, DATA, FINETUNE, GRADS, PAGE_FILE, REPORT, SCORES, STAGE_FILE, STAGES,
+                                   SUSPECTS, RunLayout, SweepLayout, is_sweep)
 from layerinf.store.rundir import RunDir, check_writable_dir
+
+EXPERIMENT = "`layerinf report` summarises an experiment: `layerinf run CONFIG` or `layerinf sweep`"
+
+
+def not_a_run(root: Path) -> LayerinfError:
+    """The error for a folder with nothing to report: what kind of folder it is and what to run instead."""
+    lay = RunLayout(root)
+    if (root / STAGE_FILE).is_file():  # a stage folder inside a run
+        if root.name == SUSPECTS:
+            return LayerinfError(f"{root} is the result folder of `layerinf suspects`, not a run or sweep",
+                                 f"open its page {root / PAGE_FILE}; {EXPERIMENT}")
+        return LayerinfError(f"{root} is the '{root.name}' stage folder of a run, not the run",
+                             f"give the run directory: `layerinf report {root.parent}`")
+    if (lay.stage(SUSPECTS) / STAGE_FILE).is_file():
+        return LayerinfError(f"{root} is an output folder of `layerinf suspects` (a ranking of your rows), not a run "
+                             "or sweep",
+                             f"open its page {lay.stage(SUSPECTS) / PAGE_FILE}; {EXPERIMENT}")
+    if (root / ADVISE).is_dir():
+        return LayerinfError(f"{root} is an output folder of `layerinf advise`, not a run or sweep",
+                             f"open its page {root / ADVISE / PAGE_FILE}; {EXPERIMENT}")
+    done = [name for name in (DATA, FINETUNE, GRADS) if (lay.stage(name) / STAGE_FILE).is_file()]
+    if done:
+        following = {DATA: FINETUNE, FINETUNE: GRADS, GRADS: SCORES}[done[-1]]
+        return LayerinfError(f"{root} is a run directory that has not been scored yet (finished: {', '.join(done)})",
+                             f"first run {redo_command(following, root, force=False)}, then `layerinf report {root}`; "
+                             f"or run the whole experiment: `layerinf run CONFIG --out {root}`")
+    return LayerinfError(f"no results in {root}: no finished stage of `layerinf run` (no eval/ nor scores/)",
+                         "run `layerinf run` first, or point at a run or sweep directory")
 
 
 def check_report_input(path, out=None) -> None:
@@ -30,10 +60,10 @@ def check_report_input(path, out=None) -> None:
     sweep = is_sweep(root)
     runs = sorted(p for p in SweepLayout(root).units.iterdir() if p.is_dir()) if sweep and \
         SweepLayout(root).units.is_dir() else [root]
-    if not sweep and not any((root / name / STAGE_FILE).is_file() for name in STAGES) \
-            and not RunLayout(root).results().exists():
-        raise LayerinfError(f"no results in {root}: no finished stage of `layerinf run` (no eval/ nor scores/)",
-                            "run `layerinf run` first, or point at a run or sweep directory")
+    lay = RunLayout(root)
+    scored = lay.results().exists() or lay.scores().exists() or (lay.stage(SCORES) / STAGE_FILE).is_file()
+    if not sweep and not scored:
+        raise not_a_run(root)
     for run in runs:
         rd = RunDir(run)
         for name in STAGES:

@@ -132,8 +132,8 @@ def sections(p: ReportParams) -> list[tuple[str, str, str]]:
          f"bottom k %), averaged over runs; the filter would remove the {p.removed}. [lo, hi]: 95 % bootstrap "
          "interval over the training examples."),
         ("top_suspects", "The most suspicious training examples",
-         "The lowest-scored training examples of {config}, the configuration with the best NDR@30 in this run: "
-         "what filtering would remove first. 'noisy' marks the examples whose label (or response) was corrupted, "
+         "The lowest-scored training examples of {config}: what filtering would remove first. 'noisy' marks "
+         "the examples whose label (or response) was corrupted, "
          "with the original next to it."),
         ("spearman", "Do the proxies predict accuracy? (Spearman ρ)",
          "One ρ per method × aggregator, pooling the layer groups × runs (DataInf × WE skipped); "
@@ -255,7 +255,10 @@ def write_html(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], figu
             continue
         parts.append(f'<h2 id="{name}">{html.escape(heading)}</h2>')
         if name == "top_suspects" and meta.get("top_suspects_config"):
-            intro = intro.replace("{config}", str(meta["top_suspects_config"]))
+            why = (", the best configuration named at the top of this page" if meta.get("top_suspects_is_best") else
+                   ", the configuration with the best NDR@30 in this run (the best one named at the top has no stored "
+                   "scores)")
+            intro = intro.replace("{config}", str(meta["top_suspects_config"]) + why)
         parts.append(f"<p>{html.escape(intro)}</p>")
         parts.append(_html_table(name, tables[name]))
     for name, df in tables.items():

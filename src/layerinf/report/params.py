@@ -64,6 +64,7 @@ class RunParams:
     seed: int | None = None
     retrain: bool | None = None
     health_warning: str | None = None  # set when the fine-tuned model did not clearly learn
+    n_test: int | None = None  # test examples: one of them is the finest accuracy step
 
 
 def run_params(run: str | Path) -> RunParams:
@@ -92,10 +93,11 @@ def run_params(run: str | Path) -> RunParams:
                   _number(_get(cfg, "data", "seed"), int))
     retrain = _first(_get(stage[EVAL], "config", "filter", "retrain"), _get(cfg, "filter", "retrain"))
     warning = _get(stage[FINETUNE], "summary", "health", "warning")
+    n_test = _number(_get(stage[DATA], "summary", "test"), int)
     return RunParams(fraction=fraction, kappa=kappa, groups=tuple(str(g) for g in groups) if groups else None,
                      model=None if model is None else str(model), task=None if task is None else str(task),
                      seed=seed, retrain=None if retrain is None else bool(retrain),
-                     health_warning=str(warning) if warning else None)
+                     health_warning=str(warning) if warning else None, n_test=n_test if n_test else None)
 
 
 def _numbers(values: Iterable[float]) -> list[float]:
@@ -159,6 +161,12 @@ class ReportParams:
         if len(sets) == 1:
             return ", ".join(sets[0])
         return "differ between units: " + "; ".join(", ".join(s) for s in sets)
+
+    @property
+    def n_test(self) -> int | None:
+        """The smallest test-set size of the runs (None when no run records one)."""
+        sizes = [r.n_test for r in self.runs if r.n_test]
+        return min(sizes) if sizes else None
 
     @property
     def models(self) -> list[str]:

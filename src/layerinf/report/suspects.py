@@ -1,7 +1,8 @@
 """The report's "most suspicious training examples": what a run's best configuration would remove first.
 
-For one run (not a sweep), the ``k`` lowest-scored training examples of the scored influence configuration
-with the highest NDR@30 (ties: the score table's order), with their text and label — for instruction data
+For one run (not a sweep), the ``k`` lowest-scored training examples of the report's best configuration (the
+one its first screen names; when that has no stored scores, the scored influence configuration with the highest
+NDR@30, ties in the score table's order), with their text and label — for instruction data
 the prompt, the response as trained on and the original response — and whether the example was corrupted.
 The files are read by their layout names (``store.layout``); nothing is recomputed.
 """
@@ -26,9 +27,9 @@ def _cut(value, limit: int = TEXT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def top_suspects(run_dir: str | Path, k: int = TOP) -> tuple[str, pd.DataFrame] | None:
-    """``(configuration, table)`` of the ``k`` most suspicious training examples, or None when the run has no
-    score table with an influence configuration (or is not a single run)."""
+def top_suspects(run_dir: str | Path, k: int = TOP, config: tuple | None = None) -> tuple[str, pd.DataFrame] | None:
+    """``(configuration, table)`` of the ``k`` most suspicious training examples by ``config`` (method, group,
+    aggregator), or None when the run has no score table with an influence configuration (or is not a single run)."""
     layout = RunLayout(run_dir)
     table_path, agg_path = layout.scores(), layout.root / SCORES / AGGREGATED_FILE
     if not table_path.is_file() or not agg_path.is_file() or not layout.split("train").is_file():
@@ -40,6 +41,8 @@ def top_suspects(run_dir: str | Path, k: int = TOP) -> tuple[str, pd.DataFrame] 
     best = table.sort_values("ndr_30", ascending=False, kind="stable").iloc[0]
     key = f"{best['method']}/{best['group']}/{best['aggregator']}"
     scores = pd.read_parquet(agg_path)
+    if config is not None and "/".join(config) in scores.columns:
+        key = "/".join(config)
     if key not in scores.columns:
         return None
     train = pd.read_parquet(layout.split("train"))

@@ -60,7 +60,7 @@ def task_type(cfg: DataConfig) -> str:
         return cfg.task_type
     if cfg.source in SFT_SOURCES or cfg.prompt_column or cfg.response_column or cfg.messages_column:
         return "sft"
-    if cfg.label_column or cfg.text_column:
+    if cfg.label_column or cfg.text_column or cfg.source is None:
         return "classification"
     path = Path(cfg.source).expanduser()
     if path.is_dir():
@@ -97,6 +97,7 @@ class DataStage(StageBase):
     artifacts = (*(split_file(s) for s in SPLITS), DATA_META_FILE)
 
     def key(self, cfg: DataConfig) -> dict:
+        cfg.require_source()
         return {"data": data_key(cfg), "fingerprint": source_fingerprint(cfg.source, cfg.dev_source)}
 
     def seed(self, cfg: DataConfig) -> int:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import (CONFIG_FILE, DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR,
-                                   SCORES, STAGE_FILE, SUSPECTS, RunLayout)
+from layerinf.store.hints import redo_command, start_command
+from layerinf.store.layout import MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR, STAGE_FILE, RunLayout
 
 _VERSIONED = ("layerinf", "torch", "transformers", "peft", "numpy", "scipy", "pandas", "datasets", "safetensors")
 WALL_CLOCK_FIELDS = ("started", "seconds", "updated")  # the only fields that differ between identical runs
@@ -264,8 +264,11 @@ class RunDir:
     def require(self, name: str, hint: str | None = None, *, verify: bool = True) -> Path:
         """The folder of a finished, intact, up-to-date stage, or a clear error naming the command to run."""
         if self._info(name) is None:
+            if not self.root.is_dir():
+                raise LayerinfError(f"stage '{name}' has not finished in {self.root}: the folder does not exist",
+                                    hint or start_command(self.root))
             raise LayerinfError(f"stage '{name}' has not finished in {self.root}",
-                                hint or f"run {redo_command(name, self.root, force=False)} first")
+                                hint or f"first run {redo_command(name, self.root, force=False)}")
         if verify:
             self.verify(name)
         self.check_fresh(name)
@@ -274,8 +277,9 @@ class RunDir:
     def check_fresh(self, name: str) -> None:
         """Error when stage ``name`` was made from an older version of a stage it reads."""
         for up, fp in (self.stage_info(name).get("inputs") or {}).items():
-            owner = RunDir(Path(up).parent) if os.sep in up else self  # a stage of another run: its absolute path
-            up = Path(up).name
+            path = Path(up)  # another run's stage: its absolute path, or relative to this run (cross-fitting's folds)
+            owner = self if os.sep not in up else RunDir(path.parent if path.is_absolute() else self.root / path.parent)
+            up = path.name
             if owner._info(up) is None or owner.fingerprint(up) != fp:
                 raise LayerinfError(
                     f"stage '{name}' in {self.root} was made from an older '{up}' stage (it was redone since)",
@@ -483,17 +487,3 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-
-
-# the CLI command that (re)makes each stage folder, for error messages
-_COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", EVAL: "run", SUSPECTS: "suspects"}
-
-
-def redo_command(name: str, root: "str | os.PathLike", force: bool = True) -> str:
-    """The command line that (re)makes stage ``name`` of run ``root``, in backquotes, for error messages."""
-    cmd = _COMMAND.get(name, name)
-    if name == EVAL:  # the experiment's last stage: `run` takes the config, the run directory is --out
-        return f"`layerinf run CONFIG --out {root}` (its config is {Path(root) / CONFIG_FILE})"
-    if name == SUSPECTS:
-        return f"`layerinf suspects {root} --source DATA` or `--run RUN_DIR`" + (" with --force" if force else "")
-    return f"`layerinf {cmd} {root}{' --force' if force else ''}`"

@@ -45,6 +45,7 @@ def check_config(cfg: ExperimentConfig) -> None:
     from layerinf.influence.groups import all_groups, layer_groups
     from layerinf.model import num_layers_of
 
+    cfg.data.require_source(yaml=True)
     num_layers = num_layers_of(cfg.model)  # resolves the name (did-you-mean), reads no weights
     specs = _standin_specs(num_layers, cfg.grads.include_we)
     known = all_groups(specs, num_layers)

@@ -1,0 +1,120 @@
+"""Ctrl-C as a terminal sends it (SIGINT to the whole process group): the console script prints one line, exits
+with 130, leaves no half-written stage, and the same command run again resumes from the finished stages."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import layerinf as li
+from layerinf.cli import EXIT_INTERRUPTED, INTERRUPTED
+from layerinf.store.layout import STAGE_FILE, STAGES
+from layerinf.store.rundir import RunDir
+
+pytestmark = pytest.mark.slow  # runs the console script
+
+TINY = ["--model", "shape:tiny-bert", "--max-length", "16"]
+
+
+def _script() -> str:
+    here = Path(sys.executable).parent / "layerinf"
+    found = str(here) if here.exists() else shutil.which("layerinf")
+    if not found:
+        pytest.skip("the layerinf console script is not installed (pip install -e .)")
+    return found
+
+
+def _temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*") if p.name.endswith((".tmp", ".old"))] if root.exists() else []
+
+
+def _interrupt(args, ready, tmp_path: Path, debug: bool = False, limit: float = 300) -> tuple[int, str]:
+    """Start ``layerinf ARGS`` in a new process group; once ``ready()`` (real work under way), SIGINT the group.
+    Returns (exit status, stderr). Output goes to files, so that a full pipe never stalls the child."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LAYERINF_DEBUG": "1" if debug else "0", "COLUMNS": "120"}
+    err_file = tmp_path / "stderr.txt"
+    with open(tmp_path / "stdout.txt", "w") as out, open(err_file, "w") as err:
+        proc = subprocess.Popen([_script(), *map(str, args)], stdout=out, stderr=err, env=env, cwd=tmp_path,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + limit
+            while not ready():
+                assert proc.poll() is None, f"finished (rc {proc.returncode}) before the interrupt: " \
+                                            f"{err_file.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "the command never reached the point to interrupt"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)
+            rc = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return rc, err_file.read_text()
+
+
+def _assert_interrupted(rc: int, err: str, out: Path) -> None:
+    assert rc == EXIT_INTERRUPTED, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1] == INTERRUPTED, err
+    assert sum("interrupted" in ln for ln in lines) == 1 and "Traceback" not in err, err
+    assert not _temporaries(out), _temporaries(out)  # no half-written stage folder or file left behind
+    rd = RunDir(out)
+    for name in STAGES:  # a stage folder that exists is a finished, intact one
+        if rd.stage_path(name).exists():
+            assert rd.is_finished(name), name
+
+
+def _stage_tmp(root: Path, name: str):
+    return lambda: any(root.rglob(f".{name}.*.tmp"))
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_ctrl_c_during_finetune(tmp_path, debug):
+    run = tmp_path / "run"
+    li.prepare(run, source="demo", max_train=40, max_dev=20, progress=False)
+    rc, err = _interrupt(["finetune", run, *TINY, "--epochs", "500"], _stage_tmp(run, "finetune"), tmp_path, debug)
+    _assert_interrupted(rc, err, run)
+    assert RunDir(run).is_finished("data") and not (run / "finetune").exists()
+
+
+def test_ctrl_c_during_suspects(tmp_path):
+    out = tmp_path / "sus"
+    args = ["suspects", out, "--source", "demo", "--max-train", "40", "--max-dev", "20", *TINY, "--epochs", "500"]
+    rc, err = _interrupt(args, _stage_tmp(out, "finetune"), tmp_path)
+    _assert_interrupted(rc, err, out)
+    assert not (out / "suspects").exists()
+
+
+def test_ctrl_c_during_run_then_a_rerun_resumes(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\ndata: {source: demo, max_train: 40, max_dev: 20}\n"
+                   "model: {name: 'shape:tiny-bert', max_length: 16}\ntrain: {epochs: 3, batch_size: 16}\n"
+                   "score: {methods: [tracin], groups: [CL], aggregators: [mean]}\n"
+                   "filter: {configs: [tracin/CL/mean], baselines: [none]}\n")
+    out = tmp_path / "exp"
+
+    def data_done_and_working():  # the data stage finished and a later stage is being written
+        return (out / "data" / STAGE_FILE).is_file() and any(p.is_dir() for p in out.glob(".*.tmp"))
+
+    rc, err = _interrupt(["run", cfg, "--out", out], data_done_and_working, tmp_path)
+    _assert_interrupted(rc, err, out)
+    assert not (out / "eval").exists()
+    data_record = json.loads((out / "data" / STAGE_FILE).read_text())
+    again = subprocess.run([_script(), "run", str(cfg), "--out", str(out)], capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "data" / STAGE_FILE).read_text()) == data_record  # reused, not redone
+    assert RunDir(out).is_finished("eval") and not _temporaries(out)
+
+
+def test_ctrl_c_during_demo(tmp_path):
+    out = tmp_path / "demo"
+    rc, err = _interrupt(["demo", "--out", out, "--epochs", "1"], _stage_tmp(out, "finetune"), tmp_path)
+    _assert_interrupted(rc, err, out)
+    assert RunDir(out).is_finished("data") and not (out / "finetune").exists()
