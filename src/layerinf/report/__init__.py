@@ -110,7 +110,7 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             tabs["top_suspects"] = top[1]
         write_tables(tabs, tmp / REPORT_TABLES)
         figs = figures(base, tmp / REPORT_FIGURES, results=frame)
-        from layerinf import __version__
+        from layerinf.version import __version__
 
         meta = {
             "title": f"layerinf report — {root.resolve().name}",

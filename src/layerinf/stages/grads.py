@@ -226,7 +226,7 @@ def write_shard_index(folder: str | os.PathLike, shard_paths: Sequence[str], *, 
     ranges, in order): the split's totals and the shard list. The shards' files stay where they are."""
     import torch
 
-    from layerinf import __version__
+    from layerinf.version import __version__
     from layerinf.store.gradstore import INFO, STORE_FORMAT, GradStore
     from layerinf.store.rundir import atomic_write_json
 

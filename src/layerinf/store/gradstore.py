@@ -37,6 +37,7 @@ from numpy.lib.format import open_memmap
 from layerinf.store.rundir import atomic_write_json
 from layerinf.errors import LayerinfError
 from layerinf.spec import ModuleSpec
+from layerinf.version import __version__
 
 if TYPE_CHECKING:  # the writer takes batches made by the engine
     from layerinf.engine.collect import GradBatch
@@ -55,12 +56,6 @@ class WERows(NamedTuple):
     tokens: Any  # (nnz,) int64 token ids, sorted within a sample
     rows: Any  # (nnz, h) gradient rows (summed over repeated tokens)
 
-
-
-def _version() -> str:
-    from layerinf import __version__
-
-    return __version__
 
 
 def _file_for(name: str) -> str:
@@ -266,7 +261,7 @@ class StoreWriter:
             "num_labels": None if self._logits is None else int(self._logits.shape[1]),
             "checkpoint_sha256": checkpoint_sha256,
             "data_sha256": data_sha256,
-            "layerinf_version": _version(),
+            "layerinf_version": __version__,
             "torch_version": torch.__version__,
             **(extra or {}),
         }
