@@ -28,34 +28,23 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from layerinf.store.batch import GradBatch, WERows
 from layerinf.store.rundir import atomic_write_json
 from layerinf.errors import LayerinfError
 from layerinf.spec import ModuleSpec
 from layerinf.version import __version__
-
-if TYPE_CHECKING:  # the writer takes batches made by the engine
-    from layerinf.engine.collect import GradBatch
 
 STORE_FORMAT = "layerinf-gradstore-v1"
 INFO = "info.json"
 SHARD_DIR = "shard-{:03d}"  # the folder of shard k inside a sharded store
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 _NP_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
-
-
-class WERows(NamedTuple):
-    """Row-sparse word-embedding gradients of consecutive samples: sample ``i`` owns ``indptr[i]:indptr[i+1]``."""
-
-    indptr: Any  # (b + 1,) int64, starts at 0
-    tokens: Any  # (nnz,) int64 token ids, sorted within a sample
-    rows: Any  # (nnz, h) gradient rows (summed over repeated tokens)
-
 
 
 def _file_for(name: str) -> str:
