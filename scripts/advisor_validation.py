@@ -103,7 +103,7 @@ def vote_at(run, group: str, kappa: float, mask: np.ndarray) -> dict:
     """DataInf / group / Vote re-aggregated at ``kappa`` from the stored module matrices (cheap)."""
     from layerinf.config import ScoreConfig
     from layerinf.evaluation import detection
-    from layerinf.influence.groups import resolve_groups
+    from layerinf.influence.registry import resolve_groups
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.score import ModuleScores, aggregate_group, method_applies
     from layerinf.store.layout import SCORES

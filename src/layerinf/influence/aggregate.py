@@ -27,7 +27,7 @@ import torch
 
 from layerinf.errors import LayerinfError
 
-__all__ = ["AGGREGATORS", "TIE_METHODS", "aggregate", "mean", "rank", "rank_rows", "select_validation",
+__all__ = ["AGGREGATORS", "TIE_METHODS", "mean", "rank", "rank_rows", "select_validation",
            "vote", "vote_count"]
 
 AGGREGATORS = ("mean", "rank", "vote")  # the built-ins; registry.AGGREGATORS also holds registered ones
@@ -42,11 +42,12 @@ _ROW_BLOCK = 256  # voter rows ranked at once (bounds the temporary to 256 × n)
 def select_validation(correct: Any, m: int, use_correct: bool | None, aggregator: str = "mean") -> np.ndarray:
     """Indices of the validation samples whose voters count (spec §4).
 
-    ``use_correct=None`` means the aggregator's registered default (the paper: all for Mean, the correctly
-    predicted for Rank/Vote). An empty correct set falls back to all ``m`` samples with a warning.
+    ``use_correct=None`` means the paper's rule: all for Mean, the correctly predicted for every other aggregator
+    (``registry.aggregate`` passes a registered aggregator's own ``default_use_correct`` instead). An empty
+    correct set falls back to all ``m`` samples with a warning.
     """
     if use_correct is None:
-        use_correct = _default_use_correct(aggregator) and correct is not None
+        use_correct = aggregator != "mean" and correct is not None
     if not use_correct:
         return np.arange(m)
     if correct is None:
@@ -62,14 +63,6 @@ def select_validation(correct: Any, m: int, use_correct: bool | None, aggregator
                       RuntimeWarning, stacklevel=3)
         return np.arange(m)
     return idx
-
-
-def _default_use_correct(aggregator: str) -> bool:
-    """The registered aggregator's ``default_use_correct``; unregistered names: all but Mean use the correct."""
-    from layerinf.influence.registry import AGGREGATORS as registered
-
-    spec = registered.get(str(aggregator).lower())
-    return spec.default_use_correct if spec is not None else aggregator != "mean"
 
 
 def _module_matrices(scores: Any) -> Iterator[np.ndarray | torch.Tensor]:
@@ -228,19 +221,3 @@ def vote(scores: Any, correct: Any = None, use_correct: bool | None = None, kapp
     if normalize:
         s = s / P
     return (s + 0.0).numpy()  # + 0.0 turns −0.0 into 0.0
-
-
-def aggregate(name: str, scores: Any, correct: Any = None, use_correct: bool | None = None,
-              kappa: float = DEFAULT_KAPPA, tie_method: str = "min", normalize: bool = False) -> np.ndarray:
-    """Dispatch to the registered aggregator ``name`` (:func:`mean`, :func:`rank`, :func:`vote`, …; spec §5).
-
-    ``use_correct=None`` becomes the aggregator's ``default_use_correct`` (when a mask is given); ``kappa``,
-    ``tie_method`` and ``normalize`` reach the aggregator only if its signature accepts them.
-    """
-    from layerinf.influence.registry import aggregator, call_with_options
-
-    spec = aggregator(name)
-    if use_correct is None:
-        use_correct = spec.default_use_correct and correct is not None
-    return call_with_options(spec.fn, scores, correct=correct, use_correct=use_correct, kappa=kappa,
-                             tie_method=tie_method, normalize=normalize)
