@@ -10,22 +10,22 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "layerinf"
 
 # package → the layerinf packages it may import (function-level imports included; `if TYPE_CHECKING:` excluded)
-BASE = {"errors", "spec", "config"}
+BASE = {"errors", "spec", "config", "version"}
 ALLOWED = {
-    "errors": set(), "spec": set(), "config": {"errors", "influence"},  # config: registry names for choices
-    "store": {"errors", "spec"},
+    "errors": set(), "spec": set(), "version": set(), "config": {"errors", "influence"},  # config: registry names for choices
+    "store": {"errors", "spec", "version"},
     "data": BASE | {"store"},
     "model": BASE,
     "engine": BASE | {"model", "store"},
     "influence": {"errors"},
     "evaluation": {"errors", "influence"},
     "stages": BASE | {"store", "data", "model", "engine", "influence", "evaluation"},
-    "workflows": BASE | {"stages", "store", "data", "model", "influence", "evaluation", "report"},
-    "report": BASE | {"evaluation", "store", "influence"},
+    "workflows": BASE | {"stages", "store", "data", "model", "influence", "evaluation", "reporting"},
+    "reporting": BASE | {"evaluation", "store", "influence"},
     "terminal": set(),
-    "api": BASE | {"stages", "workflows", "store", "report", "model"},
-    "cli": BASE | {"api", "terminal", "store", "workflows", "report", "model"},
-    "__init__": {"errors", "api", "config"},
+    "api": BASE | {"stages", "workflows", "store", "reporting", "model"},
+    "cli": BASE | {"api", "terminal", "store", "workflows", "reporting", "model"},
+    "__init__": {"errors", "api", "config", "version"},
 }
 
 

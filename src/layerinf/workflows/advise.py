@@ -45,7 +45,7 @@ from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, R
                              split_options)
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
-from layerinf.report.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
+from layerinf.reporting.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
 from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned

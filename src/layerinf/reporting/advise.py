@@ -15,7 +15,7 @@ import pandas as pd
 
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, adaptive_kappa, mean_ci
-from layerinf.report.common import AGG_NAMES, METHOD_NAMES, agg_order, group_order, method_order
+from layerinf.reporting.common import AGG_NAMES, METHOD_NAMES, agg_order, group_order, method_order
 
 CONFIG = ["method", "group", "aggregator"]
 METRICS = ("ndr_10", "ndr_30", "auc_ndr", "roc_auc")
