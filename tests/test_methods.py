@@ -512,6 +512,27 @@ def test_a_registered_method_works_end_to_end():
         R.score_module("neg_tracin", V1, G1)
 
 
+def test_option_checks_know_the_registry_without_importing_it():
+    """layerinf.config (ground floor) lists the built-in names itself and a registered name once the registry is in."""
+    import subprocess
+    import sys
+
+    from layerinf.config import BUILTIN_METHODS, PAPER_AGGREGATORS, RankConfig
+
+    assert list(R.METHODS) == list(BUILTIN_METHODS) and list(R.AGGREGATORS) == list(PAPER_AGGREGATORS)
+    code = ("import sys; from layerinf.config import ScoreConfig; ScoreConfig(methods=['tracin_cp']);"
+            " print('layerinf.influence.registry' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    R.register_method(R.MethodSpec("neg_tracin", "−TracIn", "minus the gradient dot product", M.score_tracin))
+    try:
+        assert RankConfig(method="neg_tracin").method == "neg_tracin"
+    finally:
+        R.METHODS.pop("neg_tracin", None)
+    with pytest.raises(LayerinfError, match="unknown value 'neg_tracin' .* use one of tracin, cosine, datainf, tracin_cp$"):
+        RankConfig(method="neg_tracin")
+
+
 def test_old_import_paths_keep_every_public_name():
     from layerinf.influence import we
 

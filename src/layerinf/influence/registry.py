@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from layerinf import config as _config
 from layerinf.errors import LayerinfError
 from layerinf.influence import aggregate as _agg
 from layerinf.influence import groups as _groups
@@ -283,3 +284,6 @@ register_group_scheme("paper", _groups.layer_groups)  # WE, the four attention g
 register_group_scheme("types", partial(_extra, kinds=True))  # query_A, query_B, value_A, value_B, …
 register_group_scheme("layers", partial(_extra, layers=True))  # L00, L01, …
 register_group_scheme("halves", partial(_extra, halves=True))  # 00-05.A, 00-05.B, …
+
+# the option checks of layerinf.config list a user's registered methods and aggregators through these
+_config.REGISTERED.update(method=lambda: list(METHODS), aggregator=lambda: list(AGGREGATORS))
