@@ -10,15 +10,15 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "layerinf"
 
 # package → the layerinf packages it may import (function-level imports included; `if TYPE_CHECKING:` excluded)
-BASE = {"errors", "spec", "config", "version"}
+BASE = {"errors", "spec", "config", "version", "ranks"}
 ALLOWED = {
-    "errors": set(), "spec": set(), "version": set(), "config": {"errors", "influence"},  # config: registry names for choices
+    "errors": set(), "spec": set(), "version": set(), "ranks": {"errors"}, "config": {"errors"},
     "store": {"errors", "spec", "version"},
     "data": BASE | {"store"},
     "model": BASE,
     "engine": BASE | {"model", "store"},
-    "influence": {"errors"},
-    "evaluation": {"errors", "influence"},
+    "influence": {"errors", "config", "ranks"},
+    "evaluation": {"errors", "ranks"},
     "stages": BASE | {"store", "data", "model", "engine", "influence", "evaluation"},
     "workflows": BASE | {"stages", "store", "data", "model", "influence", "evaluation", "reporting"},
     "reporting": BASE | {"evaluation", "store", "influence"},

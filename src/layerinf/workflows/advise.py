@@ -45,7 +45,6 @@ from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, R
                              split_options)
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
-from layerinf.reporting.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
 from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
@@ -55,6 +54,7 @@ from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP
                                    NOISE_FOLDS_FILE, NOISE_PROBS_FILE, PAGE_FILE, PROBE_TABLE, PROBES_DIR,
                                    RECOMMENDATION_FILE, SCORES, SOURCE_DIR, table_file)
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
+from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.workflows.defaults import ADVISE_DEFAULTS
 from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
 
