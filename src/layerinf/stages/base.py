@@ -56,14 +56,13 @@ class StageBase:
     def check_upstream(self) -> dict[str, str]:
         """Verify every upstream stage and return their fingerprints (this stage's inputs).
 
-        Inputs from another run directory (``source=``) are keyed by their absolute folder path.
+        Inputs from another run directory (``source=``) are keyed by their folder's path relative to this run's root
+        (``RunLayout.input_key``).
         """
-        foreign = self.source.root.resolve() != self.run_dir.root.resolve()
         inputs = {}
         for up in self.upstream:
             self.source.require(up)
-            key = str(self.source.stage_path(up).resolve()) if foreign else up
-            inputs[key] = self.source.fingerprint(up)
+            inputs[self.run_dir.layout.input_key(self.source.layout, up)] = self.source.fingerprint(up)
         return inputs
 
     def run(self, *configs: Any, force: bool = False, progress: bool = True, device: str = "cpu") -> Any:

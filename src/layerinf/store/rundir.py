@@ -274,8 +274,8 @@ class RunDir:
     def check_fresh(self, name: str) -> None:
         """Error when stage ``name`` was made from an older version of a stage it reads."""
         for up, fp in (self.stage_info(name).get("inputs") or {}).items():
-            owner = RunDir(Path(up).parent) if os.sep in up else self  # a stage of another run: its absolute path
-            up = Path(up).name
+            root, up = self.layout.input_stage(up)
+            owner = RunDir(root)
             if owner._info(up) is None or owner.fingerprint(up) != fp:
                 raise LayerinfError(
                     f"stage '{name}' in {self.root} was made from an older '{up}' stage (it was redone since)",

@@ -239,7 +239,7 @@ class NoiseStage(StageBase):
     def check_upstream(self) -> dict[str, str]:
         inputs = super().check_upstream()
         for p in self.fold_dirs:
-            inputs[str((RunDir(p).stage_path(FINETUNE)).resolve())] = RunDir(p).fingerprint(FINETUNE)
+            inputs[self.run_dir.layout.input_key(RunDir(p).layout, FINETUNE)] = RunDir(p).fingerprint(FINETUNE)
         return inputs
 
     def key(self, n_boot: int) -> dict:
@@ -324,7 +324,7 @@ class AdviseStage(StageBase):
             pr = RunDir(p)
             for up in (DATA, SCORES):
                 pr.require(up)
-                inputs[str(pr.stage_path(up).resolve())] = pr.fingerprint(up)
+                inputs[self.run_dir.layout.input_key(pr.layout, up)] = pr.fingerprint(up)
         return inputs
 
     def key(self, cfg: AdviceConfig) -> dict:
