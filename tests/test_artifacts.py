@@ -115,6 +115,25 @@ def test_inputs_from_other_runs_are_recorded_relative_to_the_run_root(tmp_path, 
         RunDir("out").check_fresh("suspects")
 
 
+def test_a_stage_json_without_its_summary_is_a_broken_stage(tmp_path):
+    """A summary key a stage wrote but its stage.json lacks (edited by hand) is one line naming the redo command."""
+    from layerinf.stages.grads import GradsStage
+
+    run = RunDir(tmp_path)
+    with run.stage("grads", {"g": 1}) as st:
+        st.out("train/x.npy").write_bytes(b"0")
+        st.info["summary"] = {"num_layers": 6, "checkpoint": "best"}
+    assert GradsStage(run).num_layers == 6
+    info = read_json(tmp_path / "grads" / "stage.json")
+    del info["summary"]
+    atomic_write_json(tmp_path / "grads" / "stage.json", info)
+    assert GradsStage(run).summary().get("checkpoint", "best") == "best"  # optional keys keep their defaults
+    with pytest.raises(LayerinfError) as err:
+        GradsStage(run).num_layers
+    assert str(err.value) == (f"stage 'grads' in {tmp_path} is broken: its stage.json summary has no 'num_layers' — "
+                              f"redo it: `layerinf grads {tmp_path} --force`")
+
+
 def test_a_second_writer_fails_clearly_while_the_first_holds_the_lock(tmp_path):
     import subprocess
     import sys
