@@ -160,7 +160,8 @@ def rss_anon() -> int:
 
 
 def bench_store(args) -> None:
-    from layerinf.engine.collect import GradBatch, row_sparse_rows
+    from layerinf.engine.collect import row_sparse_rows
+    from layerinf.store.batch import GradBatch
     from layerinf.store.gradstore import StoreWriter
     from layerinf.spec import ModuleSpec
 

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from layerinf.influence import methods
+from layerinf.influence import methods, registry
 
 N, M, D, CHUNK = 10_000, 500, 10_240, 2_048
 POOL = 2  # distinct synthetic chunks cycled through
@@ -92,14 +92,14 @@ def memory_child(n: int) -> None:
     """Run DataInf once at this n and print (as JSON) RSS before and the peak RSS during scoring, in MiB."""
     pool = make_pool(D, CHUNK)
     V = torch.randn(M, D)
-    methods.score_module("datainf", V, chunk_source(pool, 64), n=64)  # warm-up: lazy allocations, BLAS buffers
+    registry.score_module("datainf", V, chunk_source(pool, 64), n=64)  # warm-up: lazy allocations, BLAS buffers
     try:  # reset the kernel's peak-RSS mark so VmHWM measures the scoring alone (Linux)
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
         pass
     base = _status_mib("VmRSS")
-    S = methods.score_module("datainf", V, chunk_source(pool, n), n=n)
+    S = registry.score_module("datainf", V, chunk_source(pool, n), n=n)
     peak = _status_mib("VmHWM")
     print(json.dumps({"n": n, "base_mib": base, "peak_mib": peak, "out_mib": S.nbytes / 2**20}))
 
@@ -124,7 +124,7 @@ def main() -> None:
     print("(the machine is shared, so the matmul rate is re-measured right before each method)")
     for method, mult in (("tracin", 1), ("cosine", 1), ("datainf", 3)):
         ref = matmul_rate(M, D, CHUNK, repeats=4)
-        sec, S = timed(lambda: methods.score_module(method, V, src, n=N), repeats=2)
+        sec, S = timed(lambda: registry.score_module(method, V, src, n=N), repeats=2)
         results[method] = (sec, S)
         gf = mult * gemm / sec / 1e9
         print(f"{method:8s} float32: {sec:6.2f} s  {gf:7.1f} GFLOP/s  = {100 * gf / ref:5.1f} % of matmul "
@@ -143,7 +143,7 @@ def main() -> None:
         print(f"bfloat16 torch.mm unavailable: {exc}")
     if bf_rate is not None:
         for method in ("tracin", "cosine", "datainf"):
-            sec, S16 = timed(lambda: methods.score_module(method, V, src, n=N, compute_dtype=torch.bfloat16),
+            sec, S16 = timed(lambda: registry.score_module(method, V, src, n=N, compute_dtype=torch.bfloat16),
                              repeats=2)
             sec32, S32 = results[method]
             rho = mean_row_spearman(S32[:100], S16[:100])

@@ -103,7 +103,7 @@ def vote_at(run, group: str, kappa: float, mask: np.ndarray) -> dict:
     """DataInf / group / Vote re-aggregated at ``kappa`` from the stored module matrices (cheap)."""
     from layerinf.config import ScoreConfig
     from layerinf.evaluation import detection
-    from layerinf.influence.groups import resolve_groups
+    from layerinf.influence.registry import resolve_groups
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.score import ModuleScores, aggregate_group, method_applies
     from layerinf.store.layout import SCORES
@@ -226,7 +226,7 @@ def planted_vs_true(advise_dir: Path, true_table: list[dict]) -> dict:
 def trust(noise_dir: Path | None) -> dict:
     """Whether the advisor's guard (report.advise.noise_trusted) lets this estimate set κ, from its estimate.json."""
     from layerinf.evaluation.noise_rate import NoiseEstimate
-    from layerinf.report.advise import noise_trusted
+    from layerinf.workflows.advise_page import noise_trusted
 
     path = None if noise_dir is None else noise_dir / "noise" / "estimate.json"
     if path is None or not path.is_file():

@@ -13,7 +13,7 @@ from layerinf.errors import LayerinfError
 from layerinf.evaluation import detection
 from layerinf.evaluation.noise_rate import (adaptive_kappa, confident_joint, estimate_noise_rate, mean_ci,
                                             planted_metrics, softmax)
-from layerinf.report.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
+from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.workflows.advise import advise, check_probe_args, min_train_size, recommended_rank_config
 from test_report import _browser
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from layerinf.influence import aggregate as A
+from layerinf.influence import registry as R
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.metrics import filter_order, removal_count
 
@@ -95,12 +96,12 @@ def test_e3_rank_and_vote():
 
 
 def test_e3_removal_sets():
-    R = removal_count(0.4, 5)
-    assert R == 2
+    k = removal_count(0.4, 5)  # the number removed
+    assert k == 2
     removed = {
-        "mean": set(filter_order(A.aggregate("mean", E3_MODULES, E3_CORRECT))[:R].tolist()),
-        "rank": set(filter_order(A.aggregate("rank", E3_MODULES, E3_CORRECT))[:R].tolist()),
-        "vote": set(filter_order(A.aggregate("vote", E3_MODULES, E3_CORRECT, kappa=0.4))[:R].tolist()),
+        "mean": set(filter_order(R.aggregate("mean", E3_MODULES, E3_CORRECT))[:k].tolist()),
+        "rank": set(filter_order(R.aggregate("rank", E3_MODULES, E3_CORRECT))[:k].tolist()),
+        "vote": set(filter_order(R.aggregate("vote", E3_MODULES, E3_CORRECT, kappa=0.4))[:k].tolist()),
     }
     assert removed == {"mean": {1, 2}, "rank": {1, 3}, "vote": {1, 3}}
 
@@ -143,7 +144,7 @@ def test_non_finite_scores_raise():
     bad[0][1, 2] = np.nan
     for name in A.AGGREGATORS:
         with pytest.raises(LayerinfError, match="NaN"):
-            A.aggregate(name, bad, use_correct=False)
+            R.aggregate(name, bad, use_correct=False)
     bad[0][1, 2] = np.inf
     with pytest.raises(LayerinfError):
         A.mean(bad)
@@ -151,7 +152,7 @@ def test_non_finite_scores_raise():
 
 def test_input_errors():
     with pytest.raises(LayerinfError):
-        A.aggregate("median", E3_MODULES)
+        R.aggregate("median", E3_MODULES)
     with pytest.raises(LayerinfError):
         A.rank(E3_MODULES, tie_method="dense")
     with pytest.raises(LayerinfError):
@@ -216,19 +217,19 @@ def test_layouts_list_tensor_generator_T_agree():
     T = np.stack(mods, axis=0).transpose(2, 0, 1)  # T[n, B, m]
     correct = np.array([1, 1, 0, 1, 0], dtype=bool)
     for name in A.AGGREGATORS:
-        ref = A.aggregate(name, mods, correct, use_correct=True)
-        np.testing.assert_allclose(A.aggregate(name, T, correct, use_correct=True), ref, atol=1e-12)
-        np.testing.assert_allclose(A.aggregate(name, (S for S in mods), correct, use_correct=True), ref, atol=1e-12)
-        np.testing.assert_allclose(A.aggregate(name, [torch.from_numpy(S) for S in mods], correct,
+        ref = R.aggregate(name, mods, correct, use_correct=True)
+        np.testing.assert_allclose(R.aggregate(name, T, correct, use_correct=True), ref, atol=1e-12)
+        np.testing.assert_allclose(R.aggregate(name, (S for S in mods), correct, use_correct=True), ref, atol=1e-12)
+        np.testing.assert_allclose(R.aggregate(name, [torch.from_numpy(S) for S in mods], correct,
                                                use_correct=True), ref, atol=1e-12)
 
 
 def test_row_blocking_does_not_change_results(monkeypatch):
     mods = random_modules(10, m=9)
-    ref = {name: A.aggregate(name, mods, use_correct=False) for name in A.AGGREGATORS}
+    ref = {name: R.aggregate(name, mods, use_correct=False) for name in A.AGGREGATORS}
     monkeypatch.setattr(A, "_ROW_BLOCK", 2)
     for name in A.AGGREGATORS:
-        got = A.aggregate(name, mods, use_correct=False)
+        got = R.aggregate(name, mods, use_correct=False)
         np.testing.assert_allclose(got, ref[name], atol=1e-12)
 
 
@@ -244,15 +245,13 @@ def test_rank_ignores_score_scale_but_mean_does_not():
 
 
 def test_aggregator_registry_holds_mean_rank_vote_with_the_paper_defaults():
-    from layerinf.influence import registry as R
-
     assert list(R.AGGREGATORS) == ["mean", "rank", "vote"]
     assert [s.title for s in R.AGGREGATORS.values()] == ["Mean", "Rank", "Vote"]
     assert [s.fn for s in R.AGGREGATORS.values()] == [A.mean, A.rank, A.vote]
     assert [s.default_use_correct for s in R.AGGREGATORS.values()] == [False, True, True]
     assert R.aggregator("Vote") is R.AGGREGATORS["vote"]
     with pytest.raises(LayerinfError) as err:
-        A.aggregate("mena", E3_MODULES)
+        R.aggregate("mena", E3_MODULES)
     assert err.value.problem == "unknown aggregator 'mena'" and "did you mean 'mean'" in err.value.fix
 
 
@@ -262,23 +261,21 @@ def test_aggregate_dispatch_equals_the_direct_call(name, use_correct):
     direct = {"mean": lambda **k: A.mean(E3_MODULES, E3_CORRECT, **k),
               "rank": lambda **k: A.rank(E3_MODULES, E3_CORRECT, tie_method="average", **k),
               "vote": lambda **k: A.vote(E3_MODULES, E3_CORRECT, kappa=0.4, tie_method="average", **k)}[name]
-    got = A.aggregate(name, E3_MODULES, E3_CORRECT, use_correct, kappa=0.4, tie_method="average")
+    got = R.aggregate(name, E3_MODULES, E3_CORRECT, use_correct, kappa=0.4, tie_method="average")
     np.testing.assert_array_equal(got, direct(use_correct=use_correct))
 
 
 def test_a_registered_aggregator_works_end_to_end():
-    from layerinf.influence import registry as R
-
     def worst(scores, correct=None, use_correct=None):
         """The lowest voter score of each training sample."""
         return np.min([np.asarray(b) for b in A._voter_blocks(scores, correct, use_correct, "worst")], axis=(0, 1))
 
     R.register_aggregator(R.AggregatorSpec("worst", "Worst", "minimum over voters", worst, True))
     try:
-        got = A.aggregate("worst", E3_MODULES, E3_CORRECT, kappa=0.9, tie_method="average")
+        got = R.aggregate("worst", E3_MODULES, E3_CORRECT, kappa=0.9, tie_method="average")
         voters = np.vstack([S[E3_CORRECT] for S in E3_MODULES])  # default_use_correct=True: correct rows only
         np.testing.assert_array_equal(got, voters.min(axis=0))
-        np.testing.assert_array_equal(A.aggregate("worst", E3_MODULES, E3_CORRECT, use_correct=False),
+        np.testing.assert_array_equal(R.aggregate("worst", E3_MODULES, E3_CORRECT, use_correct=False),
                                       np.vstack(E3_MODULES).min(axis=0))
         np.testing.assert_array_equal(A.select_validation(E3_CORRECT, 3, None, "worst"), [0, 2])
     finally:

@@ -92,6 +92,48 @@ def test_a_stage_made_from_an_older_upstream_is_refused(tmp_path):
     assert not run.is_finished("finetune", {"m": 1, "inputs": {"data": run.fingerprint("data")}})
 
 
+def test_inputs_from_other_runs_are_recorded_relative_to_the_run_root(tmp_path, monkeypatch):
+    """A stage that read another run's stage (crossfit's folds inside OUT, `suspects --run` beside it) records it
+    relative to its own run root and resolves it against that root: fresh whatever the working directory."""
+    out, fold, other = RunDir(tmp_path / "out"), RunDir(tmp_path / "out" / "folds" / "fold-0"), RunDir(tmp_path / "run")
+    for run in (fold, other):
+        with run.stage("data", {"v": 1}) as st:
+            st.out("d.txt").write_text("one")
+    inputs = {out.layout.input_key(run.layout, "data"): run.fingerprint("data") for run in (fold, other)}
+    assert list(inputs) == ["folds/fold-0/data", "../run/data"]
+    with out.stage("suspects", {"k": 1}, inputs=inputs) as st:
+        st.out("s.txt").write_text("x")
+    for cwd, root in ((tmp_path, "out"), (tmp_path / "out", "."), (tmp_path / "out" / "folds", "..")):
+        monkeypatch.chdir(cwd)
+        RunDir(root).check_fresh("suspects")
+    with fold.stage("data", {"v": 2}) as st:  # a fold redone: the suspects are stale, from anywhere
+        st.out("d.txt").write_text("two")
+    with pytest.raises(LayerinfError, match="made from an older 'data' stage"):
+        RunDir("..").check_fresh("suspects")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LayerinfError, match="made from an older 'data' stage"):
+        RunDir("out").check_fresh("suspects")
+
+
+def test_a_stage_json_without_its_summary_is_a_broken_stage(tmp_path):
+    """A summary key a stage wrote but its stage.json lacks (edited by hand) is one line naming the redo command."""
+    from layerinf.stages.grads import GradsStage
+
+    run = RunDir(tmp_path)
+    with run.stage("grads", {"g": 1}) as st:
+        st.out("train/x.npy").write_bytes(b"0")
+        st.info["summary"] = {"num_layers": 6, "checkpoint": "best"}
+    assert GradsStage(run).num_layers == 6
+    info = read_json(tmp_path / "grads" / "stage.json")
+    del info["summary"]
+    atomic_write_json(tmp_path / "grads" / "stage.json", info)
+    assert GradsStage(run).summary().get("checkpoint", "best") == "best"  # optional keys keep their defaults
+    with pytest.raises(LayerinfError) as err:
+        GradsStage(run).num_layers
+    assert str(err.value) == (f"stage 'grads' in {tmp_path} is broken: its stage.json summary has no 'num_layers' — "
+                              f"redo it: `layerinf grads {tmp_path} --force`")
+
+
 def test_a_second_writer_fails_clearly_while_the_first_holds_the_lock(tmp_path):
     import subprocess
     import sys

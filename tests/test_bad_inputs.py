@@ -101,6 +101,19 @@ def _stale(stage: str) -> Callable[[Path], None]:
     return setup
 
 
+def _drop_summary(stage: str) -> Callable[[Path], None]:
+    """Remove the summary from ``stage``'s stage.json, as a hand edit would (its checksums still match)."""
+
+    def setup(run: Path) -> None:
+        info_path = run / stage / "stage.json"
+        info = json.loads(info_path.read_text())
+        del info["summary"]
+        info_path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    setup.desc = f"drop {stage}'s summary"
+    return setup
+
+
 def _flip(rel: str) -> Callable[[Path], None]:
     def setup(run: Path) -> None:
         path = next(iter(sorted(run.glob(rel))))
@@ -216,6 +229,9 @@ CASES = [
       state="graded", setup=_flip("data/test.parquet")),
     C("score-stale-grads", "score {run}", r"made from an older 'finetune' stage.*layerinf grads",
       state="graded", setup=_stale("finetune")),
+    C("score-grads-summary-removed", "score {run}",
+      r"stage 'grads' in .* is broken: its stage\.json summary has no 'num_layers' — redo it: `layerinf grads .* --force`",
+      state="graded", setup=_drop_summary("grads")),
     C("score-run-missing", "score {ws}/nothing", r"stage 'data' has not finished"),
     # ---- run
     C("run-config-missing", "run {in}/none.yaml", r"none\.yaml does not exist"),

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from layerinf.engine.batching import EncodedSplit, encode_split, model_inputs
-from layerinf.engine.collect import GradBatch, collect_gradients, predictions, row_sparse_rows
+from layerinf.engine.collect import collect_gradients, predictions, row_sparse_rows
 from layerinf.errors import LayerinfError
 from layerinf.engine.collect import we_token_counts, write_store
+from layerinf.store.batch import GradBatch
 from layerinf.store.gradstore import GradStore, StoreWriter, is_valid
 from layerinf.model import attach_lora, inventory, load_classifier
 from layerinf.spec import ModuleSpec

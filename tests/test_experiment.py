@@ -169,7 +169,7 @@ def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, tmp_path_f
 
     import importlib
 
-    rp = importlib.import_module("layerinf.report")  # the subpackage (``li.report`` is the API function)
+    rp = importlib.import_module("layerinf.reporting")  # the subpackage (``li.report`` is the API function)
     html = rp.report(run, bootstrap=200)
     conf = pd.read_csv(html.parent / "tables" / "configurations.csv")
     assert set(conf["retrainings"]) == {2} and set(conf["runs"]) == {1}

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from layerinf.engine.collect import GradBatch
 from layerinf.errors import LayerinfError
 from layerinf.spec import ModuleSpec
 from layerinf.store import gradstore
+from layerinf.store.batch import GradBatch
 from layerinf.stages.grads import write_shard_index
 from layerinf.store.gradstore import SHARD_DIR, GradStore, StoreWriter, WERows, is_valid
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from layerinf.errors import LayerinfError
-from layerinf.influence.groups import attention_groups, extra_groups, layer_groups, match_modules, resolve_groups
+from layerinf.influence.groups import attention_groups, extra_groups, layer_groups, match_modules
+from layerinf.influence import registry as R
+from layerinf.influence.registry import all_groups, resolve_groups
 
 
 def _meta_model(config):
@@ -162,9 +164,6 @@ def test_groups_without_we_drop_empty_groups():
 
 
 def test_group_schemes_registry_and_all_groups():
-    from layerinf.influence import registry as R
-    from layerinf.influence.groups import all_groups
-
     specs = _specs(6)
     assert list(R.GROUP_SCHEMES) == ["paper", "types", "layers", "halves"]
     assert R.GROUP_SCHEMES["paper"](specs, 6) == layer_groups(specs, 6)
@@ -185,7 +184,6 @@ def test_group_schemes_registry_and_all_groups():
 def test_a_registered_group_scheme_is_resolvable_on_duck_typed_specs():
     from collections import namedtuple
 
-    from layerinf.influence import registry as R
 
     Spec = namedtuple("Spec", "name kind layer")
     specs = [Spec("WE", "we", None)] + [Spec(f"L{ly}.{t}", t, ly) for ly in range(4) for t in ("query_A", "value_B")]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from layerinf.influence import methods as M
+from layerinf.influence import registry as R
 from layerinf.influence.aggregate import mean as agg_mean
 from layerinf.errors import LayerinfError
 
@@ -132,12 +133,11 @@ E8_G = [np.array([[1.0, 0.0]]), np.array([[0.5, 0.5]])]
 
 def test_e8_tracin_cp_through_the_registry():
     """E8 as the score stage computes it: the registered ``tracin_cp`` (lists of V_c, G_c; ``lrs=``)."""
-    from layerinf.influence import registry as R
 
     spec = R.method("TracIn_CP")
     assert spec.checkpoints and spec.applies("we", 10**9, 100_000) and spec.applies("cl", 10, 100_000)
     np.testing.assert_allclose(spec.score_dense(E8_V, E8_G, lrs=[0.1, 0.05]), [[0.2]], atol=ATOL)
-    S = M.score_module("tracin_cp", E8_V, [iter([g]) for g in E8_G], 1, lrs=[0.1, 0.05], chunk_rows=1)
+    S = R.score_module("tracin_cp", E8_V, [iter([g]) for g in E8_G], 1, lrs=[0.1, 0.05], chunk_rows=1)
     np.testing.assert_allclose(S, [[0.2]], atol=ATOL)
     # each checkpoint alone: its own η·TracIn
     np.testing.assert_allclose(spec.score_dense(E8_V[1:], E8_G[1:], lrs=[0.05]), [[0.0]], atol=ATOL)
@@ -149,8 +149,6 @@ def test_e8_tracin_cp_through_the_registry():
 
 
 def test_tracin_cp_on_word_embeddings_is_the_lr_weighted_sum_of_tracin_we():
-    from layerinf.influence import registry as R
-
     rng = np.random.RandomState(5)
 
     def block(n, h=3, vocab=9):
@@ -204,11 +202,11 @@ def test_datainf_applicable_threshold():
 
 def test_bad_inputs_raise_layerinf_error():
     with pytest.raises(LayerinfError):
-        M.score_module("nope", V1, G1)
+        R.score_module("nope", V1, G1)
     with pytest.raises(LayerinfError):
         M.tracin(V1, G2)  # d mismatch
     with pytest.raises(LayerinfError):
-        M.score_module("tracin", V1, G1, n=5)  # wrong n
+        R.score_module("tracin", V1, G1, n=5)  # wrong n
     with pytest.raises(LayerinfError):
         M.datainf(V1, G1, form="bogus")
 
@@ -254,11 +252,11 @@ def test_tracin_and_cosine_match_loops(seed):
 @pytest.mark.parametrize("sizes", [[1] * 23, [5, 1, 10, 7], [23], [2, 21], [11, 12]])
 def test_streamed_chunks_equal_unstreamed(method, sizes):
     V, G = random_blocks(11)
-    full = M.score_module(method, V, G)
+    full = R.score_module(method, V, G)
     chunks = uneven_chunks(G, sizes)
-    np.testing.assert_allclose(M.score_module(method, V, chunks, n=23), full, atol=1e-10)
-    np.testing.assert_allclose(M.score_module(method, V, lambda: iter(chunks)), full, atol=1e-10)
-    np.testing.assert_allclose(M.score_module(method, V, G, chunk_rows=sizes[0]), full, atol=1e-10)
+    np.testing.assert_allclose(R.score_module(method, V, chunks, n=23), full, atol=1e-10)
+    np.testing.assert_allclose(R.score_module(method, V, lambda: iter(chunks)), full, atol=1e-10)
+    np.testing.assert_allclose(R.score_module(method, V, G, chunk_rows=sizes[0]), full, atol=1e-10)
 
 
 def test_torch_inputs_and_float32_default():
@@ -287,8 +285,8 @@ def test_bfloat16_path_ranks_agree_with_float32(method):
 
     rng = np.random.RandomState(14)
     V, G = rng.randn(6, 256).astype(np.float32), rng.randn(300, 256).astype(np.float32)
-    S32 = M.score_module(method, V, G)
-    S16 = M.score_module(method, V, G, compute_dtype=torch.bfloat16)
+    S32 = R.score_module(method, V, G)
+    S16 = R.score_module(method, V, G, compute_dtype=torch.bfloat16)
     assert S16.dtype == np.float32
     rho = np.mean([spearmanr(a, b).statistic for a, b in zip(S32, S16)])
     assert rho > 0.98, rho
@@ -407,15 +405,15 @@ def test_training_chunks_of_another_dtype_are_cast(method):
     """Regression: DataInf's third pass did not cast float32 chunks to a float64 accumulator (crash)."""
     V, G = random_blocks(31)
     V32, G32 = V.astype(np.float32), G.astype(np.float32)
-    want = M.score_module(method, V32.astype(np.float64), G32.astype(np.float64))
-    got = M.score_module(method, V32, [G32[:10], G32[10:]], n=23, compute_dtype=torch.float64)
+    want = R.score_module(method, V32.astype(np.float64), G32.astype(np.float64))
+    got = R.score_module(method, V32, [G32[:10], G32[10:]], n=23, compute_dtype=torch.float64)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    mixed = M.score_module(method, V32.astype(np.float64), lambda: iter([G32[:4], G32[4:]]))  # float64 V
+    mixed = R.score_module(method, V32.astype(np.float64), lambda: iter([G32[:4], G32[4:]]))  # float64 V
     np.testing.assert_allclose(mixed, want, rtol=1e-12, atol=1e-12)
-    S32 = M.score_module(method, V, G, compute_dtype=torch.float32)  # float64 chunks, float32 compute
+    S32 = R.score_module(method, V, G, compute_dtype=torch.float32)  # float64 chunks, float32 compute
     assert S32.dtype == np.float32
-    np.testing.assert_allclose(S32, M.score_module(method, V, G), rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(S32, R.score_module(method, V, G), rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def _tiny_rows(seed):
@@ -432,8 +430,8 @@ def test_cosine_counts_a_rounding_noise_row_as_zero():
     V, G = _tiny_rows(32)
     assert np.abs(ref_cosine(V, G)[:, 4]).max() > 0.05  # the literal formula turns noise into scores
     keep_v, keep_g = np.arange(7) != 2, np.arange(23) != 4
-    for S in (M.cosine(V, G), M.score_module("cosine", V, uneven_chunks(G, [3, 1, 19]), n=23),
-              M.score_module("cosine", V, lambda: iter(uneven_chunks(G, [5, 18]))), M.score_concat(
+    for S in (M.cosine(V, G), R.score_module("cosine", V, uneven_chunks(G, [3, 1, 19]), n=23),
+              R.score_module("cosine", V, lambda: iter(uneven_chunks(G, [5, 18]))), M.score_concat(
                   "cosine", [V[:, :5], V[:, 5:]], [G[:, :5], G[:, 5:]], chunk_rows=6)):
         assert np.all(S[2] == 0.0) and np.all(S[:, 4] == 0.0)
         np.testing.assert_allclose(S[np.ix_(keep_v, keep_g)], ref_cosine(V, G)[np.ix_(keep_v, keep_g)], atol=1e-12)
@@ -467,8 +465,6 @@ def test_cosine_we_counts_a_rounding_noise_sample_as_zero():
 
 
 def test_method_registry_holds_the_paper_methods():
-    from layerinf.influence import registry as R
-
     assert list(R.METHODS) == ["tracin", "cosine", "datainf", "tracin_cp"]
     assert [s.title for s in R.METHODS.values()] == ["TracIn", "Cosine", "DataInf", "TracInCP"]
     assert all(s.help and "\n" not in s.help for s in R.METHODS.values())
@@ -479,9 +475,9 @@ def test_method_registry_holds_the_paper_methods():
     V, G = random_blocks(35)
     for name in R.METHODS:
         if not R.METHODS[name].checkpoints:
-            np.testing.assert_array_equal(R.METHODS[name].score_dense(V, G), M.score_module(name, V, G))
+            np.testing.assert_array_equal(R.METHODS[name].score_dense(V, G), R.score_module(name, V, G))
     np.testing.assert_array_equal(R.METHODS["tracin_cp"].score_dense([V], [G], lrs=[1.0]),
-                                  M.score_module("tracin_cp", [V], [G], lrs=[1.0]))
+                                  R.score_module("tracin_cp", [V], [G], lrs=[1.0]))
     tr, di = R.METHODS["tracin"], R.METHODS["datainf"]
     assert tr.applies("we", 10**9, 100_000) and tr.applies("query_A", 4096, 100_000)
     assert not di.applies("we", 10, 100_000) and di.applies("value_B", 4096, 100_000)
@@ -489,27 +485,23 @@ def test_method_registry_holds_the_paper_methods():
 
 
 def test_unknown_method_names_the_choices_and_a_close_match():
-    from layerinf.influence import registry as R
-
     with pytest.raises(LayerinfError) as err:
         R.method("cosin")
     assert err.value.problem == "unknown method 'cosin'"
     assert err.value.fix.startswith("use one of tracin, cosine, datainf, tracin_cp") and "did you mean 'cosine'" in err.value.fix
     with pytest.raises(LayerinfError) as err:
-        M.score_module("zzz", V1, G1)
+        R.score_module("zzz", V1, G1)
     assert str(err.value) == "unknown method 'zzz' — use one of tracin, cosine, datainf, tracin_cp"
 
 
 def test_a_registered_method_works_end_to_end():
-    from layerinf.influence import registry as R
-
     def neg_tracin(V, train_chunks, n=None, *, compute_dtype=None):
         return -M.score_tracin(V, train_chunks, n, compute_dtype=compute_dtype)
 
     spec = R.register_method(R.MethodSpec("neg_tracin", "−TracIn", "minus the gradient dot product", neg_tracin))
     try:
         assert R.method("NEG_TRACIN") is spec
-        np.testing.assert_array_equal(M.score_module("neg_tracin", V1, G1, lam=3.0, form="gram"), -M.tracin(V1, G1))
+        np.testing.assert_array_equal(R.score_module("neg_tracin", V1, G1, lam=3.0, form="gram"), -M.tracin(V1, G1))
         assert spec.applies("value_A", 10**9, 100) and not spec.applies("we", 1, 100)  # no score_we: not on WE
         with pytest.raises(LayerinfError, match="already registered"):
             R.register_method(spec)
@@ -517,7 +509,28 @@ def test_a_registered_method_works_end_to_end():
     finally:
         R.METHODS.pop("neg_tracin", None)
     with pytest.raises(LayerinfError):
-        M.score_module("neg_tracin", V1, G1)
+        R.score_module("neg_tracin", V1, G1)
+
+
+def test_option_checks_know_the_registry_without_importing_it():
+    """layerinf.config (ground floor) lists the built-in names itself and a registered name once the registry is in."""
+    import subprocess
+    import sys
+
+    from layerinf.config import BUILTIN_METHODS, PAPER_AGGREGATORS, RankConfig
+
+    assert list(R.METHODS) == list(BUILTIN_METHODS) and list(R.AGGREGATORS) == list(PAPER_AGGREGATORS)
+    code = ("import sys; from layerinf.config import ScoreConfig; ScoreConfig(methods=['tracin_cp']);"
+            " print('layerinf.influence.registry' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    R.register_method(R.MethodSpec("neg_tracin", "−TracIn", "minus the gradient dot product", M.score_tracin))
+    try:
+        assert RankConfig(method="neg_tracin").method == "neg_tracin"
+    finally:
+        R.METHODS.pop("neg_tracin", None)
+    with pytest.raises(LayerinfError, match="unknown value 'neg_tracin' .* use one of tracin, cosine, datainf, tracin_cp$"):
+        RankConfig(method="neg_tracin")
 
 
 def test_old_import_paths_keep_every_public_name():

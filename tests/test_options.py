@@ -123,7 +123,7 @@ def test_public_functions_exist():
 
 
 def test_report_is_still_the_api_function_after_it_ran(tmp_path):
-    """Running `li.report` imports the subpackage `layerinf.report`, which must not replace the function."""
+    """Running `li.report` imports the report subpackage (`layerinf.reporting`): `li.report` stays the function."""
     from layerinf.errors import LayerinfError
 
     bad = tmp_path / "results.parquet"

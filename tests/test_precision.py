@@ -8,7 +8,7 @@ import torch
 from layerinf.config import ModelConfig
 from layerinf.engine.train import _load_state
 from layerinf.errors import LayerinfError
-from layerinf.influence import _chunks, methods
+from layerinf.influence import _chunks, methods, registry
 from layerinf.model import base_dtype, inventory, load_classifier, resolve_device, trainable_state
 from test_collect import _randomise_trainable, _synthetic_split, gather, reference_loop, rel_err
 
@@ -188,8 +188,8 @@ def test_accelerator_path_gives_the_cpu_results(staged_on_cpu, dtype):
         exact = compute == "float64" or (compute is None and dtype == np.float64)  # float64 arithmetic
         tol = dict(rtol=1e-12, atol=1e-12) if exact else dict(rtol=1e-5, atol=1e-5)
         for method, kwargs in (("tracin", {}), ("cosine", {}), ("datainf", {}), ("datainf", {"form": "gram"})):
-            want = methods.score_module(method, V, chunks, n=230, compute_dtype=compute, **kwargs)
-            got = methods.score_module(method, V, lambda: iter(chunks), n=230, compute_dtype=compute,
+            want = registry.score_module(method, V, chunks, n=230, compute_dtype=compute, **kwargs)
+            got = registry.score_module(method, V, lambda: iter(chunks), n=230, compute_dtype=compute,
                                        device=staged_on_cpu, device_chunk_rows=50, **kwargs)
             assert got.shape == (9, 230) and got.dtype == want.dtype
             if compute == torch.bfloat16:  # bf16 rounding of other GEMM shapes
@@ -208,14 +208,14 @@ def test_cpu_scoring_is_unchanged_bit_for_bit():
     V = rng.standard_normal((5, 33)).astype(np.float32)
     G = rng.standard_normal((70, 33)).astype(np.float32)
     for method in ("tracin", "cosine", "datainf"):
-        base = methods.score_module(method, V, G, chunk_rows=16)
+        base = registry.score_module(method, V, G, chunk_rows=16)
         for device in ("cpu", torch.device("cpu"), None):
-            assert np.array_equal(methods.score_module(method, V, G, chunk_rows=16, device=device), base)
+            assert np.array_equal(registry.score_module(method, V, G, chunk_rows=16, device=device), base)
         # "tf32" means float32 off CUDA; names work like torch dtypes
-        assert np.array_equal(methods.score_module(method, V, G, chunk_rows=16, compute_dtype="tf32"), base)
-        assert np.array_equal(methods.score_module(method, V, G, chunk_rows=16, compute_dtype="float32"), base)
-        assert np.array_equal(methods.score_module(method, V, G, chunk_rows=16, compute_dtype="bfloat16"),
-                              methods.score_module(method, V, G, chunk_rows=16, compute_dtype=torch.bfloat16))
+        assert np.array_equal(registry.score_module(method, V, G, chunk_rows=16, compute_dtype="tf32"), base)
+        assert np.array_equal(registry.score_module(method, V, G, chunk_rows=16, compute_dtype="float32"), base)
+        assert np.array_equal(registry.score_module(method, V, G, chunk_rows=16, compute_dtype="bfloat16"),
+                              registry.score_module(method, V, G, chunk_rows=16, compute_dtype=torch.bfloat16))
     assert _chunks.resolve_compute("tf32") == (torch.float32, True)
     assert _chunks.resolve_compute(torch.bfloat16) == (torch.bfloat16, False)
     assert _chunks.score_device("cpu") is None and _chunks.score_device(None) is None

@@ -11,8 +11,8 @@ from hypothesis.extra.numpy import arrays
 from sklearn.metrics import roc_auc_score
 
 from layerinf.evaluation import detection as D
-from layerinf.influence import aggregate as A
 from layerinf.influence import methods as M
+from layerinf.influence import registry as R
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -101,7 +101,7 @@ def test_tracin_is_v_g_transpose(b):
     V, G, sizes = b
     want = ref_tracin(V, G)
     np.testing.assert_allclose(M.tracin(V, G), want, rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(M.score_module("tracin", V, split(G, sizes), n=len(G)), want, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(R.score_module("tracin", V, split(G, sizes), n=len(G)), want, rtol=1e-12, atol=1e-9)
 
 
 @FAST
@@ -109,7 +109,7 @@ def test_tracin_is_v_g_transpose(b):
 def test_cosine_is_bounded_and_equals_the_loop(b):
     V, G, sizes = b
     want = ref_cosine(V, G)
-    for S in (M.cosine(V, G), M.score_module("cosine", V, split(G, sizes), n=len(G))):
+    for S in (M.cosine(V, G), R.score_module("cosine", V, split(G, sizes), n=len(G))):
         assert np.all(np.abs(S) <= 1 + 1e-12)
         np.testing.assert_allclose(S, want, atol=1e-12)
 
@@ -150,7 +150,7 @@ def test_mean_equals_the_loop(mc, use_correct):
     want = np.array([sum(v[k] for v in voters) / len(voters) for k in range(len(voters[0]))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        np.testing.assert_allclose(A.aggregate("mean", modules, correct, use_correct), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(R.aggregate("mean", modules, correct, use_correct), want, rtol=1e-12, atol=1e-12)
 
 
 @FAST
@@ -161,7 +161,7 @@ def test_rank_equals_the_loop(mc, use_correct, tie):
     want = np.mean([ref_ranks(v, tie) for v in voters], axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        got = A.aggregate("rank", modules, correct, use_correct, tie_method=tie)
+        got = R.aggregate("rank", modules, correct, use_correct, tie_method=tie)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
@@ -177,7 +177,7 @@ def test_vote_equals_the_loop(mc, tie, kappa, normalize):
         want = want / len(voters)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        got = A.aggregate("vote", modules, correct, kappa=kappa, tie_method=tie, normalize=normalize)
+        got = R.aggregate("vote", modules, correct, kappa=kappa, tie_method=tie, normalize=normalize)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import layerinf.report as rp
-from layerinf.report import formatting, summary
-from layerinf.report.params import ReportParams
+import layerinf.reporting as rp
+from layerinf.reporting import formatting, summary
+from layerinf.reporting.params import ReportParams
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import EVAL, SCORES, STAGE_FILE, RunLayout
 

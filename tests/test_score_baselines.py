@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from layerinf.engine.batching import EncodedSplit
-from layerinf.engine.collect import GradBatch, row_sparse_rows, we_token_counts
+from layerinf.engine.collect import row_sparse_rows, we_token_counts
+from layerinf.store.batch import GradBatch
 from layerinf.spec import ModuleSpec
 from layerinf.stages.score import model_baseline_scores
 from layerinf.store.gradstore import StoreWriter

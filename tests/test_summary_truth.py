@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import layerinf.report as rp
-from layerinf.report.answer import answer, best_config
-from layerinf.report.params import ReportParams, RunParams
-from layerinf.report.uncertainty import average_repeats
+from layerinf.reporting.answer import answer, best_config
+from layerinf.reporting.params import ReportParams, RunParams
+from layerinf.reporting.uncertainty import average_repeats
 from layerinf.store.layout import ANSWER_FILE
 
 N_TRAIN = 60

@@ -230,7 +230,7 @@ def test_peft_adapter_without_head_warns(tmp_path):
         res = find_suspects(tmp_path / "p", source="demo", max_train=30, max_dev=20, adapter=tmp_path / "peft",
                             max_length=32, progress=False)
     assert res.n == 30 and len(res.table) == 30
-    from layerinf.model.adapters import import_adapter
+    from layerinf.model.loading import import_adapter
 
     with pytest.warns(UserWarning, match="untrained"):
         imported = import_adapter("minilm", tmp_path / "peft", 2).model

@@ -116,8 +116,8 @@ def _repeat_rows() -> "pd.DataFrame":
 
 
 def test_average_repeats_policy_and_configuration_table():
-    from layerinf.report import summary
-    from layerinf.report.uncertainty import average_repeats
+    from layerinf.reporting import summary
+    from layerinf.reporting.uncertainty import average_repeats
 
     res = _repeat_rows()
     per = average_repeats(res).set_index(["method", "group", "aggregator"])
@@ -139,7 +139,7 @@ def test_average_repeats_policy_and_configuration_table():
     assert set(conf["retrainings"]) == {3} and conf.loc[("none", "-", "-"), "collapsed_included"] == 3
     notes = " ".join(summary.tables(res)["configurations"].attrs["notes"])
     assert "t-interval" in notes and "4 of 12 retraining(s) collapsed" in notes
-    from layerinf.report.formatting import display
+    from layerinf.reporting.formatting import display
 
     shown = display("configurations", summary.tables(res)["configurations"])
     assert any("⚠ 3 collapsed (included)" in v for v in shown["best accuracy"])
@@ -149,7 +149,7 @@ def test_average_repeats_policy_and_configuration_table():
 def test_detection_ci_and_collapse_flags_read_the_run(tmp_path):
     import pandas as pd
 
-    from layerinf.report.uncertainty import detection_ci, flag_collapsed
+    from layerinf.reporting.uncertainty import detection_ci, flag_collapsed
     from layerinf.store.layout import AGGREGATED_FILE, SCORES, RunLayout
 
     lay = RunLayout(tmp_path)

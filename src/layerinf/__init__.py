@@ -3,9 +3,8 @@
 Sign convention, everywhere: a HIGHER score means a MORE HELPFUL training example; filtering removes the bottom.
 """
 
-__version__ = "0.1.0"
-
-from layerinf.errors import LayerinfError  # noqa: E402
+from layerinf.errors import LayerinfError
+from layerinf.version import __version__
 
 __all__ = ["LayerinfError", "__version__"]
 

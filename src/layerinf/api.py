@@ -247,20 +247,15 @@ def report(path, *, out=None, tau: float = 0.75, include_self: bool = False, boo
             raise LayerinfError(f"{name} = {value!r} must be a whole number ≥ {lo}",
                                 "e.g. --bootstrap 1000 (0 turns the intervals off)")
     check_report_input(path, out)
-    import layerinf
-    from layerinf.report import report as make_report
+    from layerinf.reporting import report as make_report
 
-    # importing the subpackage layerinf.report rebinds the attribute layerinf.report to it: put this function
-    # back, so that `li.report(...)` works a second time (the subpackage stays importable by its name)
-    if getattr(layerinf, "report", None) is not report:
-        layerinf.report = report
     return make_report(path, out=out, tau=tau, include_self=include_self, bootstrap=bootstrap,
                        bootstrap_seed=bootstrap_seed)
 
 
 def check_report_input(path, out=None) -> None:
-    """What ``report`` reads must exist and be intact (``layerinf.report.checks.check_report_input``)."""
-    from layerinf.report.checks import check_report_input as check
+    """What ``report`` reads must exist and be intact (``layerinf.reporting.checks.check_report_input``)."""
+    from layerinf.reporting.checks import check_report_input as check
 
     check(path, out)
 

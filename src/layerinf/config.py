@@ -29,6 +29,7 @@ import yaml
 from layerinf.errors import LayerinfError
 
 PAPER_METHODS = ("tracin", "cosine", "datainf")
+BUILTIN_METHODS = PAPER_METHODS + ("tracin_cp",)  # what layerinf.influence.registry registers (a test checks)
 PAPER_AGGREGATORS = ("mean", "rank", "vote")
 BASELINES = ("none", "random", "oracle")
 MODEL_BASELINES = ("loss", "self_influence")
@@ -42,7 +43,7 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = No
     """A config field with its help text and valid range (``choices`` may be a callable, for registries).
 
     ``builtin``: values a callable ``choices`` always contains (the registry's built-ins); they are accepted
-    without calling it, so that checking a config does not import the registry (and torch) for them."""
+    without calling it."""
     meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
             "hidden": hidden, "builtin": tuple(builtin)}
     if factory is not None:
@@ -50,16 +51,18 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = No
     return field(default=default, metadata=meta)
 
 
-def _method_names() -> list[str]:
-    from layerinf.influence.registry import METHODS
+# The names a registry holds, for the options that name a method or an aggregator. config is a ground-floor module
+# and imports no registry: layerinf.influence.registry installs its tables here when it is imported, and nothing can
+# be registered before that, so until then the built-ins are all there is.
+REGISTERED: dict[str, Callable[[], list[str]]] = {}
 
-    return list(METHODS)
+
+def _registered(kind: str, builtin: tuple[str, ...]) -> Callable[[], list[str]]:
+    return lambda: REGISTERED[kind]() if kind in REGISTERED else list(builtin)
 
 
-def _aggregator_names() -> list[str]:
-    from layerinf.influence.registry import AGGREGATORS
-
-    return list(AGGREGATORS)
+_method_names = _registered("method", BUILTIN_METHODS)
+_aggregator_names = _registered("aggregator", PAPER_AGGREGATORS)
 
 
 class Checked:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -43,22 +41,8 @@ from layerinf.engine.objectives import CLASSIFICATION, Objective
 from layerinf.errors import LayerinfError
 from layerinf.model import eval_mode, inventory
 from layerinf.spec import ModuleSpec
-from layerinf.store.gradstore import StoreWriter, WERows
-
-
-@dataclass
-class GradBatch:
-    """Per-sample results of one batch; row ``k`` of every tensor belongs to split position ``rows[k]``."""
-
-    rows: np.ndarray  # (b,) int64 positions in the EncodedSplit
-    grads: dict[str, torch.Tensor]  # module name → (b, numel)
-    we: WERows | None  # torch tensors, batch order
-    loss: torch.Tensor  # (b,) each sample's own loss (classification: cross-entropy on its label)
-    logits: torch.Tensor  # (b, C): the objective's summary (classification: the logits)
-    labels: torch.Tensor  # (b,)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+from layerinf.store.batch import GradBatch, WERows
+from layerinf.store.gradstore import StoreWriter
 
 
 def _unwrap(model) -> nn.Module:

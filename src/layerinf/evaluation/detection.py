@@ -353,7 +353,7 @@ def noise_rank(S: Any, noisy: Any, tie_method: str = "min", normalize: bool = Tr
     and the top-1 of each class: [O] the LOWEST mean rank among noisy (the first noisy sample the filter
     would reach) and among clean samples (the most suspicious benign one). NaN for an empty class.
     """
-    from layerinf.influence.aggregate import rank_rows
+    from layerinf.ranks import rank_rows
 
     S = np.asarray(S, dtype=np.float64)
     if S.ndim != 2 or not np.all(np.isfinite(S)):

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from layerinf.errors import LayerinfError
+from layerinf.ranks import TIE_METHODS, check_tie, rank_rows
 
-__all__ = ["AGGREGATORS", "TIE_METHODS", "aggregate", "mean", "rank", "rank_rows", "select_validation",
+__all__ = ["AGGREGATORS", "TIE_METHODS", "mean", "rank", "rank_rows", "select_validation",
            "vote", "vote_count"]
 
 AGGREGATORS = ("mean", "rank", "vote")  # the built-ins; registry.AGGREGATORS also holds registered ones
-TIE_METHODS = ("min", "average", "ordinal")
 DEFAULT_KAPPA = 0.30  # spec §5.3 / §11.2: κ as a fraction of n
 _ROW_BLOCK = 256  # voter rows ranked at once (bounds the temporary to 256 × n)
 
@@ -42,11 +42,12 @@ _ROW_BLOCK = 256  # voter rows ranked at once (bounds the temporary to 256 × n)
 def select_validation(correct: Any, m: int, use_correct: bool | None, aggregator: str = "mean") -> np.ndarray:
     """Indices of the validation samples whose voters count (spec §4).
 
-    ``use_correct=None`` means the aggregator's registered default (the paper: all for Mean, the correctly
-    predicted for Rank/Vote). An empty correct set falls back to all ``m`` samples with a warning.
+    ``use_correct=None`` means the paper's rule: all for Mean, the correctly predicted for every other aggregator
+    (``registry.aggregate`` passes a registered aggregator's own ``default_use_correct`` instead). An empty
+    correct set falls back to all ``m`` samples with a warning.
     """
     if use_correct is None:
-        use_correct = _default_use_correct(aggregator) and correct is not None
+        use_correct = aggregator != "mean" and correct is not None
     if not use_correct:
         return np.arange(m)
     if correct is None:
@@ -62,14 +63,6 @@ def select_validation(correct: Any, m: int, use_correct: bool | None, aggregator
                       RuntimeWarning, stacklevel=3)
         return np.arange(m)
     return idx
-
-
-def _default_use_correct(aggregator: str) -> bool:
-    """The registered aggregator's ``default_use_correct``; unregistered names: all but Mean use the correct."""
-    from layerinf.influence.registry import AGGREGATORS as registered
-
-    spec = registered.get(str(aggregator).lower())
-    return spec.default_use_correct if spec is not None else aggregator != "mean"
 
 
 def _module_matrices(scores: Any) -> Iterator[np.ndarray | torch.Tensor]:
@@ -127,51 +120,7 @@ def _voter_blocks(scores: Any, correct: Any, use_correct: bool | None, aggregato
         raise LayerinfError("nothing to aggregate: the group has no modules", "check the layer group")
 
 
-def _check_tie(tie_method: str) -> str:
-    if tie_method not in TIE_METHODS:
-        raise LayerinfError(f"unknown tie method '{tie_method}'", f"use one of {', '.join(TIE_METHODS)}")
-    return tie_method
-
-
 # ------------------------------------------------------------------------------------------------ ranking
-
-
-def rank_rows(X: Any, tie_method: str = "min") -> np.ndarray | torch.Tensor:
-    """0-based ascending ranks within each ROW of X (each row = one voter over n training samples), spec §5.2.
-
-    ``"min"``: #{k' : x_k' < x_k} (the paper formula); ``"average"``: mean 0-based rank of the tie block;
-    ``"ordinal"``: stable, ties broken by ascending training index. Returns float64 (numpy for numpy input).
-    """
-    _check_tie(tie_method)
-    is_torch = isinstance(X, torch.Tensor)
-    Xn = X.detach().cpu().numpy() if is_torch else np.asarray(X)
-    if Xn.dtype not in (np.float32, np.float64):
-        Xn = Xn.astype(np.float64)
-    squeeze = Xn.ndim == 1
-    if squeeze:
-        Xn = Xn[None, :]
-    rows, n = Xn.shape
-    # min/average ranks depend only on the tie blocks, so the fast (unstable, SIMD) argsort suffices there
-    order = np.argsort(Xn, axis=1, kind="stable" if tie_method == "ordinal" else None)
-    pos = np.broadcast_to(np.arange(n, dtype=np.float64), (rows, n))
-    if tie_method == "ordinal" or n == 0:
-        ranks_sorted = pos
-    else:
-        vals = np.take_along_axis(Xn, order, axis=1)
-        differs = vals[:, 1:] != vals[:, :-1]
-        first = np.ones((rows, n), dtype=bool)
-        first[:, 1:] = differs
-        ranks_sorted = np.maximum.accumulate(np.where(first, pos, 0.0), axis=1)  # tie-block start = "min"
-        if tie_method == "average":
-            last = np.ones((rows, n), dtype=bool)
-            last[:, :-1] = differs
-            end = np.minimum.accumulate(np.where(last, pos, float(n))[:, ::-1], axis=1)[:, ::-1]
-            ranks_sorted = (ranks_sorted + end) / 2.0
-    R = np.empty((rows, n), dtype=np.float64)
-    np.put_along_axis(R, order, ranks_sorted, axis=1)
-    if squeeze:
-        R = R[0]
-    return torch.from_numpy(R) if is_torch else R
 
 
 def vote_count(R: Any, K: int) -> Any:
@@ -196,7 +145,7 @@ def mean(scores: Any, correct: Any = None, use_correct: bool | None = None) -> n
 
 def rank(scores: Any, correct: Any = None, use_correct: bool | None = None, tie_method: str = "min") -> np.ndarray:
     """Mean 0-based ascending rank over voters (spec §5.2); low = detrimental. Default: correct voters only."""
-    _check_tie(tie_method)
+    check_tie(tie_method)
     total, P = None, 0
     for block in _voter_blocks(scores, correct, use_correct, "rank"):
         part = rank_rows(block, tie_method).sum(dim=0)
@@ -211,7 +160,7 @@ def vote(scores: Any, correct: Any = None, use_correct: bool | None = None, kapp
 
     K = 0 gives all-zero scores and a warning; K ≥ n makes Vote order-equivalent to Rank.
     """
-    _check_tie(tie_method)
+    check_tie(tie_method)
     if not (kappa >= 0 and math.isfinite(kappa)):
         raise LayerinfError(f"vote kappa must be a fraction ≥ 0, got {kappa}", "use e.g. 0.30 (30 % of n)")
     total, P, K = None, 0, None
@@ -228,19 +177,3 @@ def vote(scores: Any, correct: Any = None, use_correct: bool | None = None, kapp
     if normalize:
         s = s / P
     return (s + 0.0).numpy()  # + 0.0 turns −0.0 into 0.0
-
-
-def aggregate(name: str, scores: Any, correct: Any = None, use_correct: bool | None = None,
-              kappa: float = DEFAULT_KAPPA, tie_method: str = "min", normalize: bool = False) -> np.ndarray:
-    """Dispatch to the registered aggregator ``name`` (:func:`mean`, :func:`rank`, :func:`vote`, …; spec §5).
-
-    ``use_correct=None`` becomes the aggregator's ``default_use_correct`` (when a mask is given); ``kappa``,
-    ``tie_method`` and ``normalize`` reach the aggregator only if its signature accepts them.
-    """
-    from layerinf.influence.registry import aggregator, call_with_options
-
-    spec = aggregator(name)
-    if use_correct is None:
-        use_correct = spec.default_use_correct and correct is not None
-    return call_with_options(spec.fn, scores, correct=correct, use_correct=use_correct, kappa=kappa,
-                             tie_method=tie_method, normalize=normalize)

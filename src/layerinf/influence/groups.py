@@ -5,8 +5,8 @@ zero-padded; ``numpy.array_split(range(L), 4)`` so the first ``L mod 4`` groups 
 and ``all``. Extra groups: per LoRA module type (``query_A`` … ``value_B``), per layer (``L03``), A-only /
 B-only halves of each attention group (``00-05.A``), and user-defined groups matched by pattern over module
 names (a glob such as ``L0[0-3].value.*``, or a regular expression written ``re:<regex>``). Group schemes are
-registered in :mod:`layerinf.influence.registry` (``GROUP_SCHEMES``); :func:`all_groups` and
-:func:`resolve_groups` see every registered scheme.
+registered in :mod:`layerinf.influence.registry` (``GROUP_SCHEMES``), whose ``all_groups`` and
+``resolve_groups`` see every registered scheme.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def layer_groups(specs: Sequence, num_layers: int) -> dict[str, list[str]]:
     return {k: v for k, v in groups.items() if v}
 
 
-def _pattern_members(pattern: str, names: Sequence[str]) -> list[str]:
+def pattern_members(pattern: str, names: Sequence[str]) -> list[str]:
     """Module names matching a glob / ``re:`` pattern; matching none is an error that shows real names."""
     members = match_modules(pattern, names)
     if not members:
@@ -74,7 +74,7 @@ def match_modules(pattern: str, names: Iterable[str]) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
-def _is_pattern(text: str) -> bool:
+def is_pattern(text: str) -> bool:
     return text.startswith("re:") or bool(_GLOB_CHARS & set(text))
 
 
@@ -118,57 +118,5 @@ def extra_groups(
         for group, pattern in patterns.items():
             if group in builtin:
                 raise LayerinfError(f"custom group name '{group}' clashes with a built-in group", "pick another name")
-            groups[group] = _pattern_members(pattern, names)
+            groups[group] = pattern_members(pattern, names)
     return groups
-
-
-def all_groups(specs: Sequence, num_layers: int, patterns: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """The groups of every registered scheme (``registry.GROUP_SCHEMES``: paper, types, layers, halves, …), in
-    registration order, then the user ``patterns`` (a name clashing with a scheme's group is an error)."""
-    from layerinf.influence.registry import GROUP_SCHEMES
-
-    groups: dict[str, list[str]] = {}
-    for scheme in GROUP_SCHEMES.values():
-        groups.update(scheme(specs, num_layers))
-    if patterns:
-        names = [s.name for s in specs]
-        for group, pattern in patterns.items():
-            if group in groups:
-                raise LayerinfError(f"custom group name '{group}' clashes with a built-in group", "pick another name")
-            groups[group] = _pattern_members(pattern, names)
-    return groups
-
-
-def resolve_groups(
-    names_or_patterns: Iterable[str] | str | None,
-    specs: Sequence,
-    num_layers: int,
-    patterns: Mapping[str, str] | None = None,
-) -> dict[str, list[str]]:
-    """Look up groups by name; ``None`` gives the default groups.
-
-    Each entry is a group name (default, extra or from ``patterns``), a single module name (``L03.value.B``),
-    ``''`` (= ``all``, the reference code's spelling), or a glob / ``re:`` pattern over module names (the group
-    is named by the pattern). Unknown names are an error that lists the valid ones.
-    """
-    if names_or_patterns is None:
-        return layer_groups(specs, num_layers)
-    if isinstance(names_or_patterns, str):
-        names_or_patterns = [n.strip() for n in names_or_patterns.split(",")] if names_or_patterns else [""]
-    known = all_groups(specs, num_layers, patterns)
-    module_names = [s.name for s in specs]
-    out: dict[str, list[str]] = {}
-    for raw in names_or_patterns:
-        key = "all" if raw in ("", "ALL", "All") else raw
-        if key in known:
-            out[key] = known[key]
-        elif key in module_names:
-            out[key] = [key]
-        elif _is_pattern(key):
-            out[key] = _pattern_members(key, module_names)
-        else:
-            raise LayerinfError(
-                f"unknown layer group '{raw}'",
-                f"valid groups: {', '.join(known)}; or a module name, a glob (L0*.value.B) or re:<regex>",
-            )
-    return out

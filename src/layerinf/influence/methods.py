@@ -52,7 +52,6 @@ __all__ = [
     "score_concat",
     "score_cosine",
     "score_datainf",
-    "score_module",
     "score_tracin",
     "score_tracin_cp",
     "score_tracin_cp_we",
@@ -365,26 +364,6 @@ def score_datainf(V, train_chunks: ChunkSource, n: int | None = None, *, compute
                          device=device, device_chunk_rows=device_chunk_rows)
 
 
-def score_module(method: str, V, train_chunks: ChunkSource, n: int | None = None, *,
-                 compute_dtype=None, lam: float | None = None, form: str = "factor",
-                 legacy_datainf0: bool = False, chunk_rows: int = 4096, device=None,
-                 device_chunk_rows: int | None = None, lrs: Sequence[float] | None = None) -> np.ndarray:
-    """One module's score matrix S (m × n, helpful > 0) for any registered ``method`` (spec §3).
-
-    Dispatches to ``registry.method(method).score_dense``, passing only the options it accepts (``lam``,
-    ``form`` and ``legacy_datainf0`` concern DataInf; ``device`` / ``device_chunk_rows`` the built-ins; ``lrs``
-    the multi-checkpoint methods such as ``tracin_cp``, whose ``V`` and ``train_chunks`` are then lists, one
-    entry per checkpoint).
-    ``n``, when given, is checked against the rows seen. ``device``: see the module docstring.
-    """
-    from layerinf.influence.registry import call_with_options, method as lookup
-
-    spec = lookup(method)
-    return call_with_options(spec.score_dense, V, train_chunks, n, compute_dtype=compute_dtype, lam=lam,
-                             form=form, legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows, device=device,
-                             device_chunk_rows=device_chunk_rows, lrs=lrs)
-
-
 def score_concat(method: str, V_blocks: Sequence[Any], train_sources: Sequence[ChunkSource], n: int | None = None,
                  *, compute_dtype=None, chunk_rows: int = 4096, device=None,
                  device_chunk_rows: int | None = None) -> np.ndarray:
@@ -392,7 +371,7 @@ def score_concat(method: str, V_blocks: Sequence[Any], train_sources: Sequence[C
 
     ``V_blocks[b]`` is module b's (m × d_b) block and ``train_sources[b]`` its chunk source, read in lockstep (same
     row counts). TracIn-concat equals the sum of per-module TracIn; Cosine-concat (zero rule of :func:`cosine` on
-    the concatenated norms) differs from the mean of per-module cosines. ``device``: as :func:`score_module`
+    the concatenated norms) differs from the mean of per-module cosines. ``device``: as the per-module methods
     (every module's chunks re-cut to the same device rows, so they stay in lockstep).
     """
     method = method.lower()

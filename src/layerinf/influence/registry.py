@@ -1,8 +1,9 @@
 """One place to add an influence method, an aggregator or a layer-group scheme.
 
-The CLI, config validation, report and docs read these tables; :func:`methods.score_module`,
-:func:`aggregate.aggregate` and :func:`groups.resolve_groups` dispatch through them, so a registered entry works
-end to end. Keys are lower-case names; tables keep registration order.
+The CLI, config validation, report and docs read these tables; the dispatchers here (:func:`score_module`,
+:func:`aggregate`, :func:`all_groups`, :func:`resolve_groups`) look names up in them, so a registered entry works
+end to end. Keys are lower-case names; tables keep registration order. The registry imports ``methods``,
+``aggregate``, ``groups`` and ``we`` (for the built-ins); they import nothing of it.
 
 * :class:`MethodSpec` — ``score_dense(V, train_chunks, n=None, *, compute_dtype=None, **options) -> S (m × n)``
   on one dense module (options it does not accept are not passed); ``score_we(V_we, train_chunks, n=None, *,
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+
+from layerinf import config as _config
 from layerinf.errors import LayerinfError
 from layerinf.influence import aggregate as _agg
 from layerinf.influence import groups as _groups
@@ -38,12 +42,16 @@ __all__ = [
     "GroupScheme",
     "MethodSpec",
     "aggregator",
+    "aggregate",
+    "all_groups",
     "call_with_options",
     "group_scheme",
     "method",
     "register_aggregator",
     "register_group_scheme",
     "register_method",
+    "resolve_groups",
+    "score_module",
 ]
 
 GroupScheme = Callable[[Sequence[Any], int], dict[str, list[str]]]
@@ -152,6 +160,91 @@ def call_with_options(fn: Callable[..., Any], *args: Any, **options: Any) -> Any
     return fn(*args, **{k: v for k, v in options.items() if k in accepted})
 
 
+# ---------------------------------------------------------------------------------------------- dispatchers
+
+
+def score_module(method: str, V, train_chunks: Any, n: int | None = None, *,
+                 compute_dtype=None, lam: float | None = None, form: str = "factor",
+                 legacy_datainf0: bool = False, chunk_rows: int = 4096, device=None,
+                 device_chunk_rows: int | None = None, lrs: Sequence[float] | None = None) -> np.ndarray:
+    """One module's score matrix S (m × n, helpful > 0) for any registered ``method`` (spec §3).
+
+    Dispatches to ``method(method).score_dense``, passing only the options it accepts (``lam``, ``form`` and
+    ``legacy_datainf0`` concern DataInf; ``device`` / ``device_chunk_rows`` the built-ins; ``lrs`` the
+    multi-checkpoint methods such as ``tracin_cp``, whose ``V`` and ``train_chunks`` are then lists, one entry
+    per checkpoint). ``train_chunks`` is a chunk source and ``device`` as in :mod:`layerinf.influence.methods`.
+    ``n``, when given, is checked against the rows seen.
+    """
+    spec = _lookup(METHODS, method, "method")
+    return call_with_options(spec.score_dense, V, train_chunks, n, compute_dtype=compute_dtype, lam=lam,
+                             form=form, legacy_datainf0=legacy_datainf0, chunk_rows=chunk_rows, device=device,
+                             device_chunk_rows=device_chunk_rows, lrs=lrs)
+
+
+def aggregate(name: str, scores: Any, correct: Any = None, use_correct: bool | None = None,
+              kappa: float = _agg.DEFAULT_KAPPA, tie_method: str = "min", normalize: bool = False) -> np.ndarray:
+    """Dispatch to the registered aggregator ``name`` (``aggregate.mean``, ``rank``, ``vote``, …; spec §5).
+
+    ``use_correct=None`` becomes the aggregator's ``default_use_correct`` (when a mask is given); ``kappa``,
+    ``tie_method`` and ``normalize`` reach the aggregator only if its signature accepts them.
+    """
+    spec = aggregator(name)
+    if use_correct is None:
+        use_correct = spec.default_use_correct and correct is not None
+    return call_with_options(spec.fn, scores, correct=correct, use_correct=use_correct, kappa=kappa,
+                             tie_method=tie_method, normalize=normalize)
+
+
+def all_groups(specs: Sequence, num_layers: int, patterns: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """The groups of every registered scheme (``GROUP_SCHEMES``: paper, types, layers, halves, …), in
+    registration order, then the user ``patterns`` (a name clashing with a scheme's group is an error)."""
+    groups: dict[str, list[str]] = {}
+    for scheme in GROUP_SCHEMES.values():
+        groups.update(scheme(specs, num_layers))
+    if patterns:
+        names = [s.name for s in specs]
+        for group, pattern in patterns.items():
+            if group in groups:
+                raise LayerinfError(f"custom group name '{group}' clashes with a built-in group", "pick another name")
+            groups[group] = _groups.pattern_members(pattern, names)
+    return groups
+
+
+def resolve_groups(
+    names_or_patterns: Iterable[str] | str | None,
+    specs: Sequence,
+    num_layers: int,
+    patterns: Mapping[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Look up groups by name; ``None`` gives the default groups.
+
+    Each entry is a group name (default, extra or from ``patterns``), a single module name (``L03.value.B``),
+    ``''`` (= ``all``, the reference code's spelling), or a glob / ``re:`` pattern over module names (the group
+    is named by the pattern). Unknown names are an error that lists the valid ones.
+    """
+    if names_or_patterns is None:
+        return _groups.layer_groups(specs, num_layers)
+    if isinstance(names_or_patterns, str):
+        names_or_patterns = [n.strip() for n in names_or_patterns.split(",")] if names_or_patterns else [""]
+    known = all_groups(specs, num_layers, patterns)
+    module_names = [s.name for s in specs]
+    out: dict[str, list[str]] = {}
+    for raw in names_or_patterns:
+        key = "all" if raw in ("", "ALL", "All") else raw
+        if key in known:
+            out[key] = known[key]
+        elif key in module_names:
+            out[key] = [key]
+        elif _groups.is_pattern(key):
+            out[key] = _groups.pattern_members(key, module_names)
+        else:
+            raise LayerinfError(
+                f"unknown layer group '{raw}'",
+                f"valid groups: {', '.join(known)}; or a module name, a glob (L0*.value.B) or re:<regex>",
+            )
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ built-ins
 
 
@@ -191,3 +284,6 @@ register_group_scheme("paper", _groups.layer_groups)  # WE, the four attention g
 register_group_scheme("types", partial(_extra, kinds=True))  # query_A, query_B, value_A, value_B, …
 register_group_scheme("layers", partial(_extra, layers=True))  # L00, L01, …
 register_group_scheme("halves", partial(_extra, halves=True))  # 00-05.A, 00-05.B, …
+
+# the option checks of layerinf.config list a user's registered methods and aggregators through these
+_config.REGISTERED.update(method=lambda: list(METHODS), aggregator=lambda: list(AGGREGATORS))

@@ -23,7 +23,7 @@ class WEGrads(NamedTuple):
     """Row-sparse word-embedding gradients of consecutive samples (docs/internals.md, gradient store).
 
     Sample i owns entries ``indptr[i]:indptr[i+1]`` of ``tokens`` (token ids) and ``rows`` (nnz × h).
-    Any ``(indptr, tokens, rows)`` triple (e.g. ``collect.WERows``) is accepted.
+    Any ``(indptr, tokens, rows)`` triple (e.g. ``store.batch.WERows``) is accepted.
     """
 
     indptr: Any

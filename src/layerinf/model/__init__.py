@@ -2,10 +2,10 @@
 precision, module inventory, and adapters. Import the public API from here (``from layerinf.model import ...``).
 
 * ``sources`` — ``resolve_source``, the built-ins, ``shape:`` models, ``PAPER_MODELS``, ``default_lr``;
-* ``loading`` — ``load_classifier`` → ``LoadedModel`` (tokenizer, base model cache, LoRA attach);
+* ``loading`` — ``load_classifier`` → ``LoadedModel`` (tokenizer, base model cache, LoRA attach), ``import_adapter``;
 * ``device`` — ``resolve_device``, ``base_dtype``, ``check_quantization``;
 * ``inventory`` — ``inventory`` (``ModuleSpec`` per influence module), ``num_layers``, ``num_layers_of``;
-* ``adapters`` — ``save_adapter`` / ``read_adapter`` / ``load_adapter``, ``import_adapter``, ``adapter_fingerprint``.
+* ``adapters`` — ``save_adapter`` / ``read_adapter`` / ``load_adapter``, ``adapter_fingerprint``.
 """
 
 from layerinf.model.adapters import (
@@ -13,7 +13,6 @@ from layerinf.model.adapters import (
     adapter_fingerprint,
     adapter_kind,
     adapter_metadata,
-    import_adapter,
     layerinf_lora_settings,
     load_adapter,
     peft_head_saved,
@@ -30,6 +29,7 @@ from layerinf.model.loading import (
     eval_mode,
     find_lora_targets,
     head_module,
+    import_adapter,
     load_base_model,
     load_classifier,
     load_tokenizer,

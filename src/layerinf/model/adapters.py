@@ -4,9 +4,9 @@
 metadata in a hash map whose order changes from process to process, so the header is rewritten canonically
 (metadata keys sorted, tensors in data order, JSON without spaces, padded to 8 bytes) before the atomic rename.
 
-``import_adapter`` loads a model with an adapter trained elsewhere: a layerinf ``.safetensors`` file (rank and
-targets read from its tensors) or a PEFT adapter folder (``save_pretrained``; rank, alpha, dropout and targets
-read from its ``adapter_config.json``). The returned ``LoadedModel.config`` carries those LoRA settings.
+What an adapter trained elsewhere holds (a layerinf ``.safetensors`` file: rank and targets read from its
+tensors; a PEFT adapter folder from ``save_pretrained``: rank, alpha, dropout and targets read from its
+``adapter_config.json``) is read here; ``loading.import_adapter`` loads a model with it.
 """
 
 from __future__ import annotations
@@ -280,58 +280,8 @@ def copy_lora(lora: dict[str, torch.Tensor], target: nn.Module, adapter, model_n
                 p.copy_(lora[name])
 
 
-def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_labels: int, *, seed: int = 0,
-                   device: str | torch.device = "cpu"):
-    """``cfg``'s base model with a trained adapter: a layerinf ``.safetensors`` file or a PEFT adapter folder.
-
-    Returns a ``LoadedModel`` whose ``config`` is ``cfg`` with the adapter's LoRA rank and targets (and, for
-    PEFT, alpha and dropout). A PEFT adapter without head weights leaves the classification head randomly
-    initialised: that is warned about, since the predictions and the CL gradients are then meaningless.
-    """
-    from layerinf.model.device import base_dtype, resolve_device
-    from layerinf.model.loading import LoadedModel, load_base_model, load_classifier, load_tokenizer, place
-    from layerinf.model.sources import resolve_source
-
-    cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
-    adapter = Path(adapter).expanduser()
-    if adapter_kind(adapter) == "layerinf":
-        mc = dataclasses.replace(cfg, **layerinf_lora_settings(adapter))
-        return load_classifier(mc, num_labels, seed=seed, adapter=adapter, device=device)
-    from peft import PeftModel
-
-    dev = resolve_device(device)
-    dtype = base_dtype(cfg.precision, dev)
-    src = resolve_source(cfg.name)
-    tok = load_tokenizer(src, trust_remote_code=cfg.trust_remote_code)
-    base = load_base_model(src, num_labels, seed=seed, trust_remote_code=cfg.trust_remote_code,
-                           pad_token_id=tok.pad_token_id, dtype=dtype)
-    read_peft_lora_config(adapter)
-    try:
-        peft_model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-    except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise LayerinfError(
-            f"PEFT adapter {adapter} does not fit model '{cfg.name}' with {num_labels} labels "
-            f"({str(exc).splitlines()[0][:120]})",
-            "pass the base model the adapter was trained on (--model) and data with the same label set",
-        ) from None
-    mc = peft_lora_settings(peft_model.peft_config.get("default"), cfg)
-    if peft_head_saved(adapter):
-        return LoadedModel(place(peft_model, dev, dtype), tok, src, mc, dev)
-    msg = (f"PEFT adapter {adapter} has no trained classification head: the head is randomly initialised "
-           "(untrained), so predictions and scores are unreliable; save the adapter with task_type=SEQ_CLS "
-           "or fine-tune with layerinf instead")
-    warnings.warn(msg, UserWarning, stacklevel=2)
-    log.warning(msg)
-    # layerinf's own layout (LoRA + a trainable, seeded head) with the adapter's LoRA tensors copied in
-    lora = {n: p.detach().cpu() for n, p in peft_model.named_parameters() if "lora_" in n}
-    del peft_model, base  # one base model in memory at a time
-    loaded = load_classifier(mc, num_labels, seed=seed, device=dev)
-    copy_lora(lora, loaded.model, adapter, cfg.name)
-    return loaded
-
-
 __all__ = [
-    "ADAPTER_FORMAT", "adapter_fingerprint", "adapter_kind", "adapter_metadata", "copy_lora", "import_adapter",
+    "ADAPTER_FORMAT", "adapter_fingerprint", "adapter_kind", "adapter_metadata", "copy_lora",
     "peft_lora_settings", "read_peft_lora_config",
     "layerinf_lora_settings",
     "load_adapter", "peft_head_saved", "read_adapter", "save_adapter", "trainable_state",

@@ -3,6 +3,8 @@
 Works for encoders (BERT, RoBERTa, MiniLM) and decoders (Llama, Qwen2, Mistral; last-token pooling as
 transformers does, pad token set when missing). Sources (built-ins, ``shape:`` models, folders, Hub ids) are
 resolved by ``layerinf.model.sources``; ``trust_remote_code`` is off unless ``ModelConfig`` asks for it.
+``import_adapter`` loads a model with an adapter trained elsewhere (a layerinf ``.safetensors`` file or a PEFT
+adapter folder, read by ``layerinf.model.adapters``).
 
 Precision (``ModelConfig.precision``): only the FROZEN base weights take ``fp32 | bf16 | fp16``. The LoRA
 matrices and the classification head — everything that is trained and whose per-sample gradients are
@@ -29,8 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import logging
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,12 +44,16 @@ from torch import nn
 
 from layerinf.config import ModelConfig
 from layerinf.errors import LayerinfError
+from layerinf.model.adapters import (adapter_kind, copy_lora, layerinf_lora_settings, load_adapter, peft_head_saved,
+                                     peft_lora_settings, read_peft_lora_config)
 from layerinf.model.device import base_dtype, check_quantization, resolve_device
 from layerinf.model.inventory import QUERY_NAMES, VALUE_NAMES, num_layers
 from layerinf.model.sources import SHAPES, ModelSource, default_lora_targets, resolve_source, unknown_model_error
 
 # peft calls a transformers API that transformers 5 deprecates; not actionable for our users
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+log = logging.getLogger("layerinf")
 
 SHAPE_BASE_SEED = 0  # a shape model's random "pretrained" weights are the same whatever the run's seed
 
@@ -313,8 +323,6 @@ def load_classifier(
     off) recomputes each layer's activations in the backward pass: less memory, same results, more time
     (:func:`set_gradient_checkpointing`). ``cfg.quantization`` 8bit / 4bit: see the module docstring (CUDA only).
     """
-    from layerinf.model.adapters import load_adapter
-
     cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
     dev = resolve_device(device)
     dtype = base_dtype(cfg.precision, dev)
@@ -338,6 +346,52 @@ def load_classifier(
     return LoadedModel(place(peft_model, dev, dtype), tok, src, cfg, dev)
 
 
+def import_adapter(cfg: ModelConfig | str, adapter: str | os.PathLike, num_labels: int, *, seed: int = 0,
+                   device: str | torch.device = "cpu"):
+    """``cfg``'s base model with a trained adapter: a layerinf ``.safetensors`` file or a PEFT adapter folder.
+
+    Returns a ``LoadedModel`` whose ``config`` is ``cfg`` with the adapter's LoRA rank and targets (and, for
+    PEFT, alpha and dropout). A PEFT adapter without head weights leaves the classification head randomly
+    initialised: that is warned about, since the predictions and the CL gradients are then meaningless.
+    """
+    cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
+    adapter = Path(adapter).expanduser()
+    if adapter_kind(adapter) == "layerinf":
+        mc = dataclasses.replace(cfg, **layerinf_lora_settings(adapter))
+        return load_classifier(mc, num_labels, seed=seed, adapter=adapter, device=device)
+    from peft import PeftModel
+
+    dev = resolve_device(device)
+    dtype = base_dtype(cfg.precision, dev)
+    src = resolve_source(cfg.name)
+    tok = load_tokenizer(src, trust_remote_code=cfg.trust_remote_code)
+    base = load_base_model(src, num_labels, seed=seed, trust_remote_code=cfg.trust_remote_code,
+                           pad_token_id=tok.pad_token_id, dtype=dtype)
+    read_peft_lora_config(adapter)
+    try:
+        peft_model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        raise LayerinfError(
+            f"PEFT adapter {adapter} does not fit model '{cfg.name}' with {num_labels} labels "
+            f"({str(exc).splitlines()[0][:120]})",
+            "pass the base model the adapter was trained on (--model) and data with the same label set",
+        ) from None
+    mc = peft_lora_settings(peft_model.peft_config.get("default"), cfg)
+    if peft_head_saved(adapter):
+        return LoadedModel(place(peft_model, dev, dtype), tok, src, mc, dev)
+    msg = (f"PEFT adapter {adapter} has no trained classification head: the head is randomly initialised "
+           "(untrained), so predictions and scores are unreliable; save the adapter with task_type=SEQ_CLS "
+           "or fine-tune with layerinf instead")
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    log.warning(msg)
+    # layerinf's own layout (LoRA + a trainable, seeded head) with the adapter's LoRA tensors copied in
+    lora = {n: p.detach().cpu() for n, p in peft_model.named_parameters() if "lora_" in n}
+    del peft_model, base  # one base model in memory at a time
+    loaded = load_classifier(mc, num_labels, seed=seed, device=dev)
+    copy_lora(lora, loaded.model, adapter, cfg.name)
+    return loaded
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """Temporarily switch to eval mode (no dropout), restoring the previous mode afterwards."""
@@ -350,6 +404,7 @@ def eval_mode(model: nn.Module):
 
 
 __all__ = [
-    "LoadedModel", "attach_lora", "clear_model_cache", "eval_mode", "find_lora_targets", "head_module", "is_quantized",
+    "LoadedModel", "attach_lora", "clear_model_cache", "eval_mode", "find_lora_targets", "head_module", "import_adapter",
+    "is_quantized",
     "load_base_model", "load_classifier", "load_tokenizer", "place", "reset_head", "set_gradient_checkpointing",
 ]

@@ -14,7 +14,23 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, ClassVar
 
-from layerinf.store.rundir import RunDir, Stage
+from layerinf.errors import LayerinfError
+from layerinf.store.layout import STAGE_FILE
+from layerinf.store.rundir import RunDir, Stage, redo_command
+
+
+class StageSummary(dict):
+    """A finished stage's summary (``summary`` in its stage.json). A key the stage wrote but the file lacks (edited
+    by hand, or cut short) is a broken stage: one line that names the command redoing it, not a KeyError."""
+
+    def __init__(self, run_dir: RunDir, name: str):
+        summary = run_dir.stage_info(name).get("summary")
+        super().__init__(summary if isinstance(summary, dict) else {})
+        self.run_dir, self.name = run_dir, name
+
+    def __missing__(self, key: str):
+        raise LayerinfError(f"stage '{self.name}' in {self.run_dir.root} is broken: its {STAGE_FILE} summary has no "
+                            f"'{key}'", f"redo it: {redo_command(self.name, self.run_dir.root)}")
 
 
 class StageBase:
@@ -56,14 +72,13 @@ class StageBase:
     def check_upstream(self) -> dict[str, str]:
         """Verify every upstream stage and return their fingerprints (this stage's inputs).
 
-        Inputs from another run directory (``source=``) are keyed by their absolute folder path.
+        Inputs from another run directory (``source=``) are keyed by their folder's path relative to this run's root
+        (``RunLayout.input_key``).
         """
-        foreign = self.source.root.resolve() != self.run_dir.root.resolve()
         inputs = {}
         for up in self.upstream:
             self.source.require(up)
-            key = str(self.source.stage_path(up).resolve()) if foreign else up
-            inputs[key] = self.source.fingerprint(up)
+            inputs[self.run_dir.layout.input_key(self.source.layout, up)] = self.source.fingerprint(up)
         return inputs
 
     def run(self, *configs: Any, force: bool = False, progress: bool = True, device: str = "cpu") -> Any:
@@ -76,8 +91,8 @@ class StageBase:
                 st.info["summary"] = self.compute(st, *configs, progress=progress, device=device)
         return self.load()
 
-    def summary(self) -> dict:
-        return self.run_dir.stage_info(self.name).get("summary", {})
+    def summary(self) -> StageSummary:
+        return StageSummary(self.run_dir, self.name)
 
     def config(self) -> dict:
         return self.run_dir.stage_info(self.name)["config"]

@@ -33,7 +33,7 @@ import numpy as np
 
 from layerinf.config import GradsConfig
 from layerinf.errors import LayerinfError
-from layerinf.stages.base import StageBase
+from layerinf.stages.base import StageBase, StageSummary
 from layerinf.store.layout import CHECKPOINTS, DATA, FINETUNE, GRAD_SPLITS, GRADS, adapter_file, tracin_store
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def write_shard_index(folder: str | os.PathLike, shard_paths: Sequence[str], *, 
     ranges, in order): the split's totals and the shard list. The shards' files stay where they are."""
     import torch
 
-    from layerinf import __version__
+    from layerinf.version import __version__
     from layerinf.store.gradstore import INFO, STORE_FORMAT, GradStore
     from layerinf.store.rundir import atomic_write_json
 
@@ -321,8 +321,8 @@ def tracin_lrs(run_dir, checkpoints: Sequence[str]) -> tuple[dict[str, float], s
     from layerinf.stages.data import load_data
     from layerinf.store.rundir import RunDir
 
-    info = RunDir(run_dir).stage_info(FINETUNE)
-    summary, recipe = info.get("summary", {}), (info.get("config") or {}).get("train")
+    run = RunDir(run_dir)
+    summary, recipe = StageSummary(run, FINETUNE), (run.stage_info(FINETUNE).get("config") or {}).get("train")
     if summary.get("imported") or summary.get("lr") is None or not recipe:
         return {c: 1.0 for c in checkpoints}, "imported adapter (no training recipe): η = 1"
     steps = -(-len(load_data(run_dir).train) // int(recipe["batch_size"]))

@@ -276,7 +276,7 @@ def summary_table(result: SuspectsResult, k: int = 10, width: int = 70) -> pd.Da
 
 def group_members(group: str | None, specs, num_layers: int, method: str) -> tuple[str, list[str]]:
     """The group's name and module names (``None``: ``default_group``); errors name the valid groups."""
-    from layerinf.influence.groups import resolve_groups
+    from layerinf.influence.registry import resolve_groups
     from layerinf.stages.score import method_applies
 
     name = default_group(num_layers) if group is None else str(group)

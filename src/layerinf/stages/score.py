@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layerinf.influence import aggregate as agg_mod
 from layerinf.influence import methods, registry
 from layerinf.evaluation import metrics
 from layerinf.config import ScoreConfig
 from layerinf.errors import LayerinfError
 from layerinf.store import score_sets
 from layerinf.store.gradstore import GradStore
-from layerinf.influence.groups import resolve_groups
 from layerinf.spec import ModuleSpec
 from layerinf.stages.base import StageBase
 from layerinf.store.layout import AGGREGATED_FILE, DATA, GRADS, MATRICES_DIR, SCORE_FRAMES, SCORE_TABLE, SCORES, matrix_file, table_file
@@ -73,7 +71,7 @@ def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl:
             raise LayerinfError(f"method {method} does not apply to WE", "use tracin or cosine for the WE group")
         return np.asarray(score_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n), dtype=np.float32)
     V = np.asarray(infl.module(spec.name), dtype=np.float32)
-    return methods.score_module(
+    return registry.score_module(
         method,
         V,
         lambda: (chunk for _, chunk in train.iter_chunks(spec.name, cfg.chunk_size)),
@@ -97,7 +95,7 @@ def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, cfg: ScoreCon
     Vs = [np.asarray(infl.module(spec.name), dtype=np.float32) for _, infl, _ in checkpoints]
     sources = [(lambda t=train: (chunk for _, chunk in t.iter_chunks(spec.name, cfg.chunk_size)))
                for train, _, _ in checkpoints]
-    return methods.score_module(method, Vs, sources, n=n, compute_dtype=compute_dtype, device=_gpu(device),
+    return registry.score_module(method, Vs, sources, n=n, compute_dtype=compute_dtype, device=_gpu(device),
                                 lrs=lrs).astype(np.float32)
 
 
@@ -149,7 +147,7 @@ def aggregate_group(
     use_correct = cfg.use_correct
     if use_correct is None:  # the paper: Mean over all validation samples, Rank / Vote over the correct ones
         use_correct = aggregator != "mean"
-    return agg_mod.aggregate(
+    return registry.aggregate(
         aggregator,
         matrices,
         correct=correct,
@@ -240,7 +238,7 @@ def score_stores(
     aggregators = [registry.aggregator(a).name for a in cfg.aggregators]
     specs = train.specs
     by_name = {s.name: s for s in specs}
-    groups = resolve_groups(cfg.groups, specs, num_layers)
+    groups = registry.resolve_groups(cfg.groups, specs, num_layers)
     needed = [s for s in specs if any(s.name in mods for mods in groups.values())]
     if per_module_metrics:  # layer-wise curves need every LoRA module even when no group asks for it
         needed = list(specs)
@@ -429,7 +427,7 @@ class ScoreStage(StageBase):
 
         grads = GradsStage(self.run_dir)
         train, _ = grads.load()
-        resolve_groups(cfg.groups, train.specs, grads.num_layers)
+        registry.resolve_groups(cfg.groups, train.specs, grads.num_layers)
 
     def sets(self, *, verify: bool = False) -> "list[score_sets.ScoreSet]":
         """The current score set and the kept ones (``store.score_sets.list_sets``)."""

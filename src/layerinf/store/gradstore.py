@@ -28,39 +28,23 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from layerinf.store.batch import GradBatch, WERows
 from layerinf.store.rundir import atomic_write_json
 from layerinf.errors import LayerinfError
 from layerinf.spec import ModuleSpec
-
-if TYPE_CHECKING:  # the writer takes batches made by the engine
-    from layerinf.engine.collect import GradBatch
+from layerinf.version import __version__
 
 STORE_FORMAT = "layerinf-gradstore-v1"
 INFO = "info.json"
 SHARD_DIR = "shard-{:03d}"  # the folder of shard k inside a sharded store
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 _NP_STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
-
-
-class WERows(NamedTuple):
-    """Row-sparse word-embedding gradients of consecutive samples: sample ``i`` owns ``indptr[i]:indptr[i+1]``."""
-
-    indptr: Any  # (b + 1,) int64, starts at 0
-    tokens: Any  # (nnz,) int64 token ids, sorted within a sample
-    rows: Any  # (nnz, h) gradient rows (summed over repeated tokens)
-
-
-
-def _version() -> str:
-    from layerinf import __version__
-
-    return __version__
 
 
 def _file_for(name: str) -> str:
@@ -266,7 +250,7 @@ class StoreWriter:
             "num_labels": None if self._logits is None else int(self._logits.shape[1]),
             "checkpoint_sha256": checkpoint_sha256,
             "data_sha256": data_sha256,
-            "layerinf_version": _version(),
+            "layerinf_version": __version__,
             "torch_version": torch.__version__,
             **(extra or {}),
         }

@@ -129,6 +129,21 @@ class RunLayout:
     def stage(self, name: str) -> Path:
         return self.root / name
 
+    def input_key(self, source: "RunLayout", name: str) -> str:
+        """How a stage of this run records stage ``name`` of run ``source`` among its inputs: by name when it is
+        this run's, else by the stage folder's path relative to this run's root (whatever the working directory)."""
+        if source.root.resolve() == self.root.resolve():
+            return name
+        return os.path.relpath(source.stage(name).resolve(), self.root.resolve())
+
+    def input_stage(self, key: str) -> tuple[Path, str]:
+        """The run root and stage name an input key names, resolved against this run's root (older runs recorded
+        another run's stage by its absolute path, which resolves to itself)."""
+        if os.sep not in key:
+            return self.root, key
+        folder = self.root / key
+        return folder.parent, folder.name
+
     @property
     def manifest(self) -> Path:
         return self.root / MANIFEST

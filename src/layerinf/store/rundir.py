@@ -277,9 +277,8 @@ class RunDir:
     def check_fresh(self, name: str) -> None:
         """Error when stage ``name`` was made from an older version of a stage it reads."""
         for up, fp in (self.stage_info(name).get("inputs") or {}).items():
-            path = Path(up)  # another run's stage: its absolute path, or relative to this run (cross-fitting's folds)
-            owner = self if os.sep not in up else RunDir(path.parent if path.is_absolute() else self.root / path.parent)
-            up = path.name
+            root, up = self.layout.input_stage(up)
+            owner = RunDir(root)
             if owner._info(up) is None or owner.fingerprint(up) != fp:
                 raise LayerinfError(
                     f"stage '{name}' in {self.root} was made from an older '{up}' stage (it was redone since)",

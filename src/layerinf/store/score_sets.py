@@ -119,8 +119,8 @@ class ScoreSet:
 
 def _fresh(rd: RunDir, info: dict) -> bool:
     for up, fp in (info.get("inputs") or {}).items():
-        owner = RunDir(Path(up).parent) if os.sep in up else rd
-        name = Path(up).name
+        root, name = rd.layout.input_stage(up)
+        owner = RunDir(root)
         if stage_json(owner.stage_path(name)) is None or owner.fingerprint(name) != fp:
             return False
     return True

@@ -45,7 +45,6 @@ from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, R
                              split_options)
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
-from layerinf.report.advise import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
 from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
@@ -55,6 +54,7 @@ from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP
                                    NOISE_FOLDS_FILE, NOISE_PROBS_FILE, PAGE_FILE, PROBE_TABLE, PROBES_DIR,
                                    RECOMMENDATION_FILE, SCORES, SOURCE_DIR, table_file)
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
+from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.workflows.defaults import ADVISE_DEFAULTS
 from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
 
@@ -239,7 +239,7 @@ class NoiseStage(StageBase):
     def check_upstream(self) -> dict[str, str]:
         inputs = super().check_upstream()
         for p in self.fold_dirs:
-            inputs[str((RunDir(p).stage_path(FINETUNE)).resolve())] = RunDir(p).fingerprint(FINETUNE)
+            inputs[self.run_dir.layout.input_key(RunDir(p).layout, FINETUNE)] = RunDir(p).fingerprint(FINETUNE)
         return inputs
 
     def key(self, n_boot: int) -> dict:
@@ -324,7 +324,7 @@ class AdviseStage(StageBase):
             pr = RunDir(p)
             for up in (DATA, SCORES):
                 pr.require(up)
-                inputs[str(pr.stage_path(up).resolve())] = pr.fingerprint(up)
+                inputs[self.run_dir.layout.input_key(pr.layout, up)] = pr.fingerprint(up)
         return inputs
 
     def key(self, cfg: AdviceConfig) -> dict:

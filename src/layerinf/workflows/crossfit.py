@@ -291,15 +291,12 @@ class CrossfitStage(StageBase):
         self.fold_dirs = [RunDir(d) for d in fold_dirs]
         self.plan = plan
 
-    def _rel(self, run: RunDir, stage: str) -> str:
-        return os.path.relpath(run.stage_path(stage).resolve(), self.run_dir.root.resolve())
-
     def check_upstream(self) -> dict[str, str]:
         inputs = {}
         for run in self.fold_dirs:
             for up in (DATA, FINETUNE, GRADS, SUSPECTS):
                 run.require(up)
-                inputs[self._rel(run, up)] = run.fingerprint(up)
+                inputs[self.run_dir.layout.input_key(run.layout, up)] = run.fingerprint(up)
         if self.plan.kind == "classification":
             self.run_dir.require(EMBED)
             inputs[EMBED] = self.run_dir.fingerprint(EMBED)

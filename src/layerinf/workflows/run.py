@@ -42,7 +42,8 @@ def _standin_specs(num_layers: int, include_we: bool):
 def check_config(cfg: ExperimentConfig) -> None:
     """Everything that can be checked without data or weights: the model name, the layer groups (from the
     model's layer count) and the retrained configurations. Raises before anything is written."""
-    from layerinf.influence.groups import all_groups, layer_groups
+    from layerinf.influence.groups import layer_groups
+    from layerinf.influence.registry import all_groups
     from layerinf.model import num_layers_of
 
     cfg.data.require_source(yaml=True)

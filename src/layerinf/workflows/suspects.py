@@ -217,6 +217,7 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             work.require(FINETUNE, f"run `layerinf finetune {work.root}` first (or use --source)", verify=False)
     adapter_path = None if adapter is None or run is not None else check_adapter(adapter)
     from layerinf.model import num_layers_of, resolve_device
+    from layerinf.stages.base import StageSummary
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.rank import RankStage
 
@@ -229,15 +230,14 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             raise LayerinfError(f"--ranking {rank.ranking} needs cross-fitting (out-of-sample probabilities for "
                                 "every row); a run directory is ranked by influence", "drop --ranking, or use --source")
         if work.is_finished(GRADS, verify=False):
-            info = work.stage_info(GRADS)
-            check_group(rank, int(info["summary"]["num_layers"]))
+            check_group(rank, GradsStage(work).num_layers)
         else:
             work.require(FINETUNE, f"run `layerinf finetune {work.root}` first (or use --source)")
-            ft_model = ModelConfig(**work.stage_info(FINETUNE)["summary"]["model"])
+            ft_model = ModelConfig(**StageSummary(work, FINETUNE)["model"])
             check_group(rank, num_layers_of(ft_model))
             with work.guard():
                 GradsStage(work).run(GradsConfig(), progress=progress, device=device)
-        model_name = work.stage_info(FINETUNE)["summary"]["model"]["name"]
+        model_name = StageSummary(work, FINETUNE)["model"]["name"]
         with out.guard():
             return RankStage(out, source=work).run(rank, model_name, force=force, progress=progress)
 
@@ -295,6 +295,7 @@ def fit_and_rank(run: RunDir, data_stage, data: DataConfig, *, model: ModelConfi
                  force: bool = False, gradient_checkpointing: bool = False):
     """One fit in ``run``: data (``data_stage``) → finetune (or the imported ``adapter``) → grads → suspects."""
     from layerinf.stages.finetune import AdapterStage, FinetuneStage
+    from layerinf.stages.base import StageSummary
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.rank import RankStage
 

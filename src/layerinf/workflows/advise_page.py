@@ -1,5 +1,6 @@
-"""The advisor's figure and page: a group × aggregator heat map per method and a static, self-contained HTML page
-(inline CSS, the figure embedded as a data URI, no scripts, no external resources, every text escaped)."""
+"""The advisor's table, advice, figure and page: a group × aggregator heat map per method and a static,
+self-contained HTML page (inline CSS, the figure embedded as a data URI, no scripts, no external resources, every
+text escaped). The advise stage (``workflows.advise``) writes them, as the rank stage writes its page."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, adaptive_kappa, mean_ci
-from layerinf.report.common import AGG_NAMES, METHOD_NAMES, agg_order, group_order, method_order
+from layerinf.evaluation.names import AGG_NAMES, METHOD_NAMES, agg_order, group_order, method_order
 
 CONFIG = ["method", "group", "aggregator"]
 METRICS = ("ndr_10", "ndr_30", "auc_ndr", "roc_auc")

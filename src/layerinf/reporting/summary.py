@@ -24,11 +24,11 @@ import pandas as pd
 
 from layerinf.errors import LayerinfError
 from layerinf.evaluation import metrics
-from layerinf.report.common import (BASELINES, CONFIG, METHOD_NAMES, agg_order, attention_groups, config_label,
+from layerinf.reporting.common import (BASELINES, CONFIG, METHOD_NAMES, agg_order, attention_groups, config_label,
                                     fmt, fmt_p, group_order, method_order, nanmean, paper_groups, pct, run_key,
                                     run_name)
-from layerinf.report.results import OPTIONAL_FLOAT, REQUIRED
-from layerinf.report.uncertainty import LEVEL, average_repeats, ci_note, merge_ci
+from layerinf.reporting.results import OPTIONAL_FLOAT, REQUIRED
+from layerinf.reporting.uncertainty import LEVEL, average_repeats, ci_note, merge_ci
 
 MIN_WILCOXON = 6  # the paper shows a Mean-vs-X difference as significant only with more than 5 seeds
 MIN_RUNS_CLAIM = 3  # fewer runs than this: a claim's verdict is "too little data"
@@ -144,7 +144,7 @@ def _config_table(df: pd.DataFrame, tau: float, include_self: bool) -> tuple[pd.
 
 def _accuracy_notes(df: pd.DataFrame) -> list[str]:
     """What the ± after an accuracy is, and the collapsed retrainings."""
-    from layerinf.report.uncertainty import collapse_notes
+    from layerinf.reporting.uncertainty import collapse_notes
 
     reps = int(df["repeats"].max()) if "repeats" in df.columns and len(df) else 1
     runs = int(df.groupby(run_key(df)).ngroups)

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from layerinf.evaluation import metrics
-from layerinf.report.common import CONFIG, RUN_KEY
-from layerinf.report.params import run_params
+from layerinf.reporting.common import CONFIG, RUN_KEY
+from layerinf.reporting.params import run_params
 from layerinf.store.layout import AGGREGATED_FILE, SCORES, RunLayout, SweepLayout
 
 LEVEL = 0.95

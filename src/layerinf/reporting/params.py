@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from layerinf.config import FilterConfig, ScoreConfig
-from layerinf.report.common import group_order, pct
+from layerinf.reporting.common import group_order, pct
 from layerinf.store.layout import (DATA, DATA_META_FILE, EVAL, FINETUNE, SCORES, STAGE_FILE, RunLayout)
 
 DEFAULT_FRACTION = FilterConfig().fraction

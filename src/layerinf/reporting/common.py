@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+# the configurations' names and order (evaluation.names, shared with the advisor's page); the report's modules
+# take them from here with the rest
+from layerinf.evaluation.names import (AGG_NAMES, ATTN_RE, METHOD_NAMES, agg_order, group_order,  # noqa: F401
+                                       method_order)
+
 BASELINES = ("none", "random", "oracle")
 CONFIG = ["method", "group", "aggregator"]
 RUN_KEY = ["model", "task", "seed"]
 
-METHOD_NAMES = {"tracin": "TracIn", "cosine": "Cosine", "datainf": "DataInf",
-                "random": "Random", "oracle": "Oracle (Full)", "none": "No removal"}
-AGG_NAMES = {"mean": "Mean", "rank": "Rank", "vote": "Vote", "-": ""}
 KIND_NAMES = {"query_A": "Query A", "query_B": "Query B", "value_A": "Value A", "value_B": "Value B"}
 METHOD_COLORS = {"tracin": "#1f77b4", "cosine": "#ff7f0e", "datainf": "#2ca02c",
                  "random": "#7f7f7f", "oracle": "#9467bd", "none": "#bcbd22"}
-ATTN_RE = re.compile(r"^(\d+)-(\d+)$")
-
-
-def group_order(group: str) -> tuple:
-    """WE, attention groups by first layer, CL, all, then anything else by name."""
-    m = ATTN_RE.match(group)
-    if group == "WE":
-        return (0, 0, group)
-    if m:
-        return (1, int(m.group(1)), group)
-    if group == "CL":
-        return (2, 0, group)
-    if group == "all":
-        return (3, 0, group)
-    if group == "-":
-        return (5, 0, group)
-    return (4, 0, group)
-
-
-def method_order(m: str) -> tuple:
-    order = ["tracin", "cosine", "datainf", "none", "random", "oracle"]
-    return (order.index(m) if m in order else len(order), m)
-
-
-def agg_order(a: str) -> tuple:
-    order = ["mean", "rank", "vote", "-"]
-    return (order.index(a) if a in order else len(order), a)
 
 
 def config_label(method: str, group: str, aggregator: str) -> str:

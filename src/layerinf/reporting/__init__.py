@@ -26,8 +26,6 @@ Sign convention everywhere: higher score = more helpful; filtering removes the b
 from __future__ import annotations
 
 import os
-import sys
-import types
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,16 +33,16 @@ from pathlib import Path
 import pandas as pd
 
 from layerinf.errors import LayerinfError
-from layerinf.report.common import run_key
-from layerinf.report.formatting import write_tables
-from layerinf.report.page import write_html
-from layerinf.report.params import ReportParams
-from layerinf.report.plots import figures
-from layerinf.report.results import has_results, load_detection, load_results, unit_dirs
-from layerinf.report.summary import detection_table, tables
-from layerinf.report.suspects import top_suspects
-from layerinf.report.answer import answer, best_config
-from layerinf.report.uncertainty import BOOTSTRAP, average_repeats, detection_ci, flag_collapsed
+from layerinf.reporting.common import run_key
+from layerinf.reporting.formatting import write_tables
+from layerinf.reporting.page import write_html
+from layerinf.reporting.params import ReportParams
+from layerinf.reporting.plots import figures
+from layerinf.reporting.results import has_results, load_detection, load_results, unit_dirs
+from layerinf.reporting.summary import detection_table, tables
+from layerinf.reporting.suspects import top_suspects
+from layerinf.reporting.answer import answer, best_config
+from layerinf.reporting.uncertainty import BOOTSTRAP, average_repeats, detection_ci, flag_collapsed
 from layerinf.store.layout import ANSWER_FILE, PAGE_FILE, REPORT, REPORT_FIGURES, REPORT_TABLES, SCORES
 
 __all__ = ["report", "load_results", "tables", "figures", "write_tables", "write_html"]
@@ -112,7 +110,7 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             tabs["top_suspects"] = top[1]
         write_tables(tabs, tmp / REPORT_TABLES)
         figs = figures(base, tmp / REPORT_FIGURES, results=frame)
-        from layerinf import __version__
+        from layerinf.version import __version__
 
         meta = {
             "title": f"layerinf report — {root.resolve().name}",
@@ -148,17 +146,3 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             os.replace(old, target)
         raise
     return target / PAGE_FILE
-
-
-class _CallableReportModule(types.ModuleType):
-    """Importing this subpackage sets ``layerinf.report`` to the module, over the API function of that name;
-    calling the module does what ``layerinf.report(...)`` promises, so ``li.report(run)`` always works."""
-
-    def __call__(self, path, *args, out=None, **kwargs):
-        from layerinf.report.checks import check_report_input
-
-        check_report_input(path, out)  # as layerinf.api.report does: stale or corrupted inputs are an error
-        return report(path, *args, out=out, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableReportModule

@@ -19,9 +19,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from layerinf.report.common import RUN_KEY
-from layerinf.report.params import ReportParams
-from layerinf.report.uncertainty import collapsed_words
+from layerinf.reporting.common import RUN_KEY
+from layerinf.reporting.params import ReportParams
+from layerinf.reporting.uncertainty import collapsed_words
 
 ATTN = re.compile(r"^\d+-\d+$")
 NOT_INFLUENCE = ("none", "random", "oracle", "loss", "self_influence")

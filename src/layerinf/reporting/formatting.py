@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layerinf.report.common import AGG_NAMES, METHOD_NAMES, fmt, fmt_p, pm
-from layerinf.report.summary import ALPHA_SPEARMAN
-from layerinf.report.uncertainty import collapsed_words
+from layerinf.reporting.common import AGG_NAMES, METHOD_NAMES, fmt, fmt_p, pm
+from layerinf.reporting.summary import ALPHA_SPEARMAN
+from layerinf.reporting.uncertainty import collapsed_words
 
 DETECTION_LABELS = {"precision_30": "precision@30", "auc_ndr": "AUC-NDR", "roc_auc": "ROC-AUC",
                     "cancellation": "cancellation"}

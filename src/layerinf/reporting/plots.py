@@ -3,7 +3,7 @@
 From each run's score folder: NDR curves of the best configurations, layer-wise NDR@30 of single LoRA modules,
 and the noisy-vs-benign rank per layer; from the results table: accuracy box plots per configuration and an
 NDR@30 heat map (from the score tables when the run was not retrained). Filtering fractions shown come from
-the runs (:mod:`layerinf.report.params`).
+the runs (:mod:`layerinf.reporting.params`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from layerinf.errors import LayerinfError
-from layerinf.report.common import (AGG_NAMES, BASELINES, KIND_NAMES, METHOD_COLORS, METHOD_NAMES, RUN_KEY,
+from layerinf.reporting.common import (AGG_NAMES, BASELINES, KIND_NAMES, METHOD_COLORS, METHOD_NAMES, RUN_KEY,
                                     agg_order, config_label, group_order, method_order, pct)
-from layerinf.report.params import ReportParams
-from layerinf.report.results import load_detection, load_results, read_units, unit_dirs, unit_model
+from layerinf.reporting.params import ReportParams
+from layerinf.reporting.results import load_detection, load_results, read_units, unit_dirs, unit_model
 from layerinf.store.layout import SCORE_TABLE
 
 DPI = 110

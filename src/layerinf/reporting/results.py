@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from layerinf.errors import LayerinfError
-from layerinf.report.common import BASELINES
-from layerinf.report.params import run_params
+from layerinf.reporting.common import BASELINES
+from layerinf.reporting.params import run_params
 from layerinf.store.layout import RunLayout, SweepLayout, is_sweep
 
 REQUIRED = ["model", "task", "seed", "method", "group", "aggregator", "best_accuracy"]

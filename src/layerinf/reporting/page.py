@@ -1,7 +1,7 @@
 """The report's one static HTML page: inline CSS, no JavaScript, no external URLs.
 
 Its texts (reading guide, section introductions, figure captions, footer) state the parameters the runs
-actually used (:class:`~layerinf.report.params.ReportParams`: filtering fraction, Vote's κ, layer groups);
+actually used (:class:`~layerinf.reporting.params.ReportParams`: filtering fraction, Vote's κ, layer groups);
 a report of runs that were scored but not retrained shows the detection side and says what retraining adds.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from layerinf.report.common import group_order, pct
-from layerinf.report.formatting import display
-from layerinf.report.params import ReportParams
+from layerinf.reporting.common import group_order, pct
+from layerinf.reporting.formatting import display
+from layerinf.reporting.params import ReportParams
 from layerinf.store.layout import PAGE_FILE, REPORT_FIGURES, REPORT_TABLES
 
 CSS = """
