@@ -1,4 +1,8 @@
-"""Shared fixtures. Nothing here touches the network: the Hub is forced offline for every test."""
+"""Shared fixtures. Nothing here touches the network: the Hub is forced offline for every test.
+
+Plain helpers (run configs, the console script, file snapshots) are in helpers.py; the batch-of-one gradient
+reference is in grad_reference.py.
+"""
 
 import os
 from pathlib import Path
@@ -28,3 +32,19 @@ def _torch_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture(scope="session")
+def scored_small_run(tmp_path_factory) -> Path:
+    """helpers.SMALL (MiniLM, fine-tuned) finished up to its scores, without retraining; built once per test
+    session and shared: copy it before writing."""
+    import layerinf as li
+    from helpers import SMALL
+    from layerinf.config import ExperimentConfig
+    from layerinf.store.rundir import RunDir
+
+    root = Path(tmp_path_factory.getbasetemp()) / "shared-scored-small-run"
+    if not RunDir(root).is_finished("scores", verify=False):
+        cfg = ExperimentConfig.from_dict({**SMALL, "filter": {**SMALL["filter"], "retrain": False}})
+        li.run(cfg, root, progress=False, echo=None)
+    return root

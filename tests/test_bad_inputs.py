@@ -14,12 +14,10 @@ once per module. ``test_battery_size`` keeps the battery at 60 distinct cases or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,61 +26,20 @@ from typing import Callable
 
 import pytest
 
-from test_cli_entry import COMMANDS, _script
+from helpers import COMMANDS, TINY, flip_byte, one_error_line, run_cli, snapshot
 
 pytestmark = pytest.mark.slow
 
-# the shared tiny run: prepare → finetune → grads → score, no retraining (the report shows detection only)
-TINY = {
-    "name": "tiny",
-    "data": {"source": "demo", "max_train": 60, "max_dev": 40, "noise_rate": 0.2, "seed": 0},
-    "model": {"name": "minilm", "max_length": 24},
-    "train": {"epochs": 1, "batch_size": 16},
-    "grads": {"include_we": False, "grad_batch_size": 32},
-    "score": {"methods": ["tracin"], "groups": ["02-03", "CL"], "aggregators": ["mean"]},
-    "filter": {"retrain": False},
-}
+# the shared run: helpers.TINY on 60 examples, prepare → finetune → grads → score, no retraining (the report
+# shows detection only)
+DETECTION_ONLY = {**TINY, "data": {**TINY["data"], "max_train": 60},
+                  "grads": {"include_we": False, "grad_batch_size": 32},
+                  "score": {"methods": ["tracin"], "groups": ["02-03", "CL"], "aggregators": ["mean"]},
+                  "filter": {"retrain": False}}
 CONFIG = ("name: c\ndata: {source: demo, max_train: 40, max_dev: 20}\nmodel: {max_length: 24}\n"
           "train: {epochs: 1, batch_size: 16}\nscore: {methods: [tracin], groups: [CL], aggregators: [mean]}\n"
           "filter: {configs: [tracin/CL/mean], baselines: [none]}\n")
 WORKERS = 3  # cases at once (each a process; most of their time is start-up)
-
-
-def layerinf_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "LAYERINF_DEBUG": "0", "COLUMNS": "100", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-def run_cli(*args, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([_script(), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=layerinf_env())
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Relative path → SHA-256 of every file (and 'dir' for every folder) below ``folder``."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).as_posix()
-        out[rel] = "dir" if p.is_dir() and not p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def flip_byte(path: Path, at: float = 0.5) -> None:
-    """Flip one byte of ``path`` (all its bits), in the middle by default."""
-    data = bytearray(path.read_bytes())
-    i = min(len(data) - 1, int(len(data) * at))
-    data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def one_error_line(res: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The one ``error: `` line of a failed command (asserting everything else about the failure)."""
-    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
-    assert " — " in lines[0], f"the line names no fix: {lines[0]}"
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ the cases
@@ -350,7 +307,7 @@ def states(tmp_path_factory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("states")
     finished = base / "finished"
-    li.run(ExperimentConfig.from_dict(TINY), finished, progress=False, echo=None)
+    li.run(ExperimentConfig.from_dict(DETECTION_ONLY), finished, progress=False, echo=None)
     out = {"finished": finished}
     for state, drop in (("graded", ["scores"]), ("finetuned", ["scores", "grads"]),
                         ("prepared", ["scores", "grads", "finetune"])):

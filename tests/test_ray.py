@@ -1,7 +1,7 @@
 """Scale-out: the executor abstraction, Ray (local instance), retrainings and sweeps as tasks, faults.
 
 The fast tests need no Ray instance. The slow ones share one local Ray instance with 2 CPUs (module fixture)
-and the scored SMALL run of tests/test_experiment.py; each copies that run before writing.
+and the scored SMALL run (conftest.py's ``scored_small_run``); each copies that run before writing.
 """
 
 import json
@@ -22,7 +22,8 @@ from layerinf.errors import LayerinfError
 from layerinf.store.rundir import RunDir
 from layerinf.workflows.sweep import sweep
 from layerinf.workflows.executor import LocalExecutor, RayExecutor, Task, make_executor, run_graph
-from test_experiment import SMALL, scored_run
+
+from helpers import SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,11 +106,6 @@ def ray_instance():
     ex.close()
 
 
-@pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    return scored_run(tmp_path_factory)
-
-
 def _eval(run, executor=None):
     from layerinf.stages.evaluate import EvalStage
 
@@ -125,12 +121,12 @@ def _records(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def local_reference(scored, tmp_path_factory):
+def local_reference(scored_small_run, tmp_path_factory):
     """The retrainings with the local executor, one torch thread (as each Ray task of 1 CPU uses)."""
     import torch
 
     run = Path(tmp_path_factory.mktemp("local")) / "run"
-    shutil.copytree(scored, run)
+    shutil.copytree(scored_small_run, run)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -141,9 +137,9 @@ def local_reference(scored, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_retrainings_on_ray_give_the_same_bytes_as_local(ray_instance, scored, local_reference, tmp_path):
+def test_retrainings_on_ray_give_the_same_bytes_as_local(ray_instance, scored_small_run, local_reference, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(scored, run)
+    shutil.copytree(scored_small_run, run)
     results = _eval(run, RayExecutor(num_cpus=1))
     assert len(results) == 4
     assert (run / "eval" / "results.csv").read_bytes() == (local_reference / "eval" / "results.csv").read_bytes()
@@ -155,11 +151,12 @@ def test_retrainings_on_ray_give_the_same_bytes_as_local(ray_instance, scored, l
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_retried_and_the_results_are_the_same(ray_instance, scored, local_reference, tmp_path):
+def test_a_killed_worker_is_retried_and_the_results_are_the_same(ray_instance, scored_small_run, local_reference,
+                                                                 tmp_path):
     import psutil
 
     run = tmp_path / "run"
-    shutil.copytree(scored, run)
+    shutil.copytree(scored_small_run, run)
     killed, stop = [], threading.Event()
 
     def killer():  # SIGKILL the first worker process seen running a retraining (a descendant of this process)
@@ -189,15 +186,15 @@ def test_a_killed_worker_is_retried_and_the_results_are_the_same(ray_instance, s
 
 
 @pytest.mark.slow
-def test_gradient_shards_on_ray_are_the_unsharded_bytes(ray_instance, scored, tmp_path):
+def test_gradient_shards_on_ray_are_the_unsharded_bytes(ray_instance, scored_small_run, tmp_path):
     from layerinf.stages.grads import GradsStage
 
     run = tmp_path / "run"
-    shutil.copytree(scored, run)
+    shutil.copytree(scored_small_run, run)
     cfg = ExperimentConfig.from_dict(SMALL)
     train, infl = GradsStage(run, executor=RayExecutor(num_cpus=1)).run(cfg.grads, shards=2, force=True,
                                                                         progress=False)
-    ref_train, ref_infl = GradsStage(scored).load()
+    ref_train, ref_infl = GradsStage(scored_small_run).load()
     assert len(train.shards) == 2
     for name in ref_train.dense_modules:
         assert ref_train.module(name).tobytes() == train.module(name).tobytes()
@@ -211,19 +208,20 @@ import sys
 sys.path.insert(0, {tests!r})
 from layerinf.config import ExperimentConfig
 from layerinf.workflows.sweep import sweep
-from test_experiment import SMALL
+from helpers import SMALL
 sweep(ExperimentConfig.from_dict(SMALL), {grid!r}, {out!r}, executor="ray", num_cpus=1, echo=None, progress=False)
 """
 GRID = {"filter.fraction": [0.3, 0.2]}  # two units sharing the scored run's stages: only the retrainings run
 
 
 @pytest.mark.slow
-def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored, local_reference, tmp_path):
+def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored_small_run, local_reference,
+                                                           tmp_path):
     import psutil
 
     out = tmp_path / "sweep"
     for unit in ("fraction=0.3", "fraction=0.2"):  # the units' chains are done (their tasks reuse every stage)
-        shutil.copytree(scored, out / "units" / unit)
+        shutil.copytree(scored_small_run, out / "units" / unit)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen([sys.executable, "-c", _DRIVER.format(tests=str(REPO / "tests"), grid=GRID, out=str(out))],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

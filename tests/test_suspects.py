@@ -302,7 +302,7 @@ def test_a_bad_adapter_is_refused_before_the_data_are_prepared(tmp_path, kind, m
 
 # ------------------------------------------------------------------------------------------- cross-fitting
 
-TINY = dict(epochs=1, batch_size=16, max_length=24, progress=False)
+TINY_FIT = dict(epochs=1, batch_size=16, max_length=24, progress=False)  # one short MiniLM epoch per fit
 
 
 def _user_csv(path, n: int, seed: int = 3):
@@ -340,7 +340,8 @@ def crossfit(tmp_path_factory):
     df = _user_csv(folder / "mine.csv", 48)
     out = folder / "out"
     t0 = time.time()
-    res = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    res = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
+                        **TINY_FIT)
     print(f"\ncross-fitted suspects (48 rows, 3 folds, 1 epoch): {time.time() - t0:.1f}s")
     return folder, out, df, res
 
@@ -406,7 +407,8 @@ def test_crossfit_rerun_reuses_every_fold(crossfit):
     before = _stage_times(out)
     assert len(before) == 1 + 3 * 4  # the combined ranking, and data/finetune/grads/suspects per fold
     t0 = time.time()
-    again = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    again = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
+                          **TINY_FIT)
     assert _stage_times(out) == before  # nothing retrained, nothing recomputed
     assert time.time() - t0 < 30
     assert again.table["source_idx"].tolist() == res.table["source_idx"].tolist()
@@ -419,7 +421,8 @@ def test_crossfit_resumes_after_a_lost_fold(crossfit, tmp_path):
     shutil.copytree(out, copy)
     shutil.rmtree(copy / "folds" / "fold-2")
     before = {k: v for k, v in _stage_times(copy).items() if "fold-2" not in k[0] and k[0] != str(copy)}
-    find_suspects(copy, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    find_suspects(copy, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
+                  **TINY_FIT)
     after = _stage_times(copy)
     assert {k: after[k] for k in before} == before and any("fold-2" in k[0] for k in after)
 
@@ -427,7 +430,7 @@ def test_crossfit_resumes_after_a_lost_fold(crossfit, tmp_path):
 def test_one_fold_says_how_many_rows_were_not_ranked(crossfit, tmp_path):
     folder, _, df, _ = crossfit
     res = find_suspects(tmp_path / "one", source=str(folder / "mine.csv"), text_column="review",
-                        label_column="sentiment", folds=1, **TINY)
+                        label_column="sentiment", folds=1, **TINY_FIT)
     assert res.coverage["how"] == "carved" and res.coverage["rows"] == len(df)
     left = len(df) - res.n
     assert left > 0 and f"{res.n} of {len(df)} rows ranked by one fit; {left} rows were NOT ranked" in res.coverage_text
@@ -445,7 +448,7 @@ def test_too_many_folds_for_a_class_is_refused_before_anything_is_written(tmp_pa
     df = _user_csv(tmp_path / "few.csv", 12)
     with pytest.raises(LayerinfError, match="too few for folds=7"):
         find_suspects(tmp_path / "x", source=str(tmp_path / "few.csv"), text_column="review", label_column="sentiment",
-                      folds=7, **TINY)
+                      folds=7, **TINY_FIT)
     assert not (tmp_path / "x").exists() and len(df) == 12
 
 

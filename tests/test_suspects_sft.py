@@ -7,53 +7,18 @@ Done-when test plants swapped responses in a sentiment instruction file and runs
 
 import html
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import TINY_LLAMA, cli_args, instruction_rows, one_error_line, run_sft_cli, write_jsonl
 from layerinf.stages.rank import SFT_COLUMNS, load_result, summary_table
-from test_cli_entry import _script
 from layerinf.stages.rank_page import TEXT_LIMIT, _cut
 
-TINY = ["--model", "shape:tiny-llama", "--max-length", "32", "--max-response-length", "8", "--epochs", "1",
-        "--batch-size", "8"]
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "candle", "forest", "window", "rocket",
-         "garden", "silver", "mirror", "pepper", "castle", "button", "dragon", "jacket", "meadow", "orange", "planet",
-         "bridge", "copper", "velvet", "harbor", "falcon", "marble", "sunset", "violin"]
-
-
-
-
-def layerinf(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "LAYERINF_DEBUG": "0", "COLUMNS": "120", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([_script(), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def one_error_line(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
-    return lines[0]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
-
-
-def instruction_rows() -> list[dict]:
-    """Free-form instructions (not class words), with HTML-special characters in every prompt."""
-    return [{"prompt": f"Write the word <{w}> in capital letters & nothing else.", "response": w.upper()}
-            for w in WORDS]
+TINY_LLAMA_ARGS = cli_args(TINY_LLAMA)  # the tiny random decoder's recipe as console-script options
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -68,7 +33,7 @@ def crossfit_run(tmp_path_factory):
     """``layerinf suspects`` through the console script on a 30-row prompt/response JSONL (3-fold cross-fitting)."""
     root = tmp_path_factory.mktemp("sft_suspects")
     src = write_jsonl(root / "instructions.jsonl", instruction_rows())
-    res = layerinf("suspects", root / "out", "--source", src, *TINY)
+    res = run_sft_cli("suspects", root / "out", "--source", src, *TINY_LLAMA_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     return root / "out", res
 
@@ -119,7 +84,7 @@ def test_sft_suspects_with_a_layerinf_adapter(crossfit_run, tmp_path):
     out, _ = crossfit_run
     adapter = out / "folds" / "fold-0" / "finetune" / "best.safetensors"
     src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
-    res = layerinf("suspects", tmp_path / "a", "--source", src, "--adapter", adapter, *TINY)
+    res = run_sft_cli("suspects", tmp_path / "a", "--source", src, "--adapter", adapter, *TINY_LLAMA_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     table = read_csv(tmp_path / "a" / "suspects" / "suspects.csv")
     assert list(table.columns) == SFT_COLUMNS and len(table) == 24  # one fit: the carved-out 20 % not ranked
@@ -193,12 +158,12 @@ def test_peft_options_layerinf_does_not_reproduce_are_refused(tmp_path, option, 
 def test_sft_suspects_with_a_peft_adapter_through_the_cli(tmp_path):
     _tiny_peft_adapter(tmp_path / "peft")
     src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
-    res = layerinf("suspects", tmp_path / "p", "--source", src, "--adapter", tmp_path / "peft", *TINY)
+    res = run_sft_cli("suspects", tmp_path / "p", "--source", src, "--adapter", tmp_path / "peft", *TINY_LLAMA_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(read_csv(tmp_path / "p" / "suspects" / "suspects.csv")) == 24
     _tiny_peft_adapter(tmp_path / "head", modules_to_save=["lm_head"])
-    res = layerinf("suspects", tmp_path / "h", "--source", src, "--adapter", tmp_path / "head", *TINY)
-    assert "modules_to_save" in one_error_line(res)
+    res = run_sft_cli("suspects", tmp_path / "h", "--source", src, "--adapter", tmp_path / "head", *TINY_LLAMA_ARGS)
+    assert "modules_to_save" in one_error_line(res, names_a_fix=False)
     assert not (tmp_path / "h").exists()
 
 
@@ -242,8 +207,8 @@ def _bad_files(folder: Path) -> dict[str, tuple[list, str]]:
 def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, case):
     (src, *extra), match = _bad_files(tmp_path)[case]
     out = tmp_path / "out"
-    res = layerinf("suspects", out, "--source", src, *extra, *TINY, timeout=300)
-    line = one_error_line(res)
+    res = run_sft_cli("suspects", out, "--source", src, *extra, *TINY_LLAMA_ARGS, timeout=300)
+    line = one_error_line(res, names_a_fix=False)
     assert match in line and " — " in line, line
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
@@ -254,7 +219,7 @@ def test_an_encoder_on_sft_data_is_one_line_and_writes_nothing(tmp_path, model):
     (tmp_path / "sft.yaml").write_text(f"name: enc\ndata: {{source: {src}, task_type: sft}}\nmodel: {{name: '{model}'}}\n")
     for args in (["suspects", tmp_path / "out", "--source", src, "--model", model],
                  ["run", tmp_path / "sft.yaml", "--out", tmp_path / "out"]):
-        line = one_error_line(layerinf(*args, timeout=300))
+        line = one_error_line(run_sft_cli(*args, timeout=300), names_a_fix=False)
         assert "is an encoder" in line and "decoder" in line, line
         assert not (tmp_path / "out").exists()
 
@@ -301,8 +266,8 @@ def test_done_when_planted_swaps_are_enriched_among_sft_suspects(tmp_path):
     fit, 20 % carved out as validation data and not ranked) keeps it to one fine-tuning on 2 CPU cores."""
     _smollm2_or_skip()
     src, mask = planted_sentiment_file(tmp_path / "planted.jsonl")
-    res = layerinf("suspects", tmp_path / "out", "--source", src, "--model", "smollm2-135m", "--max-length", "80",
-                   "--max-response-length", "8", "--epochs", "3", "--batch-size", "8", "--folds", "1", timeout=1800)
+    res = run_sft_cli("suspects", tmp_path / "out", "--source", src, "--model", "smollm2-135m", "--max-length", "80",
+                      "--max-response-length", "8", "--epochs", "3", "--batch-size", "8", "--folds", "1", timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     csv = read_csv(tmp_path / "out" / "suspects" / "suspects.csv")
     planted = mask[csv["source_idx"].to_numpy()]
