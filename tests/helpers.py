@@ -72,6 +72,46 @@ def run_cli(*args, cwd=None, timeout: float = 300, **env: str | None) -> subproc
                           cwd=cwd, env=layerinf_env(**env))
 
 
+# The console script's own entry (as the installed `layerinf` wrapper calls it) under an audit hook that records,
+# in the file named by $LAYERINF_TEST_AUDIT, every network connection or name lookup and every model file opened:
+# weights (by suffix) or a config / tokenizer file outside the working folder (transformers reads those first).
+_AUDITED_MAIN = """
+import os, sys
+
+_log = open(os.environ["LAYERINF_TEST_AUDIT"], "w", encoding="utf-8")
+_here = os.getcwd() + os.sep
+_weights = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5", ".onnx")
+_model_files = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "generation_config.json")
+
+
+def _hook(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo"):
+        _log.write(f"{event} {args[1:2] if event == 'socket.connect' else args[:2]!r}\\n")
+    elif event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path.endswith(_weights) or (os.path.basename(path) in _model_files and not path.startswith(_here)):
+            _log.write(f"open {path}\\n")
+    else:
+        return
+    _log.flush()
+
+
+sys.addaudithook(_hook)
+from layerinf.cli import main
+
+sys.argv[0] = "layerinf"
+sys.exit(main())
+"""
+
+
+def run_cli_audited(*args, cwd, audit_log: Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``layerinf *args`` as :func:`run_cli` runs it, plus what it reached for: each network connection or name
+    lookup and each model file (weights, or a config/tokenizer file outside ``cwd``) it opened, one line each."""
+    res = subprocess.run([sys.executable, "-c", _AUDITED_MAIN, *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout, cwd=cwd, env=layerinf_env(LAYERINF_TEST_AUDIT=str(audit_log)))
+    return res, audit_log.read_text(encoding="utf-8").splitlines()
+
+
 def run_sft_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
     """:func:`run_cli` as the instruction-data tests run it: 120 columns (their console tables are wide), torch
     threads as this process has them."""

@@ -61,12 +61,13 @@ def test_an_unreachable_cluster_is_one_quick_error_and_writes_nothing(tmp_path, 
         pytest.skip("a Ray instance is already connected in this process")
     port = _free_port()
     out = tmp_path / "sweep"
+    connects = []  # quick: the address is probed first, so Ray never starts its own (retrying) connection
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: connects.append((args, kwargs)))
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
-        t0 = time.perf_counter()
         with pytest.raises(LayerinfError) as err:
             sweep(ExperimentConfig.from_dict(SMALL), {"data.seed": [0, 1]}, out, executor="ray",
                      ray_address=address, echo=None)
-        assert time.perf_counter() - t0 < 15
+        assert connects == [], f"ray.init was called for an unreachable address: {connects}"
         msg = str(err.value)
         assert "\n" not in msg and f"cannot reach the Ray cluster at {address}" in msg and "ray start --head" in msg
         assert not out.exists()
@@ -227,7 +228,7 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored_
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     family: set[int] = set()
     try:
-        deadline = time.time() + 400
+        deadline = time.time() + 900  # a safety bound (a retraining takes seconds on an idle machine)
         while time.time() < deadline and proc.poll() is None:
             try:
                 family |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
