@@ -1,7 +1,8 @@
 """Shared fixtures. Nothing here touches the network: the Hub is forced offline for every test.
 
 Plain helpers (run configs, the console script, file snapshots) are in helpers.py; the batch-of-one gradient
-reference is in grad_reference.py.
+reference is in grad_reference.py. A test that uses one of ``SLOW_FIXTURES`` (real weights or fine-tuning) is
+marked ``slow`` here, so `make test-fast` leaves it out whether or not the test says so itself.
 """
 
 import importlib.util
@@ -17,6 +18,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(os.environ.get("LAYERINF_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
+
+# fixtures that load real pretrained weights or fine-tune: every test using one (directly or through another
+# fixture) is slow
+SLOW_FIXTURES = {"scored_small_run", "smollm2"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

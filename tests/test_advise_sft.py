@@ -12,6 +12,8 @@ from layerinf.stages.data import load_data
 from layerinf.workflows.advise import advise
 from helpers import TINY_LLAMA, WORDS, instruction_rows, one_error_line, run_sft_cli, write_jsonl
 
+pytestmark = pytest.mark.slow  # advise fine-tunes once per probe and fold; one test runs the console script
+
 TINY_LLAMA_ADVISE = dict(TINY_LLAMA, grad_batch_size=8, progress=False, echo=None)  # advise's keyword arguments
 
 

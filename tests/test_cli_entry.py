@@ -5,6 +5,8 @@ import pytest
 
 from helpers import COMMANDS, run_cli
 
+pytestmark = pytest.mark.slow  # every test runs the console script in a child process
+
 
 def layerinf(*args, cwd=None):
     return run_cli(*args, cwd=cwd, OMP_NUM_THREADS=None)  # torch threads as this process has them

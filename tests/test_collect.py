@@ -111,6 +111,7 @@ def real(request):
     return request.param, model, encoded, specs, reference_loop(model, encoded, specs)
 
 
+@pytest.mark.slow
 def test_real_models_match_batch_of_one_loop(real):
     name, model, encoded, specs, ref = real
     sides = ["right", "left"] if name == "smollm2-135m" else ["right"]  # BERT: absolute positions, right padding

@@ -13,6 +13,7 @@ from layerinf.config import ExperimentConfig
 from helpers import SMALL, TINY
 
 
+@pytest.mark.slow
 def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
     cfg = ExperimentConfig.from_dict(TINY)
     out = tmp_path / "run"
@@ -80,6 +81,7 @@ def test_shipped_example_configs_parse():
         assert cfg.filter.fraction == 0.30
 
 
+@pytest.mark.slow
 def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
     raw = {**TINY, "score": {"methods": ["tracin"], "groups": ["CL"], "aggregators": ["mean"]},
            "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
@@ -97,6 +99,7 @@ def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
     assert li.report(out).exists()
 
 
+@pytest.mark.slow
 def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
     raw = {**TINY, "score": {"methods": ["tracin"], "groups": ["CL"], "aggregators": ["mean"]},
            "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
@@ -109,6 +112,7 @@ def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
     assert len(second) == 4 and first < second  # new recipe → new retrainings, old ones untouched
 
 
+@pytest.mark.slow
 def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, scored_small_run, monkeypatch):
     """filter.repeats: 2 adds one retraining per kept subset with train_seed + 1; repeat 0 is the R = 1 result
     (its record reused), the table gets `repeat` / `train_seed` columns, and the report averages the repeats."""
@@ -161,6 +165,7 @@ def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, scored_sma
     assert "t-interval of the mean over 2 retraining seeds" in head and "bootstrap interval" in head
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, scored_small_run, monkeypatch):
     import shutil
 

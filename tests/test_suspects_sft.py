@@ -1,8 +1,9 @@
 """`layerinf suspects` on instruction (SFT) data: a ranked CSV / JSONL and a page with prompt, response, response
 loss and score; cross-fitting ranks every row; bad SFT input is one line before anything is written.
 
-The fast tests use ``shape:tiny-llama`` (random weights, the offline MiniLM tokenizer, no chat template); the slow
-Done-when test plants swapped responses in a sentiment instruction file and runs SmolLM2-135M-Instruct.
+The tests use ``shape:tiny-llama`` (random weights, the offline MiniLM tokenizer, no chat template); those that
+fine-tune or run the console script are marked slow, like the Done-when test, which plants swapped responses in a
+sentiment instruction file and runs SmolLM2-135M-Instruct.
 """
 
 import html
@@ -25,7 +26,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, dtype={"prompt": str, "response": str})
 
 
-# ------------------------------------------------------------------------------------------------ fast
+# ------------------------------------------------------------------------------------------------ tiny-llama
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def crossfit_run(tmp_path_factory):
     return root / "out", res
 
 
+@pytest.mark.slow
 def test_sft_suspects_csv_page_and_console(crossfit_run):
     out, res = crossfit_run
     rows = instruction_rows()
@@ -67,6 +69,7 @@ def test_sft_suspects_csv_page_and_console(crossfit_run):
         assert list(fit.columns) == SFT_COLUMNS and len(fit) == 20
 
 
+@pytest.mark.slow
 def test_sft_suspects_one_fit_says_what_was_not_ranked(tmp_path):
     from layerinf.workflows.suspects import find_suspects
 
@@ -79,6 +82,7 @@ def test_sft_suspects_one_fit_says_what_was_not_ranked(tmp_path):
     assert res.coverage_text in (res.folder / "index.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_sft_suspects_with_a_layerinf_adapter(crossfit_run, tmp_path):
     """An SFT run's own adapter (a fold's best.safetensors) is imported: no fine-tuning, one fit, all 30 rows."""
     out, _ = crossfit_run
@@ -155,6 +159,7 @@ def test_peft_options_layerinf_does_not_reproduce_are_refused(tmp_path, option, 
         import_causal_adapter("shape:tiny-llama", tmp_path / "peft")
 
 
+@pytest.mark.slow
 def test_sft_suspects_with_a_peft_adapter_through_the_cli(tmp_path):
     _tiny_peft_adapter(tmp_path / "peft")
     src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
@@ -174,6 +179,7 @@ def test_page_cuts_long_texts_visibly():
     assert _cut("a < b") == "a &lt; b"
 
 
+@pytest.mark.slow
 def test_old_summary_loads_as_classification(crossfit_run, tmp_path):
     out, _ = crossfit_run
     folder = tmp_path / "suspects"
@@ -203,6 +209,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[list, str]]:
     return {k: ([v[0], *v[1]], v[2]) for k, v in files.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no_response", "empty_response", "chat_template_on", "response_to_nothing"])
 def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, case):
     (src, *extra), match = _bad_files(tmp_path)[case]
@@ -213,6 +220,7 @@ def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, case):
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["minilm", "shape:tiny-bert"])
 def test_an_encoder_on_sft_data_is_one_line_and_writes_nothing(tmp_path, model):
     src = write_jsonl(tmp_path / "ok.jsonl", instruction_rows()[:12])
