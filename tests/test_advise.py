@@ -15,7 +15,7 @@ from layerinf.evaluation.noise_rate import (adaptive_kappa, confident_joint, est
                                             planted_metrics, softmax)
 from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.workflows.advise import advise, check_probe_args, min_train_size, recommended_rank_config
-from test_report import _browser
+from helpers import chromium_driver
 
 # ------------------------------------------------------------------------------------- planted metrics
 
@@ -199,14 +199,14 @@ def test_recommended_rank_config_missing(tmp_path):
 # --------------------------------------------------------------------------------------- end to end
 
 
-TINY = dict(max_train=50, max_dev=24, max_length=24, epochs=1, methods=["tracin", "datainf"],
-            groups=["WE", "02-03", "CL"], probe_rate=0.2, probes=1, noise_folds=2, progress=False)
+TINY_ADVISE = dict(max_train=50, max_dev=24, max_length=24, epochs=1, min_steps=None, methods=["tracin", "datainf"],
+                   groups=["WE", "02-03", "CL"], probe_rate=0.2, probes=1, noise_folds=2, progress=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_advice(tmp_path_factory):
     out = tmp_path_factory.mktemp("advise")
-    return out, advise(out, source="demo", echo=None, **TINY)
+    return out, advise(out, source="demo", echo=None, **TINY_ADVISE)
 
 
 @pytest.mark.slow
@@ -240,7 +240,7 @@ def test_tiny_end_to_end(tiny_advice):
 def test_tiny_rerun_reuses_every_stage(tiny_advice):
     out, res = tiny_advice
     before = json.loads((out / "advise" / "stage.json").read_text())["started"]
-    again = advise(out, source="demo", echo=None, **TINY)
+    again = advise(out, source="demo", echo=None, **TINY_ADVISE)
     assert again.best["key"] == res.best["key"]
     assert json.loads((out / "advise" / "stage.json").read_text())["started"] == before
 
@@ -248,7 +248,7 @@ def test_tiny_rerun_reuses_every_stage(tiny_advice):
 @pytest.mark.slow
 def test_page_in_chromium(tiny_advice):
     out, _ = tiny_advice
-    driver = _browser()
+    driver = chromium_driver()
     try:
         driver.set_page_load_timeout(60)
         driver.get((out / "advise" / "index.html").resolve().as_uri())

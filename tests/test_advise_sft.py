@@ -10,10 +10,11 @@ import pytest
 from layerinf.errors import LayerinfError
 from layerinf.stages.data import load_data
 from layerinf.workflows.advise import advise
-from test_suspects_sft import WORDS, layerinf, one_error_line, write_jsonl
+from helpers import TINY_LLAMA, WORDS, instruction_rows, one_error_line, run_sft_cli, write_jsonl
 
-TINY = dict(model="shape:tiny-llama", max_length=32, max_response_length=8, epochs=1, batch_size=8,
-            grad_batch_size=8, progress=False, echo=None)
+pytestmark = pytest.mark.slow  # advise fine-tunes once per probe and fold; one test runs the console script
+
+TINY_LLAMA_ADVISE = dict(TINY_LLAMA, grad_batch_size=8, progress=False, echo=None)  # advise's keyword arguments
 
 
 def class_word_rows(n: int = 60) -> list[dict]:
@@ -30,7 +31,7 @@ def advised(tmp_path_factory):
     root = tmp_path_factory.mktemp("advise_sft")
     src = write_jsonl(root / "yesno.jsonl", class_word_rows())
     return advise(root / "out", source=str(src), probes=2, probe_rate=0.5, methods=["tracin", "datainf"],
-                  aggregators=["mean", "vote"], **TINY)
+                  aggregators=["mean", "vote"], **TINY_LLAMA_ADVISE)
 
 
 def test_sft_probes_plant_response_noise_and_a_configuration_is_recommended(advised):
@@ -60,19 +61,17 @@ def test_sft_probes_plant_response_noise_and_a_configuration_is_recommended(advi
 def test_sft_advise_bad_input_is_one_line_and_writes_nothing(tmp_path):
     src = write_jsonl(tmp_path / "few.jsonl", class_word_rows(12))
     with pytest.raises(LayerinfError, match="plants only"):
-        advise(tmp_path / "out", source=str(src), probes=2, probe_rate=0.1, **TINY)
+        advise(tmp_path / "out", source=str(src), probes=2, probe_rate=0.1, **TINY_LLAMA_ADVISE)
     assert not (tmp_path / "out").exists()
-    res = layerinf("advise", tmp_path / "out", "--source", src, "--model", "minilm")
-    assert "is an encoder" in one_error_line(res)
+    res = run_sft_cli("advise", tmp_path / "out", "--source", src, "--model", "minilm")
+    assert "is an encoder" in one_error_line(res, names_a_fix=False)
     assert not (tmp_path / "out").exists()
 
 
 def test_free_form_responses_are_swapped(tmp_path):
-    from test_suspects_sft import instruction_rows
-
     src = write_jsonl(tmp_path / "free.jsonl", instruction_rows())
     res = advise(tmp_path / "out", source=str(src), probes=1, probe_rate=0.5, methods=["tracin"],
-                 aggregators=["mean"], **TINY)
+                 aggregators=["mean"], **TINY_LLAMA_ADVISE)
     train = load_data(res.probe_dirs[0]).train
     noisy = train["noisy"].to_numpy(bool)
     assert noisy.sum() >= 10 and (train["response"] != train["clean_response"]).to_numpy()[noisy].all()

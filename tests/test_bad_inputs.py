@@ -14,13 +14,10 @@ once per module. ``test_battery_size`` keeps the battery at 60 distinct cases or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,61 +25,20 @@ from typing import Callable
 
 import pytest
 
-from test_cli_entry import COMMANDS, _script
+from helpers import COMMANDS, TINY, flip_byte, one_error_line, run_cli, run_cli_audited, snapshot
 
 pytestmark = pytest.mark.slow
 
-# the shared tiny run: prepare → finetune → grads → score, no retraining (the report shows detection only)
-TINY = {
-    "name": "tiny",
-    "data": {"source": "demo", "max_train": 60, "max_dev": 40, "noise_rate": 0.2, "seed": 0},
-    "model": {"name": "minilm", "max_length": 24},
-    "train": {"epochs": 1, "batch_size": 16},
-    "grads": {"include_we": False, "grad_batch_size": 32},
-    "score": {"methods": ["tracin"], "groups": ["02-03", "CL"], "aggregators": ["mean"]},
-    "filter": {"retrain": False},
-}
+# the shared run: helpers.TINY on 60 examples, prepare → finetune → grads → score, no retraining (the report
+# shows detection only)
+DETECTION_ONLY = {**TINY, "data": {**TINY["data"], "max_train": 60},
+                  "grads": {"include_we": False, "grad_batch_size": 32},
+                  "score": {"methods": ["tracin"], "groups": ["02-03", "CL"], "aggregators": ["mean"]},
+                  "filter": {"retrain": False}}
 CONFIG = ("name: c\ndata: {source: demo, max_train: 40, max_dev: 20}\nmodel: {max_length: 24}\n"
           "train: {epochs: 1, batch_size: 16}\nscore: {methods: [tracin], groups: [CL], aggregators: [mean]}\n"
           "filter: {configs: [tracin/CL/mean], baselines: [none]}\n")
 WORKERS = 3  # cases at once (each a process; most of their time is start-up)
-
-
-def layerinf_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "LAYERINF_DEBUG": "0", "COLUMNS": "100", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-def run_cli(*args, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([_script(), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=layerinf_env())
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Relative path → SHA-256 of every file (and 'dir' for every folder) below ``folder``."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).as_posix()
-        out[rel] = "dir" if p.is_dir() and not p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def flip_byte(path: Path, at: float = 0.5) -> None:
-    """Flip one byte of ``path`` (all its bits), in the middle by default."""
-    data = bytearray(path.read_bytes())
-    i = min(len(data) - 1, int(len(data) * at))
-    data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def one_error_line(res: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The one ``error: `` line of a failed command (asserting everything else about the failure)."""
-    assert res.returncode == code, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
-    assert " — " in lines[0], f"the line names no fix: {lines[0]}"
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ the cases
@@ -366,7 +322,7 @@ def states(tmp_path_factory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("states")
     finished = base / "finished"
-    li.run(ExperimentConfig.from_dict(TINY), finished, progress=False, echo=None)
+    li.run(ExperimentConfig.from_dict(DETECTION_ONLY), finished, progress=False, echo=None)
     out = {"finished": finished}
     for state, drop in (("graded", ["scores"]), ("finetuned", ["scores", "grads"]),
                         ("prepared", ["scores", "grads", "finetune"])):
@@ -407,7 +363,7 @@ def _selected(request, name: str) -> list[Case]:
 
 @pytest.fixture(scope="module")
 def outcomes(request, tmp_path_factory, inputs):
-    """Every selected case run once: (result, snapshot before, snapshot after, seconds) by case id."""
+    """Every selected case run once: (result, snapshot before, snapshot after) by case id."""
     cases = _selected(request, "test_bad_input")
     needs_run = any(c.state != "new" for c in cases)
     run_states = request.getfixturevalue("states") if needs_run else {}
@@ -418,9 +374,8 @@ def outcomes(request, tmp_path_factory, inputs):
         ws = _workspace(root, case, run_states)
         before = snapshot(ws)
         args = [a.format(run=ws / "run", ws=ws, **{"in": inputs}) for a in case.args]
-        t0 = time.monotonic()
         res = run_cli(*args, cwd=ws)
-        return case.id, (res, before, snapshot(ws), time.monotonic() - t0)
+        return case.id, (res, before, snapshot(ws))
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         results = dict(pool.map(one, cases))
@@ -441,7 +396,7 @@ def test_battery_size():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, outcomes):
-    res, before, after, _ = outcomes[case.id]
+    res, before, after = outcomes[case.id]
     line = one_error_line(res, case.code)
     assert re.search(case.match, line, flags=re.I | re.S), line
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -449,14 +404,17 @@ def test_bad_input(case: Case, outcomes):
 
 
 def test_misspelled_model_fails_fast_offline(tmp_path, states):
-    """`--model minlm` offline: a did-you-mean within 5 seconds, before any weights are read (timed alone)."""
-    run = tmp_path / "run"
+    """`--model minlm` offline: a did-you-mean before any model file is read, with no network attempt (the
+    command runs under an audit hook that records both), and the run is left as it was."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    run = ws / "run"
     shutil.copytree(states["prepared"], run)
-    t0 = time.monotonic()
-    res = run_cli("finetune", run, "--model", "minlm", cwd=tmp_path)
-    seconds = time.monotonic() - t0
+    before = snapshot(ws)
+    res, reached = run_cli_audited("finetune", run, "--model", "minlm", cwd=ws, audit_log=tmp_path / "audit.log")
     assert "did you mean 'minilm'" in one_error_line(res)
-    assert seconds < 5, f"took {seconds:.1f} s"
+    assert reached == [], reached  # no model file opened, no connection or name lookup
+    assert snapshot(ws) == before
 
 
 @pytest.mark.parametrize("what", ["output folder", "data file"])

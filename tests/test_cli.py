@@ -63,6 +63,7 @@ def test_finetune_before_prepare_and_unknown_model(tmp_path, capsys):
     assert "finetune" not in _stage_dirs(run)
 
 
+@pytest.mark.slow
 def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     from layerinf.errors import LayerinfError
     from layerinf.stages.finetune import load_finetuned
@@ -79,6 +80,7 @@ def test_corrupted_adapter_is_redone_or_reported(tmp_path, capsys):
     load_finetuned(run, "best")
 
 
+@pytest.mark.slow
 def test_every_stage_through_the_cli(tmp_path, capsys, monkeypatch):
     """prepare → finetune → grads → score → run → report → suspects, as a user types them."""
     monkeypatch.setenv("COLUMNS", "160")  # wide enough that rich does not fold method names in the tables

@@ -1,28 +1,15 @@
 """The installed `layerinf` console script, run as a user runs it (a subprocess): `--help` of every command
 works, and usage errors are one line on stderr, exit status 2, no traceback, nothing written."""
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-COMMANDS = ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "demo"]
+from helpers import COMMANDS, run_cli
 
-
-def _script() -> str:
-    here = Path(sys.executable).parent / "layerinf"
-    found = str(here) if here.exists() else shutil.which("layerinf")
-    if not found:
-        pytest.skip("the layerinf console script is not installed (pip install -e .)")
-    return found
+pytestmark = pytest.mark.slow  # every test runs the console script in a child process
 
 
 def layerinf(*args, cwd=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LAYERINF_DEBUG": "0", "COLUMNS": "100"}
-    return subprocess.run([_script(), *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+    return run_cli(*args, cwd=cwd, OMP_NUM_THREADS=None)  # torch threads as this process has them
 
 
 def test_top_level_help_lists_every_command():

@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
-from layerinf.engine.batching import EncodedSplit, encode_split, model_inputs
+from layerinf.engine.batching import EncodedSplit, encode_split
 from layerinf.engine.collect import collect_gradients, predictions, row_sparse_rows
 from layerinf.errors import LayerinfError
 from layerinf.engine.collect import we_token_counts, write_store
@@ -23,114 +22,8 @@ from layerinf.store.gradstore import GradStore, StoreWriter, is_valid
 from layerinf.model import attach_lora, inventory, load_classifier
 from layerinf.spec import ModuleSpec
 
-VOCAB = 100
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _randomise_trainable(model, seed=1, scale=0.1):
-    """LoRA B starts at zero (so every A gradient would be 0): give all trainable tensors random values."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype) * scale)
-
-
-def _tiny(arch):
-    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    if arch == "bert":
-        model = BertForSequenceClassification(BertConfig(
-            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, num_labels=3))
-    else:
-        model = LlamaForSequenceClassification(LlamaConfig(
-            vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=64, max_position_embeddings=64, pad_token_id=0, num_labels=3))
-    model = attach_lora(model.double())
-    _randomise_trainable(model)
-    return model
-
-
-def _synthetic_split(lengths, padding_side, seed=0, token_high=20):
-    """Token ids in [1, token_high) (0 is the pad id; few distinct ids so tokens repeat within a sample)."""
-    rng = np.random.default_rng(seed)
-    feats = [{"input_ids": rng.integers(1, token_high, n).tolist(), "attention_mask": [1] * n} for n in lengths]
-    return EncodedSplit(feats, rng.integers(0, 3, len(lengths)), np.arange(len(lengths)), 0, padding_side)
-
-
-def reference_loop(model, encoded, specs):
-    """Batch of one, unpadded, torch.autograd.grad; the embedding weight is made to require grad here."""
-    params = dict(model.named_parameters())
-    emb = model.get_input_embeddings()
-    emb.weight.requires_grad_(True)
-    grads = {s.name: [] for s in specs}
-    losses, logits_all = [], []
-    model.eval()
-    try:
-        for i in range(len(encoded)):
-            batch = encoded.collate(np.array([i]))
-            logits = model(**model_inputs(batch)).logits
-            loss = F.cross_entropy(logits, batch["labels"])
-            got = torch.autograd.grad(loss, [params[s.param_name] for s in specs])
-            for s, g in zip(specs, got):
-                if s.kind == "we":  # keep only the non-zero rows of the dense vocab × h gradient
-                    nonzero = torch.nonzero(g.abs().sum(1)).flatten()
-                    grads[s.name].append((nonzero, g[nonzero]))
-                else:
-                    grads[s.name].append(g.reshape(-1))
-            losses.append(loss.detach())
-            logits_all.append(logits.detach()[0])
-    finally:
-        emb.weight.requires_grad_(False)
-    dense = {k: torch.stack(v) for k, v in grads.items() if k != "WE"}
-    return dense, grads.get("WE"), torch.stack(losses), torch.stack(logits_all)
-
-
-def gather(model, encoded, specs, **kwargs):
-    """Run collect_gradients and put every result back in split order."""
-    n = len(encoded)
-    dense, we, loss, logits = {}, [None] * n, None, None
-    for gb in collect_gradients(model, encoded, specs, progress=False, **kwargs):
-        for name, g in gb.grads.items():
-            dense.setdefault(name, torch.zeros((n, g.shape[1]), dtype=g.dtype))[gb.rows] = g
-        if loss is None:
-            loss = torch.zeros(n, dtype=gb.loss.dtype)
-            logits = torch.zeros((n, gb.logits.shape[1]), dtype=gb.logits.dtype)
-        loss[gb.rows], logits[gb.rows] = gb.loss, gb.logits
-        if gb.we is not None:
-            for j, r in enumerate(gb.rows):
-                lo, hi = gb.we.indptr[j], gb.we.indptr[j + 1]
-                we[r] = (gb.we.tokens[lo:hi], gb.we.rows[lo:hi])
-    return dense, we, loss, logits
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def assert_matches_loop(model, encoded, specs, ref, tol, **kwargs):
-    ref_dense, ref_we, ref_loss, ref_logits = ref
-    dense, we, loss, logits = gather(model, encoded, specs, **kwargs)
-    assert set(dense) == set(ref_dense)
-    errors = {name: rel_err(dense[name], ref_dense[name]) for name in ref_dense}
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= tol, f"{worst}: relative error {errors[worst]:.2e}"
-    assert all(ref_dense[name].norm() > 0 for name in ref_dense)  # no vacuous comparison (LoRA B ≠ 0)
-    assert rel_err(loss, ref_loss) <= tol and rel_err(logits, ref_logits) <= tol
-    if ref_we is not None:
-        got_rows, ref_rows = [], []
-        for i, (nonzero, dense_rows) in enumerate(ref_we):
-            tokens, rows = we[i]
-            assert torch.equal(tokens.cpu(), nonzero)  # sorted unique tokens of the sample, nothing from padding
-            assert torch.equal(tokens, torch.unique(torch.tensor(encoded.features[i]["input_ids"])))
-            got_rows.append(rows)
-            ref_rows.append(dense_rows)
-        assert rel_err(torch.cat(got_rows), torch.cat(ref_rows)) <= tol
-    return errors
+from grad_reference import (VOCAB, assert_matches_loop, gather, randomise_trainable, reference_loop, rel_err,
+                            synthetic_split, tiny_classifier)
 
 
 # ------------------------------------------------------------------------------------------------ tiny models
@@ -138,8 +31,8 @@ def assert_matches_loop(model, encoded, specs, ref, tol, **kwargs):
 
 @pytest.mark.parametrize("arch, side", [("bert", "right"), ("llama", "right"), ("llama", "left")])
 def test_tiny_models_match_batch_of_one_loop(arch, side):
-    model = _tiny(arch)
-    encoded = _synthetic_split([3, 11, 5, 16, 1, 8, 2], side)
+    model = tiny_classifier(arch)
+    encoded = synthetic_split([3, 11, 5, 16, 1, 8, 2], side)
     specs = inventory(model)
     kinds = {s.kind for s in specs}
     assert kinds == {"we", "query_A", "query_B", "value_A", "value_B", "cl"}
@@ -159,7 +52,7 @@ def test_roberta_style_head_two_linears():
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=80, pad_token_id=1, num_labels=2))
     model = attach_lora(model.double())
-    _randomise_trainable(model)
+    randomise_trainable(model)
     specs = inventory(model)
     assert [s.name for s in specs if s.kind == "cl"] == [
         "CL.classifier.dense.weight", "CL.classifier.dense.bias", "CL.classifier.out_proj.weight",
@@ -172,17 +65,17 @@ def test_roberta_style_head_two_linears():
 
 
 def test_non_finite_gradients_are_an_error():
-    model = _tiny("bert")
+    model = tiny_classifier("bert")
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
-    encoded = _synthetic_split([3, 5], "right")
+    encoded = synthetic_split([3, 5], "right")
     with pytest.raises(LayerinfError, match="non-finite"):
         list(collect_gradients(model, encoded, progress=False))
 
 
 def test_subset_rows_predictions_and_no_we():
-    model = _tiny("llama")
-    encoded = _synthetic_split([3, 7, 5, 9, 4], "left")
+    model = tiny_classifier("llama")
+    encoded = synthetic_split([3, 7, 5, 9, 4], "left")
     batches = list(collect_gradients(model, encoded, batch_size=2, include_we=False, rows=np.array([4, 1, 3]),
                                      progress=False))
     assert sorted(np.concatenate([b.rows for b in batches]).tolist()) == [1, 3, 4]
@@ -211,7 +104,7 @@ TEXTS = ["a gripping, funny and moving film", "dull.", "the plot makes no sense 
 def real(request):
     loaded = load_classifier(request.param, 2, seed=0)
     model = loaded.model
-    _randomise_trainable(model, scale=0.02)
+    randomise_trainable(model, scale=0.02)
     df = pd.DataFrame({"idx": range(len(TEXTS)), "text": TEXTS, "text_pair": [None] * len(TEXTS),
                        "label": [1, 0, 0, 1, 1]})
     encoded = encode_split(df, loaded.tokenizer, max_length=24)
@@ -219,6 +112,7 @@ def real(request):
     return request.param, model, encoded, specs, reference_loop(model, encoded, specs)
 
 
+@pytest.mark.slow
 def test_real_models_match_batch_of_one_loop(real):
     name, model, encoded, specs, ref = real
     sides = ["right", "left"] if name == "smollm2-135m" else ["right"]  # BERT: absolute positions, right padding
@@ -235,8 +129,8 @@ def test_real_models_match_batch_of_one_loop(real):
 
 
 def test_store_round_trip_equals_in_memory(tmp_path):
-    model = _tiny("bert").float()
-    encoded = _synthetic_split([3, 11, 5, 16, 1, 8, 2], "right", seed=4)
+    model = tiny_classifier("bert").float()
+    encoded = synthetic_split([3, 11, 5, 16, 1, 8, 2], "right", seed=4)
     specs = inventory(model)
     dense, we, loss, logits = gather(model, encoded, specs, batch_size=3)
     store = write_store(model, encoded, tmp_path / "grads", batch_size=3, checkpoint_sha256="ck", progress=False)
@@ -269,8 +163,8 @@ def test_store_round_trip_equals_in_memory(tmp_path):
 
 @pytest.mark.parametrize("dtype, tol", [("float16", 1e-3), ("bfloat16", 1e-2)])
 def test_store_half_precision(tmp_path, dtype, tol):
-    model = _tiny("llama").float()
-    encoded = _synthetic_split([4, 9, 6], "left", seed=2)
+    model = tiny_classifier("llama").float()
+    encoded = synthetic_split([4, 9, 6], "left", seed=2)
     dense, we, _, _ = gather(model, encoded, inventory(model), batch_size=2)
     store = write_store(model, encoded, tmp_path / dtype, batch_size=2, dtype=dtype, progress=False)
     assert store.info["dtype"] == dtype and all(m["dtype"] == dtype for m in store.info["modules"])
@@ -282,8 +176,8 @@ def test_store_half_precision(tmp_path, dtype, tol):
 
 
 def test_store_corruption_and_missing_files(tmp_path):
-    model = _tiny("bert").float()
-    encoded = _synthetic_split([3, 4], "right")
+    model = tiny_classifier("bert").float()
+    encoded = synthetic_split([3, 4], "right")
     store = write_store(model, encoded, tmp_path / "g", progress=False)
     folder = store.folder
     info = folder / "info.json"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_cli_entry import _one_error_line, layerinf
+from helpers import one_error_line, run_cli
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
@@ -36,8 +36,8 @@ def _csv(path: Path, n: int, seed: int = 0) -> Path:
 def test_bad_detection_options_are_one_line_and_write_nothing(tmp_path, args, match):
     src = _csv(tmp_path / "mine.csv", 60)
     out = tmp_path / "out"
-    res = layerinf("suspects", out, "--source", src, "--text-column", "review", "--label-column", "stars", *args)
-    line = _one_error_line(res)
+    res = run_cli("suspects", out, "--source", src, "--text-column", "review", "--label-column", "stars", *args)
+    line = one_error_line(res)
     assert match in line, line
     assert not out.exists()
 
@@ -46,8 +46,8 @@ def test_bad_detection_options_are_one_line_and_write_nothing(tmp_path, args, ma
 def test_a_file_too_small_to_probe_is_one_line_naming_the_fix(tmp_path):
     src = _csv(tmp_path / "few.csv", 24)  # 16 training rows per fold: 5 % plants 1 label, 2 needed
     out = tmp_path / "out"
-    res = layerinf("suspects", out, "--source", src, "--text-column", "review", "--label-column", "stars")
-    line = _one_error_line(res)
+    res = run_cli("suspects", out, "--source", src, "--text-column", "review", "--label-column", "stars")
+    line = one_error_line(res)
     assert "too few for the planted-flip probe" in line and "--probe-rate 0" in line
     assert not out.exists()
 

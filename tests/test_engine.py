@@ -13,7 +13,7 @@ from layerinf.engine.memory import OOM_FIX, OOM_PROBLEM, device_label, halve, is
 from layerinf.engine.train import fit
 from layerinf.errors import LayerinfError
 from layerinf.model import attach_lora, inventory, set_gradient_checkpointing, trainable_state
-from test_collect import _synthetic_split, _tiny, assert_matches_loop, gather, reference_loop
+from grad_reference import assert_matches_loop, gather, reference_loop, synthetic_split, tiny_classifier
 
 LENGTHS = [3, 11, 5, 16, 1, 8, 2, 9, 4, 12, 6]
 
@@ -66,8 +66,8 @@ def test_is_oom_and_halving(caplog):
 
 @pytest.mark.parametrize("arch, side", [("bert", "right"), ("llama", "left")])
 def test_collection_backs_off_and_gives_the_same_per_sample_gradients(arch, side, caplog):
-    model = _tiny(arch)
-    encoded = _synthetic_split(LENGTHS, side)
+    model = tiny_classifier(arch)
+    encoded = synthetic_split(LENGTHS, side)
     specs = inventory(model)
     clean = gather(model, encoded, specs, batch_size=8, dtype=torch.float64)
     inject = InjectOOM(model, limit=5)
@@ -88,8 +88,8 @@ def test_collection_backs_off_and_gives_the_same_per_sample_gradients(arch, side
 
 
 def test_collection_halves_repeatedly_then_gives_up(caplog):
-    model = _tiny("bert")
-    encoded = _synthetic_split(LENGTHS, "right")
+    model = tiny_classifier("bert")
+    encoded = synthetic_split(LENGTHS, "right")
     inject = InjectOOM(model, limit=1, times=None, error=lambda: RuntimeError("CUDA error: out of memory"))
     try:
         with caplog.at_level(logging.WARNING, logger="layerinf"):
@@ -107,19 +107,19 @@ def test_collection_halves_repeatedly_then_gives_up(caplog):
 
 
 def test_other_errors_are_not_swallowed():
-    model = _tiny("bert")
+    model = tiny_classifier("bert")
     inject = InjectOOM(model, limit=0, times=None,
                        error=lambda: RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     try:
         with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
-            list(collect_gradients(model, _synthetic_split([3, 4], "right"), progress=False))
+            list(collect_gradients(model, synthetic_split([3, 4], "right"), progress=False))
     finally:
         inject.remove()
 
 
 def test_store_and_predictions_back_off(tmp_path, caplog):
-    model = _tiny("llama").float()
-    encoded = _synthetic_split(LENGTHS, "left", seed=3)
+    model = tiny_classifier("llama").float()
+    encoded = synthetic_split(LENGTHS, "left", seed=3)
     clean = write_store(model, encoded, tmp_path / "clean", batch_size=8, progress=False)
     logits = predictions(model, encoded, batch_size=8)
     inject = InjectOOM(model, limit=3, times=None)
@@ -158,7 +158,7 @@ def _fit(model, encoded, **kwargs):
 
 
 def test_training_accumulates_micro_batches_after_oom(caplog):
-    encoded = _synthetic_split(LENGTHS * 2, "right", seed=5)  # 22 samples: batches of 8, 8, 6
+    encoded = synthetic_split(LENGTHS * 2, "right", seed=5)  # 22 samples: batches of 8, 8, 6
     clean = _fit(_tiny_trainable(), encoded)
     model = _tiny_trainable()
     inject = InjectOOM(model, limit=3, times=None)
@@ -188,7 +188,7 @@ def test_training_gives_up_at_batch_size_one():
     inject = InjectOOM(model, limit=0, times=None)
     try:
         with pytest.raises(LayerinfError, match="out of memory even at batch size 1"):
-            _fit(model, _synthetic_split([3, 4, 5], "right"))
+            _fit(model, synthetic_split([3, 4, 5], "right"))
     finally:
         inject.remove()
 
@@ -200,7 +200,7 @@ def test_training_without_oom_is_the_plain_step():
     from layerinf.engine.batching import model_inputs
     from layerinf.engine.train import cosine_with_warmup
 
-    encoded = _synthetic_split(LENGTHS, "right", seed=2)
+    encoded = synthetic_split(LENGTHS, "right", seed=2)
     res = fit(_tiny_trainable(), encoded, encoded, encoded, TrainConfig(epochs=1, batch_size=4), lr=1e-2, seed=0,
               progress=False)
     model = _tiny_trainable()
@@ -231,8 +231,8 @@ def _count_calls(module):
 
 @pytest.mark.parametrize("arch, side", [("bert", "right"), ("llama", "left")])
 def test_gradient_checkpointing_keeps_per_sample_gradients(arch, side):
-    model = _tiny(arch)
-    encoded = _synthetic_split([3, 11, 5, 16, 1, 8, 2], side)
+    model = tiny_classifier(arch)
+    encoded = synthetic_split([3, 11, 5, 16, 1, 8, 2], side)
     specs = inventory(model)
     ref = reference_loop(model, encoded, specs)
     set_gradient_checkpointing(model, True)
@@ -261,7 +261,7 @@ def test_gradient_checkpointing_in_training_changes_nothing():
             max_position_embeddings=64, num_labels=3))  # dropout 0.1 everywhere, LoRA dropout 0.05
         return attach_lora(model, ModelConfig(), seed=0)
 
-    encoded = _synthetic_split(LENGTHS, "right", seed=7)
+    encoded = synthetic_split(LENGTHS, "right", seed=7)
     plain = _fit(build(), encoded)
     model = build()
     mlp = next(m for n, m in model.named_modules() if n.endswith("intermediate.dense"))
@@ -282,7 +282,7 @@ def test_gradient_checkpointing_in_training_changes_nothing():
 @pytest.mark.parametrize("name, side", [("shape:tiny-bert", "right"), ("shape:tiny-llama", "left")])
 def test_load_classifier_gradient_checkpointing_on_a_shape_model(name, side):
     from layerinf.model import load_classifier
-    from test_collect import _randomise_trainable
+    from grad_reference import randomise_trainable
 
     lm = load_classifier(ModelConfig(name=name), 3, seed=0, gradient_checkpointing=True)  # 3 labels
     inner = lm.model.get_base_model()
@@ -292,8 +292,8 @@ def test_load_classifier_gradient_checkpointing_on_a_shape_model(name, side):
     if lm.source.is_decoder:
         assert inner.config.use_cache is False
     assert not load_classifier(ModelConfig(name=name), 2, seed=0).model.get_base_model().is_gradient_checkpointing
-    _randomise_trainable(lm.model, scale=0.05)
-    encoded = _synthetic_split([3, 11, 5, 16, 1, 8, 2], side, token_high=2000)
+    randomise_trainable(lm.model, scale=0.05)
+    encoded = synthetic_split([3, 11, 5, 16, 1, 8, 2], side, token_high=2000)
     specs = inventory(lm.model)
     ref = reference_loop(lm.model, encoded, specs)  # the loop runs in eval mode: no checkpointing there
     assert_matches_loop(lm.model, encoded, specs, ref, 1e-5, batch_size=4)

@@ -10,32 +10,10 @@ from layerinf.engine import train as train_mod
 from layerinf.store.rundir import RunDir
 from layerinf.config import ExperimentConfig
 
-TINY = {
-    "name": "tiny",
-    "data": {"source": "demo", "max_train": 80, "max_dev": 40, "noise_rate": 0.2, "seed": 0},
-    "model": {"name": "minilm", "max_length": 24},
-    "train": {"epochs": 1, "batch_size": 16},
-    "score": {"methods": ["tracin", "datainf"], "groups": ["02-03", "CL", "all"], "aggregators": ["mean", "vote"]},
-    "filter": {"fraction": 0.3, "baselines": ["none", "random", "oracle"]},
-}
-
-# smaller still, for the scale-out tests (tests/test_ray.py, tests/test_gradstore_shards.py): 4 retrainings
-SMALL = {**TINY, "data": {**TINY["data"], "max_train": 60},
-         "score": {"methods": ["tracin", "datainf"], "groups": ["WE", "CL", "all"], "aggregators": ["mean"]},
-         "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none", "random", "oracle"]}}
+from helpers import SMALL, TINY
 
 
-def scored_run(tmp_path_factory):
-    """A SMALL run finished up to its scores, built once per test session and shared: copy it before writing."""
-    from pathlib import Path
-
-    root = Path(tmp_path_factory.getbasetemp()) / "shared-scored-small-run"
-    if not RunDir(root).is_finished("scores", verify=False):
-        cfg = ExperimentConfig.from_dict({**SMALL, "filter": {**SMALL["filter"], "retrain": False}})
-        li.run(cfg, root, progress=False, echo=None)
-    return root
-
-
+@pytest.mark.slow
 def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
     cfg = ExperimentConfig.from_dict(TINY)
     out = tmp_path / "run"
@@ -103,6 +81,7 @@ def test_shipped_example_configs_parse():
         assert cfg.filter.fraction == 0.30
 
 
+@pytest.mark.slow
 def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
     raw = {**TINY, "score": {"methods": ["tracin"], "groups": ["CL"], "aggregators": ["mean"]},
            "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
@@ -120,6 +99,7 @@ def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
     assert li.report(out).exists()
 
 
+@pytest.mark.slow
 def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
     raw = {**TINY, "score": {"methods": ["tracin"], "groups": ["CL"], "aggregators": ["mean"]},
            "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
@@ -132,7 +112,8 @@ def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
     assert len(second) == 4 and first < second  # new recipe → new retrainings, old ones untouched
 
 
-def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, tmp_path_factory, monkeypatch):
+@pytest.mark.slow
+def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, scored_small_run, monkeypatch):
     """filter.repeats: 2 adds one retraining per kept subset with train_seed + 1; repeat 0 is the R = 1 result
     (its record reused), the table gets `repeat` / `train_seed` columns, and the report averages the repeats."""
     import shutil
@@ -140,7 +121,7 @@ def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, tmp_path_f
     import numpy as np
 
     run = tmp_path / "run"
-    shutil.copytree(scored_run(tmp_path_factory), run)
+    shutil.copytree(scored_small_run, run)
     real_fit = train_mod.fit
     seeds = []
 
@@ -184,13 +165,14 @@ def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, tmp_path_f
     assert "t-interval of the mean over 2 retraining seeds" in head and "bootstrap interval" in head
 
 
-def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, tmp_path_factory, monkeypatch):
+@pytest.mark.slow
+def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, scored_small_run, monkeypatch):
     import shutil
 
     from layerinf.stages.evaluate import EvalStage
 
     run = tmp_path / "run"
-    shutil.copytree(scored_run(tmp_path_factory), run)
+    shutil.copytree(scored_small_run, run)
     cfg = ExperimentConfig.from_dict(SMALL)
     stage = EvalStage(run, gradient_checkpointing=True)
     plan, _, _ = stage.plan(cfg.filter, cfg.model, cfg.train)

@@ -176,17 +176,9 @@ def test_a_real_full_disk_is_an_error_not_a_sigbus(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ the grads stage
 
 
-@pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    from test_experiment import scored_run
-
-    return scored_run(tmp_path_factory)
-
-
 @pytest.mark.slow
-def test_sharded_grads_stage_gives_the_same_bytes_and_scores(scored, tmp_path):
-    from test_experiment import SMALL
-
+def test_sharded_grads_stage_gives_the_same_bytes_and_scores(scored_small_run, tmp_path):
+    from helpers import SMALL
     from layerinf.config import ExperimentConfig
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.score import ScoreStage
@@ -194,9 +186,9 @@ def test_sharded_grads_stage_gives_the_same_bytes_and_scores(scored, tmp_path):
 
     cfg = ExperimentConfig.from_dict(SMALL)
     run = tmp_path / "run"
-    shutil.copytree(scored, run)
+    shutil.copytree(scored_small_run, run)
     train, infl = GradsStage(run).run(cfg.grads, shards=3, force=True, progress=False)
-    ref_train, ref_infl = GradsStage(scored).load()
+    ref_train, ref_infl = GradsStage(scored_small_run).load()
     assert train.sharded and len(train.shards) == 3 and not ref_train.sharded and not infl.sharded
     assert sorted(p.name for p in (run / "grads" / "train").iterdir()) == ["info.json", "shard-000", "shard-001",
                                                                           "shard-002"]
@@ -214,6 +206,6 @@ def test_sharded_grads_stage_gives_the_same_bytes_and_scores(scored, tmp_path):
     assert RunDir(run).stage_info("grads")["started"] == stamp
 
     ScoreStage(run).run(cfg.score, progress=False)
-    assert (run / "scores" / "table.csv").read_bytes() == (scored / "scores" / "table.csv").read_bytes()
+    assert (run / "scores" / "table.csv").read_bytes() == (scored_small_run / "scores" / "table.csv").read_bytes()
     pd.testing.assert_frame_equal(pd.read_parquet(run / "scores" / "aggregated.parquet"),
-                                  pd.read_parquet(scored / "scores" / "aggregated.parquet"), check_exact=True)
+                                  pd.read_parquet(scored_small_run / "scores" / "aggregated.parquet"), check_exact=True)

@@ -23,6 +23,7 @@ def test_a_model_at_chance_is_flagged_and_a_learned_one_is_not():
     assert good["learned"] and "warning" not in good
 
 
+@pytest.mark.slow
 def test_a_model_that_did_not_learn_is_flagged_in_run_score_and_report(tmp_path, capsys):
     """lr 1e-9: no useful training step. The run's console, `layerinf score`'s output and the report all say
     that the model has not clearly learned; the finetune stage's manifest records it."""

@@ -27,7 +27,8 @@ def _per_sample(lm, batch):
     return out.logits, loss
 
 
-@pytest.mark.parametrize("name", ["minilm", "shape:tiny-bert", "shape:tiny-llama"])
+@pytest.mark.parametrize("name", [pytest.param("minilm", marks=pytest.mark.slow),  # real weights
+                                  "shape:tiny-bert", "shape:tiny-llama"])
 def test_bf16_base_with_fp32_lora_forward_backward(name):
     lm = load_classifier(ModelConfig(name=name, precision="bf16"), 2, seed=0)
     trainable = {n: p for n, p in lm.model.named_parameters() if p.requires_grad}

@@ -2,7 +2,6 @@
 devices and precision checks. Nothing here downloads (the Hub is offline, see conftest)."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -32,21 +31,45 @@ def test_builtins_and_aliases_resolve_offline():
     assert smol.name == "smollm2-135m" and smol.gguf_file.endswith(".gguf") and smol.is_decoder
 
 
+@pytest.fixture
+def no_fetching(monkeypatch) -> list:
+    """Fail fast = without going anywhere: every network connection (or name lookup) and every model or tokenizer
+    load through transformers is refused and recorded in the returned list (so a caught refusal still shows)."""
+    import socket
+
+    import transformers
+
+    attempts = []
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            attempts.append((what, args[1:2] if what.startswith("socket.socket") else args[:1]))
+            raise OSError(f"this test allows no {what}")
+
+        return refused
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse(f"socket.socket.{name}"))
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, refuse(f"socket.{name}"))
+    for cls in ("AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification", "AutoModelForCausalLM"):
+        monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", refuse(f"{cls}.from_pretrained"))
+    return attempts
+
+
 @pytest.mark.parametrize("name", ["minlm", "smolm2-135m", "shape:tiny-lama", "shape:robrta-large"])
-def test_unknown_name_fails_fast_with_a_suggestion(name):
-    start = time.perf_counter()
+def test_unknown_name_fails_fast_with_a_suggestion(name, no_fetching):
     with pytest.raises(LayerinfError) as err:
         resolve_source(name)
-    assert time.perf_counter() - start < 1.0
+    assert no_fetching == []  # no network, nothing loaded: decided from the names alone
     msg = str(err.value)
     assert f"unknown model '{name}'" in msg and "did you mean" in msg
 
 
-def test_minlm_offline_fails_fast_through_load_classifier():
-    start = time.perf_counter()
+def test_minlm_offline_fails_fast_through_load_classifier(no_fetching):
     with pytest.raises(LayerinfError) as err:
         load_classifier(ModelConfig(name="minlm"), 2)
-    assert time.perf_counter() - start < 1.0
+    assert no_fetching == []  # refused before any tokenizer or weights are read, with no network attempt
     msg = str(err.value)
     assert "unknown model 'minlm' (offline: HF_HUB_OFFLINE is set)" in msg
     assert "did you mean 'minilm'?" in msg

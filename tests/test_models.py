@@ -28,6 +28,7 @@ def minilm():
     return load_classifier(ModelConfig(name="minilm"), 2, seed=0)
 
 
+@pytest.mark.slow
 def test_minilm_lora_setup(minilm):
     model = minilm.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -43,6 +44,7 @@ def test_minilm_lora_setup(minilm):
     assert a.shape == (4, 384) and a.layer == 2 and a.numel == 1536
 
 
+@pytest.mark.slow
 def test_seeded_init_is_deterministic():
     a = trainable_state(load_classifier(ModelConfig(name="minilm"), 2, seed=5).model)
     b = trainable_state(load_classifier(ModelConfig(name="minilm"), 2, seed=5).model)
@@ -51,6 +53,7 @@ def test_seeded_init_is_deterministic():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_adapter_round_trip_and_corruption(minilm, tmp_path):
     path = tmp_path / "a.safetensors"
     state = trainable_state(minilm.model)
@@ -81,6 +84,7 @@ def test_folder_without_config(tmp_path):
         resolve_source(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_decoder_smollm2_trains_a_step_and_round_trips_adapter(tmp_path):
     lm = load_classifier(ModelConfig(name="smollm2-135m"), 2, seed=0)
     specs = inventory(lm.model)
@@ -105,6 +109,7 @@ def test_decoder_smollm2_trains_a_step_and_round_trips_adapter(tmp_path):
         torch.testing.assert_close(lm.model(**model_inputs(batch)).logits, fresh.model(**model_inputs(batch)).logits)
 
 
+@pytest.mark.slow
 def test_decoder_pools_last_real_token_with_padding():
     lm = load_classifier(ModelConfig(name="smollm2-135m"), 2, seed=0)
     lm.model.eval()

@@ -10,7 +10,7 @@ from layerinf.engine.train import _load_state
 from layerinf.errors import LayerinfError
 from layerinf.influence import _chunks, methods, registry
 from layerinf.model import base_dtype, inventory, load_classifier, resolve_device, trainable_state
-from test_collect import _randomise_trainable, _synthetic_split, gather, reference_loop, rel_err
+from grad_reference import gather, randomise_trainable, reference_loop, rel_err, synthetic_split
 
 
 # ------------------------------------------------------------------------------------------------ bf16 base
@@ -19,7 +19,7 @@ from test_collect import _randomise_trainable, _synthetic_split, gather, referen
 def _pair(name, seed=0, scale=0.05):
     """The same trainable (fp32) tensors on an fp32 and on a bf16 base."""
     f32 = load_classifier(ModelConfig(name=name), 3, seed=seed)
-    _randomise_trainable(f32.model, scale=scale)
+    randomise_trainable(f32.model, scale=scale)
     bf16 = load_classifier(ModelConfig(name=name, precision="bf16"), 3, seed=seed)
     _load_state(bf16.model, trainable_state(f32.model))
     return f32, bf16
@@ -32,7 +32,7 @@ def test_bf16_base_per_sample_gradients_match_a_bf16_batch_of_one_loop(name, sid
     as large as bf16 itself. So: batched vs loop within 1e-2 (bf16 ε = 7.8e-3), and batching adds no error to
     what the bf16 base costs against the fp32 model (measured: ≤ 0.6 × that cost per module, 5e-3 at most)."""
     f32, bf16 = _pair(name)
-    encoded = _synthetic_split([3, 11, 5, 16, 1, 8, 2], side, token_high=2000)
+    encoded = synthetic_split([3, 11, 5, 16, 1, 8, 2], side, token_high=2000)
     specs = inventory(bf16.model)
     loop16 = reference_loop(bf16.model, encoded, specs)
     loop32 = reference_loop(f32.model, encoded, specs)
@@ -68,7 +68,7 @@ def test_minilm_bf16_influence_scores_rank_like_fp32():
                              "label": [int(r["label"] == "positive") for r in rs]})
 
     f32 = load_classifier(ModelConfig(name="minilm"), 2, seed=0)
-    _randomise_trainable(f32.model, scale=0.02)
+    randomise_trainable(f32.model, scale=0.02)
     bf16 = load_classifier(ModelConfig(name="minilm", precision="bf16"), 2, seed=0)
     _load_state(bf16.model, trainable_state(f32.model))
     train = encode_split(frame("train", 48), f32.tokenizer, 32)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from layerinf.reporting import formatting, summary
 from layerinf.reporting.params import ReportParams
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import EVAL, SCORES, STAGE_FILE, RunLayout
+
+from helpers import chromium_driver
 
 pytestmark = pytest.mark.slow  # writes many reports with figures (minutes on 2 cores)
 
@@ -482,29 +483,10 @@ def test_report_without_retraining_shows_detection(tmp_path):
 # ----------------------------------------------------------------------------------------- browser check
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("chromium/chromedriver not found (run scripts/setup-test.sh as root to install them)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium is not installed (run scripts/setup-test.sh)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,2000"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
-
-
 def test_html_images_load_in_chromium(tmp_path):
     sweep = make_sweep_dir(tmp_path / "sweep")
     page = rp.report(sweep)
-    driver = _browser()
+    driver = chromium_driver()
     try:
         driver.set_page_load_timeout(60)
         driver.get(page.resolve().as_uri())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import layerinf as li
-from test_report import _browser
+from helpers import chromium_driver
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ SMALL = {
 
 def _first_screen(page) -> tuple[str, str, int]:
     """(the answer section's text, the whole page's text, the answer's top in px) as Chromium renders them."""
-    driver = _browser()
+    driver = chromium_driver()
     try:
         driver.set_page_load_timeout(60)
         driver.get(page.resolve().as_uri())

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from layerinf.store.rundir import WALL_CLOCK_FIELDS, RunDir
-from test_bad_inputs import flip_byte, layerinf_env, one_error_line, run_cli, snapshot
-from test_cli_entry import _script
+from helpers import flip_byte, layerinf_env, layerinf_script, one_error_line, run_cli, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,7 @@ STAGES = ("data", "finetune", "grads", "scores", "eval")
 def start(args, log: Path, cwd: Path) -> subprocess.Popen:
     """The console script as a child process (output to ``log``)."""
     with open(log, "ab") as fh:
-        return subprocess.Popen([_script(), *map(str, args)], stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
+        return subprocess.Popen([layerinf_script(), *map(str, args)], stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
                                 env=layerinf_env())
 
 
@@ -202,7 +201,7 @@ def test_two_score_writers_started_together(workdir, reference):
     first was already done, writes after it); the stage is intact afterwards."""
     a, _ = reference
     run = _copy(a, workdir / "two-writers")
-    procs = [subprocess.Popen([_script(), "score", run, *SCORE_ARGS], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([layerinf_script(), "score", run, *SCORE_ARGS], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=workdir, env=layerinf_env()) for _ in range(2)]
     outs = [(p.wait(timeout=600), *p.communicate()) for p in procs]
     codes = sorted(code for code, _, _ in outs)

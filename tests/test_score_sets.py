@@ -16,7 +16,7 @@ from layerinf.stages.score import ScoreStage
 from layerinf.store.layout import EVAL, SCORE_SETS_DIR, SCORES, STAGE_FILE, RunLayout
 from layerinf.store.rundir import RunDir
 from layerinf.store.score_sets import list_sets, problem
-from test_bad_inputs import flip_byte, run_cli, snapshot
+from helpers import flip_byte, run_cli, snapshot
 
 pytestmark = pytest.mark.slow
 

@@ -454,13 +454,10 @@ def test_encode_template_prefix_mismatch_falls_back(tok, monkeypatch):
 
 
 @pytest.mark.slow
-def test_encode_smollm2_chat_template():
+def test_encode_smollm2_chat_template(smollm2):
     from layerinf.model import load_tokenizer
 
-    try:
-        smol = load_tokenizer("smollm2-135m")
-    except LayerinfError as exc:
-        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    smol = load_tokenizer(smollm2)  # a loader error is a failure (see conftest)
     d = prepare_sft("demo-sft", max_train=8, max_dev=4, seed=0)
     enc = encode_sft(d.train, smol, class_words=d.class_words)
     for i, f in enumerate(enc.features):

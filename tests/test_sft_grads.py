@@ -229,7 +229,7 @@ def padded_batch_loop(model, feats, specs, objective, side):
 
 
 @pytest.mark.slow
-def test_smollm2_response_gradients_match_the_loop_fp32():
+def test_smollm2_response_gradients_match_the_loop_fp32(smollm2):
     """The real SmolLM2-135M-Instruct (offline GGUF from PyPI) in float32, every module of layers 0, 14, 29
     and WE, left and right padding, prompts of different lengths; ≤ 1e-5 relative per module (in fact bitwise):
 
@@ -247,10 +247,7 @@ def test_smollm2_response_gradients_match_the_loop_fp32():
 
     from layerinf.model.causal import load_causal_lm
 
-    try:
-        loaded = load_causal_lm(ModelConfig(name="smollm2-135m"), seed=0)
-    except LayerinfError as exc:
-        pytest.skip(f"SmolLM2 is not installed here ({exc})")
+    loaded = load_causal_lm(ModelConfig(name=smollm2), seed=0)  # a loader error is a failure (see conftest)
     model = loaded.model
     model.eval()
     gen = torch.Generator().manual_seed(0)

@@ -12,6 +12,8 @@ import pytest
 import layerinf as li
 from layerinf.store.layout import RunLayout
 
+pytestmark = pytest.mark.slow  # a whole run: fine-tuning, gradients, scores and retrainings
+
 TINY_SFT = {
     "name": "sft",
     "data": {"source": "demo-sft", "max_train": 40, "max_dev": 20, "noise_rate": 0.25, "seed": 1},

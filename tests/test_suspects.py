@@ -86,6 +86,7 @@ def tiny_run(tmp_path_factory):
 # ------------------------------------------------------------------------------------------- source mode
 
 
+@pytest.mark.slow
 def test_source_mode_outputs(user_result):
     out, res, _ = user_result
     assert isinstance(res, SuspectsResult)
@@ -119,6 +120,7 @@ def test_source_mode_outputs(user_result):
     assert {"rank", "given", "predicted", "p(given)", "score", "text"} <= set(top.columns)
 
 
+@pytest.mark.slow
 def test_source_mode_finds_injected_noise(user_result):
     _, res, mask = user_result
     t = res.table
@@ -129,6 +131,7 @@ def test_source_mode_finds_injected_noise(user_result):
     assert ndr > 0.30
 
 
+@pytest.mark.slow
 def test_html_escapes_texts(user_result):
     _, res, _ = user_result
     table = res.table.copy()
@@ -137,6 +140,7 @@ def test_html_escapes_texts(user_result):
     assert "<script" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;" in page
 
 
+@pytest.mark.slow
 def test_rerun_is_reused(user_files, user_result):
     train_csv, dev, _ = user_files
     out, res, _ = user_result
@@ -147,6 +151,7 @@ def test_rerun_is_reused(user_files, user_result):
     assert again.table["index"].tolist() == res.table["index"].tolist()
 
 
+@pytest.mark.slow
 def test_changed_source_file_redoes_the_stages(user_files, user_result, tmp_path):
     """Fixing labels in the file and rerunning must not reuse the model trained on the old labels."""
     train_csv, dev, _ = user_files
@@ -181,6 +186,7 @@ def test_changed_source_file_redoes_the_stages(user_files, user_result, tmp_path
 # ------------------------------------------------------------------------------------------- run mode
 
 
+@pytest.mark.slow
 def test_run_mode_reports_ndr(tiny_run, tmp_path):
     res = find_suspects(tmp_path / "s", run=tiny_run, progress=False)
     assert RunDir(tiny_run).is_finished("grads")  # computed in the run because it was missing
@@ -204,6 +210,7 @@ def test_run_mode_reports_ndr(tiny_run, tmp_path):
 # ------------------------------------------------------------------------------------------- adapters
 
 
+@pytest.mark.slow
 def test_layerinf_adapter_file(tiny_run, tmp_path):
     adapter = tiny_run / "finetune" / "best.safetensors"
     res = find_suspects(tmp_path / "a", source="demo", max_train=30, max_dev=20, adapter=adapter, max_length=32,
@@ -213,6 +220,7 @@ def test_layerinf_adapter_file(tiny_run, tmp_path):
     assert not (tmp_path / "a" / "finetune" / "init.safetensors").exists()  # imported: nothing to retrain from
 
 
+@pytest.mark.slow
 def test_peft_adapter_without_head_warns(tmp_path):
     from peft import LoraConfig, get_peft_model
 
@@ -264,6 +272,7 @@ def test_bad_input(tmp_path, kwargs, match):
     assert not (tmp_path / "x").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_bad_group_and_run_options(tiny_run, tmp_path):
     with pytest.raises(LayerinfError, match="unknown layer group 'middle'"):
         find_suspects(tmp_path / "g", run=tiny_run, group="middle", progress=False)
@@ -302,7 +311,7 @@ def test_a_bad_adapter_is_refused_before_the_data_are_prepared(tmp_path, kind, m
 
 # ------------------------------------------------------------------------------------------- cross-fitting
 
-TINY = dict(epochs=1, batch_size=16, max_length=24, min_steps=None, progress=False)
+TINY_FIT = dict(epochs=1, batch_size=16, max_length=24, min_steps=None, progress=False)  # one short MiniLM epoch per fit
 
 
 def _user_csv(path, n: int, seed: int = 3):
@@ -340,11 +349,13 @@ def crossfit(tmp_path_factory):
     df = _user_csv(folder / "mine.csv", 48)
     out = folder / "out"
     t0 = time.time()
-    res = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    res = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
+                        **TINY_FIT)
     print(f"\ncross-fitted suspects (48 rows, 3 folds, 1 epoch): {time.time() - t0:.1f}s")
     return folder, out, df, res
 
 
+@pytest.mark.slow
 def test_crossfit_ranks_every_row_once(crossfit):
     _, out, df, res = crossfit
     csv = _check_every_row_once(out / "suspects", df)
@@ -362,6 +373,7 @@ def test_crossfit_ranks_every_row_once(crossfit):
     assert summary["coverage"]["ranked"] == 48 and "percentile" in summary["rule"]
 
 
+@pytest.mark.slow
 def test_crossfit_folds_partition_the_rows(crossfit):
     """Fold k trains on the other folds and validates on fold k; every row is a training row of 2 fits."""
     _, out, df, _ = crossfit
@@ -383,6 +395,7 @@ def test_crossfit_folds_partition_the_rows(crossfit):
     assert all(abs(int(c[0]) - int(c[1])) <= 1 for c in counts)  # stratified
 
 
+@pytest.mark.slow
 def test_crossfit_score_is_the_mean_within_fit_percentile(crossfit):
     from scipy.stats import rankdata
 
@@ -404,17 +417,28 @@ def test_crossfit_score_is_the_mean_within_fit_percentile(crossfit):
     assert np.allclose(t["score:influence"].to_numpy(), want[t["source_idx"].to_numpy()])
 
 
-def test_crossfit_rerun_reuses_every_fold(crossfit):
+@pytest.mark.slow
+def test_crossfit_rerun_reuses_every_fold(crossfit, monkeypatch):
+    from layerinf.stages import task
+
     folder, out, df, res = crossfit
     before = _stage_times(out)
     assert len(before) == 1 + 3 * 4  # the combined ranking, and data/finetune/grads/suspects per fold
-    t0 = time.time()
-    again = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    loads = []
+
+    def no_model(*args, **kwargs):  # every stage that trains or collects gradients loads its model through here
+        loads.append(args)
+        raise AssertionError("the rerun loaded a model: a stage was recomputed")
+
+    monkeypatch.setattr(task, "load_model", no_model)
+    again = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
+                          **TINY_FIT)
     assert _stage_times(out) == before  # nothing retrained, nothing recomputed
-    assert time.time() - t0 < 30
+    assert loads == []  # not even a model loaded
     assert again.table["source_idx"].tolist() == res.table["source_idx"].tolist()
 
 
+@pytest.mark.slow
 def test_crossfit_resumes_after_a_lost_fold(crossfit, tmp_path):
     """A fold that is gone (e.g. killed) is redone alone; the finished folds are reused."""
     folder, out, _, _ = crossfit
@@ -422,15 +446,17 @@ def test_crossfit_resumes_after_a_lost_fold(crossfit, tmp_path):
     shutil.copytree(out, copy)
     shutil.rmtree(copy / "folds" / "fold-2")
     before = {k: v for k, v in _stage_times(copy).items() if "fold-2" not in k[0] and k[0] != str(copy)}
-    find_suspects(copy, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment", **TINY)
+    find_suspects(copy, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
+                  **TINY_FIT)
     after = _stage_times(copy)
     assert {k: after[k] for k in before} == before and any("fold-2" in k[0] for k in after)
 
 
+@pytest.mark.slow
 def test_one_fold_says_how_many_rows_were_not_ranked(crossfit, tmp_path):
     folder, _, df, _ = crossfit
     res = find_suspects(tmp_path / "one", source=str(folder / "mine.csv"), text_column="review",
-                        label_column="sentiment", folds=1, **TINY)
+                        label_column="sentiment", folds=1, **TINY_FIT)
     assert res.coverage["how"] == "carved" and res.coverage["rows"] == len(df)
     left = len(df) - res.n
     assert left > 0 and f"{res.n} of {len(df)} rows ranked by one fit; {left} rows were NOT ranked" in res.coverage_text
@@ -438,6 +464,7 @@ def test_one_fold_says_how_many_rows_were_not_ranked(crossfit, tmp_path):
     assert not (tmp_path / "one" / "folds").exists()
 
 
+@pytest.mark.slow
 def test_dev_source_ranks_every_training_row_in_one_fit(user_result):
     _, res, _ = user_result
     assert res.coverage["how"] == "dev_source" and res.coverage["ranked"] == res.coverage["rows"] == N_TRAIN
@@ -448,10 +475,11 @@ def test_too_many_folds_for_a_class_is_refused_before_anything_is_written(tmp_pa
     df = _user_csv(tmp_path / "few.csv", 12)
     with pytest.raises(LayerinfError, match="too few for folds=7"):
         find_suspects(tmp_path / "x", source=str(tmp_path / "few.csv"), text_column="review", label_column="sentiment",
-                      folds=7, **TINY)
+                      folds=7, **TINY_FIT)
     assert not (tmp_path / "x").exists() and len(df) == 12
 
 
+@pytest.mark.slow
 def test_cli_health_warning_and_coverage(tmp_path, capsys):
     """lr 1e-9: no useful step, so the model has not learned; the console and the page say so."""
     from layerinf.cli import main

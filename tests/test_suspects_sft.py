@@ -1,66 +1,32 @@
 """`layerinf suspects` on instruction (SFT) data: a ranked CSV / JSONL and a page with prompt, response, response
 loss and score; cross-fitting ranks every row; bad SFT input is one line before anything is written.
 
-The fast tests use ``shape:tiny-llama`` (random weights, the offline MiniLM tokenizer, no chat template); the slow
-Done-when test plants swapped responses in a sentiment instruction file and runs SmolLM2-135M-Instruct.
+The tests use ``shape:tiny-llama`` (random weights, the offline MiniLM tokenizer, no chat template); those that
+fine-tune or run the console script are marked slow, like the Done-when test, which plants swapped responses in a
+sentiment instruction file and runs SmolLM2-135M-Instruct.
 """
 
 import html
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import TINY_LLAMA, cli_args, instruction_rows, one_error_line, run_sft_cli, write_jsonl
 from layerinf.stages.rank import SFT_COLUMNS, load_result, summary_table
-from test_cli_entry import _script
 from layerinf.stages.rank_page import TEXT_LIMIT, _cut
 
-TINY = ["--model", "shape:tiny-llama", "--max-length", "32", "--max-response-length", "8", "--epochs", "1",
-        "--batch-size", "8"]
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "candle", "forest", "window", "rocket",
-         "garden", "silver", "mirror", "pepper", "castle", "button", "dragon", "jacket", "meadow", "orange", "planet",
-         "bridge", "copper", "velvet", "harbor", "falcon", "marble", "sunset", "violin"]
-
-
-
-
-def layerinf(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "LAYERINF_DEBUG": "0", "COLUMNS": "120", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([_script(), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def one_error_line(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
-    return lines[0]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
-
-
-def instruction_rows() -> list[dict]:
-    """Free-form instructions (not class words), with HTML-special characters in every prompt."""
-    return [{"prompt": f"Write the word <{w}> in capital letters & nothing else.", "response": w.upper()}
-            for w in WORDS]
+TINY_LLAMA_ARGS = cli_args(TINY_LLAMA)  # the tiny random decoder's recipe as console-script options
 
 
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, dtype={"prompt": str, "response": str})
 
 
-# ------------------------------------------------------------------------------------------------ fast
+# ------------------------------------------------------------------------------------------------ tiny-llama
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +34,12 @@ def crossfit_run(tmp_path_factory):
     """``layerinf suspects`` through the console script on a 30-row prompt/response JSONL (3-fold cross-fitting)."""
     root = tmp_path_factory.mktemp("sft_suspects")
     src = write_jsonl(root / "instructions.jsonl", instruction_rows())
-    res = layerinf("suspects", root / "out", "--source", src, *TINY)
+    res = run_sft_cli("suspects", root / "out", "--source", src, *TINY_LLAMA_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     return root / "out", res
 
 
+@pytest.mark.slow
 def test_sft_suspects_csv_page_and_console(crossfit_run):
     out, res = crossfit_run
     rows = instruction_rows()
@@ -105,6 +72,7 @@ def test_sft_suspects_csv_page_and_console(crossfit_run):
         assert list(fit.columns) == SFT_COLUMNS and len(fit) == 20
 
 
+@pytest.mark.slow
 def test_sft_suspects_one_fit_says_what_was_not_ranked(tmp_path):
     from layerinf.workflows.suspects import find_suspects
 
@@ -117,12 +85,13 @@ def test_sft_suspects_one_fit_says_what_was_not_ranked(tmp_path):
     assert res.coverage_text in (res.folder / "index.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_sft_suspects_with_a_layerinf_adapter(crossfit_run, tmp_path):
     """An SFT run's own adapter (a fold's best.safetensors) is imported: no fine-tuning, one fit, all 30 rows."""
     out, _ = crossfit_run
     adapter = out / "folds" / "fold-0" / "finetune" / "best.safetensors"
     src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
-    res = layerinf("suspects", tmp_path / "a", "--source", src, "--adapter", adapter, *TINY)
+    res = run_sft_cli("suspects", tmp_path / "a", "--source", src, "--adapter", adapter, *TINY_LLAMA_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     table = read_csv(tmp_path / "a" / "suspects" / "suspects.csv")
     assert list(table.columns) == SFT_COLUMNS and len(table) == 24  # one fit: the carved-out 20 % not ranked
@@ -193,15 +162,16 @@ def test_peft_options_layerinf_does_not_reproduce_are_refused(tmp_path, option, 
         import_causal_adapter("shape:tiny-llama", tmp_path / "peft")
 
 
+@pytest.mark.slow
 def test_sft_suspects_with_a_peft_adapter_through_the_cli(tmp_path):
     _tiny_peft_adapter(tmp_path / "peft")
     src = write_jsonl(tmp_path / "instructions.jsonl", instruction_rows())
-    res = layerinf("suspects", tmp_path / "p", "--source", src, "--adapter", tmp_path / "peft", *TINY)
+    res = run_sft_cli("suspects", tmp_path / "p", "--source", src, "--adapter", tmp_path / "peft", *TINY_LLAMA_ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(read_csv(tmp_path / "p" / "suspects" / "suspects.csv")) == 24
     _tiny_peft_adapter(tmp_path / "head", modules_to_save=["lm_head"])
-    res = layerinf("suspects", tmp_path / "h", "--source", src, "--adapter", tmp_path / "head", *TINY)
-    assert "modules_to_save" in one_error_line(res)
+    res = run_sft_cli("suspects", tmp_path / "h", "--source", src, "--adapter", tmp_path / "head", *TINY_LLAMA_ARGS)
+    assert "modules_to_save" in one_error_line(res, names_a_fix=False)
     assert not (tmp_path / "h").exists()
 
 
@@ -212,6 +182,7 @@ def test_page_cuts_long_texts_visibly():
     assert _cut("a < b") == "a &lt; b"
 
 
+@pytest.mark.slow
 def test_old_summary_loads_as_classification(crossfit_run, tmp_path):
     out, _ = crossfit_run
     folder = tmp_path / "suspects"
@@ -241,38 +212,30 @@ def _bad_files(folder: Path) -> dict[str, tuple[list, str]]:
     return {k: ([v[0], *v[1]], v[2]) for k, v in files.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no_response", "empty_response", "chat_template_on", "response_to_nothing"])
 def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, case):
     (src, *extra), match = _bad_files(tmp_path)[case]
     out = tmp_path / "out"
-    res = layerinf("suspects", out, "--source", src, *extra, *TINY, timeout=300)
-    line = one_error_line(res)
+    res = run_sft_cli("suspects", out, "--source", src, *extra, *TINY_LLAMA_ARGS, timeout=300)
+    line = one_error_line(res, names_a_fix=False)
     assert match in line and " — " in line, line
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["minilm", "shape:tiny-bert"])
 def test_an_encoder_on_sft_data_is_one_line_and_writes_nothing(tmp_path, model):
     src = write_jsonl(tmp_path / "ok.jsonl", instruction_rows()[:12])
     (tmp_path / "sft.yaml").write_text(f"name: enc\ndata: {{source: {src}, task_type: sft}}\nmodel: {{name: '{model}'}}\n")
     for args in (["suspects", tmp_path / "out", "--source", src, "--model", model],
                  ["run", tmp_path / "sft.yaml", "--out", tmp_path / "out"]):
-        line = one_error_line(layerinf(*args, timeout=300))
+        line = one_error_line(run_sft_cli(*args, timeout=300), names_a_fix=False)
         assert "is an encoder" in line and "decoder" in line, line
         assert not (tmp_path / "out").exists()
 
 
-# ------------------------------------------------------------------------------------------------ slow
-
-
-def _smollm2_or_skip():
-    from layerinf.errors import LayerinfError
-    from layerinf.model import load_tokenizer
-
-    try:
-        load_tokenizer("smollm2-135m")
-    except (LayerinfError, OSError) as exc:
-        pytest.skip(f"SmolLM2-135M-Instruct cannot be loaded offline: {exc}")
+# ------------------------------------------------------------------------------------------------ SmolLM2
 
 
 def planted_sentiment_file(path: Path, n: int = 120, rate: float = 0.2, seed: int = 0):
@@ -298,14 +261,13 @@ def planted_sentiment_file(path: Path, n: int = 120, rate: float = 0.2, seed: in
 
 
 @pytest.mark.slow
-def test_done_when_planted_swaps_are_enriched_among_sft_suspects(tmp_path):
+def test_done_when_planted_swaps_are_enriched_among_sft_suspects(tmp_path, smollm2):
     """Done when: 20 % planted swapped responses; the share of planted rows among the suspects (bottom 30 %) is at
     least twice the planted share among the ranked rows. Default method / group / aggregator; ``--folds 1`` (one
     fit, 20 % carved out as validation data and not ranked) keeps it to one fine-tuning on 2 CPU cores."""
-    _smollm2_or_skip()
     src, mask = planted_sentiment_file(tmp_path / "planted.jsonl")
-    res = layerinf("suspects", tmp_path / "out", "--source", src, "--model", "smollm2-135m", "--max-length", "80",
-                   "--max-response-length", "8", "--epochs", "3", "--batch-size", "8", "--folds", "1", timeout=1800)
+    res = run_sft_cli("suspects", tmp_path / "out", "--source", src, "--model", smollm2, "--max-length", "80",
+                      "--max-response-length", "8", "--epochs", "3", "--batch-size", "8", "--folds", "1", timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
     csv = read_csv(tmp_path / "out" / "suspects" / "suspects.csv")
     planted = mask[csv["source_idx"].to_numpy()]

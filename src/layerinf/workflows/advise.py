@@ -119,6 +119,10 @@ def _configs(source: str | None, options: dict[str, Any]):
         raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
     opts = {**ADVISE_DEFAULTS, **options, "source": source}
     data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise")
+    from layerinf.stages.data import task_type
+
+    if "min_steps" not in options and task_type(data) == "sft":  # the step budget is the classification recipe's
+        train = dataclasses.replace(train, min_steps=None)
     return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
 
 
