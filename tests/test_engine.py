@@ -272,7 +272,7 @@ def test_gradient_checkpointing_in_training_changes_nothing():
         handle.remove()
     assert model.get_base_model().is_gradient_checkpointing
     n_train_batches = 2 * 2  # 2 epochs × 2 batches of 8 of 11 samples
-    n_eval_batches = 2 * 2 * 2  # 2 epochs × (infl + test) × 2 batches
+    n_eval_batches = 2 * 2  # 2 epochs × 2 batches: infl and test are the same split here, evaluated once
     assert calls[0] == 2 * n_train_batches + n_eval_batches
     pd_equal = all(np.array_equal(plain.history[c], ckpt.history[c]) for c in plain.history.columns)
     assert pd_equal, (plain.history, ckpt.history)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import layerinf.report as rp
+import layerinf.reporting as rp
 from layerinf.reporting.answer import answer, best_config
 from layerinf.reporting.params import ReportParams, RunParams
 from layerinf.reporting.uncertainty import average_repeats

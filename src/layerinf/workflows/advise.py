@@ -46,7 +46,7 @@ from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, R
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
 from layerinf.stages.base import StageBase
-from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.data import DataStage, load_data, task_type
 from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
 from layerinf.stages.grads import GradsStage
 from layerinf.stages.score import ScoreStage
@@ -119,9 +119,7 @@ def _configs(source: str | None, options: dict[str, Any]):
         raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
     opts = {**ADVISE_DEFAULTS, **options, "source": source}
     data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise")
-    from layerinf.stages.data import task_type
-
-    if "min_steps" not in options and task_type(data) == "sft":  # the step budget is the classification recipe's
+    if "min_steps" not in options and task_type(data) == "sft":  # the step budget is classification's recipe
         train = dataclasses.replace(train, min_steps=None)
     return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
 
