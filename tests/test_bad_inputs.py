@@ -38,9 +38,10 @@ TINY = {
     "data": {"source": "demo", "max_train": 60, "max_dev": 40, "noise_rate": 0.2, "seed": 0},
     "model": {"name": "minilm", "max_length": 24},
     "train": {"epochs": 1, "batch_size": 16},
-    "grads": {"include_we": False, "grad_batch_size": 32},
+    "grads": {"include_we": False},
     "score": {"methods": ["tracin"], "groups": ["02-03", "CL"], "aggregators": ["mean"]},
     "filter": {"retrain": False},
+    "runtime": {"grad_batch_size": 32},
 }
 CONFIG = ("name: c\ndata: {source: demo, max_train: 40, max_dev: 20}\nmodel: {max_length: 24}\n"
           "train: {epochs: 1, batch_size: 16}\nscore: {methods: [tracin], groups: [CL], aggregators: [mean]}\n"

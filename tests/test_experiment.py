@@ -195,7 +195,7 @@ def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, tmp_path_facto
     stage = EvalStage(run, gradient_checkpointing=True)
     plan, _, _ = stage.plan(cfg.filter, cfg.model, cfg.train)
     tasks = stage.retrain_tasks(plan, cfg.model, cfg.train, device="cpu")
-    assert len(tasks) == 4 and all(t["args"][-1] is True for t in tasks)
+    assert len(tasks) == 4 and all(t["args"][6] is True for t in tasks)  # retrain_task's gradient_checkpointing
     seen = {}
 
     def fake_fit(*args, **kwargs):
@@ -206,4 +206,4 @@ def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, tmp_path_facto
     with pytest.raises(KeyboardInterrupt):
         tasks[0]["fn"](*tasks[0]["args"])
     assert seen["gradient_checkpointing"] is True
-    assert EvalStage(run).retrain_tasks(plan, cfg.model, cfg.train, device="cpu")[0]["args"][-1] is False
+    assert EvalStage(run).retrain_tasks(plan, cfg.model, cfg.train, device="cpu")[0]["args"][6] is False

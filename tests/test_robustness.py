@@ -28,9 +28,10 @@ name: tiny
 data: {source: demo, max_train: 60, max_dev: 40, noise_rate: 0.2, seed: 0}
 model: {name: minilm, max_length: 24}
 train: {epochs: 1, batch_size: 16}
-grads: {include_we: false, grad_batch_size: 4}
+grads: {include_we: false}
 score: {methods: [tracin, datainf], groups: ["02-03", CL], aggregators: [mean, vote]}
 filter: {fraction: 0.3, configs: [tracin/CL/mean], baselines: [none]}
+runtime: {grad_batch_size: 4}
 """
 PINNED = ("scores/table.csv", "scores/aggregated.parquet", "eval/results.csv")  # compared bitwise with run A
 STAGES = ("data", "finetune", "grads", "scores", "eval")
@@ -308,13 +309,18 @@ def test_changed_inputs_never_reuse_stale_stages(workdir):
 
 
 def test_run_redoes_what_follows_a_changed_option(workdir, reference):
-    """`layerinf run` with new grads options redoes grads and every stage after it (retrainings of the same
-    kept subsets are reused); all stages are up to date afterwards."""
+    """`layerinf run` with another runtime option (how fast, not what) reuses every stage; with new grads options
+    it redoes grads and every stage after it (retrainings of the same kept subsets are reused); all stages are up
+    to date afterwards."""
     a, _ = reference
     run = _copy(a, workdir / "regrads")
     rd = RunDir(run)
     before = {s: rd.fingerprint(s) for s in STAGES}
-    res = run_cli("run", workdir / "tiny.yaml", "--out", run, "--set", "grads.grad_batch_size=8", cwd=workdir,
+    res = run_cli("run", workdir / "tiny.yaml", "--out", run, "--set", "runtime.grad_batch_size=8",
+                  "--set", "runtime.chunk_size=7", "--set", "runtime.eval_batch_size=5", cwd=workdir, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {s: rd.fingerprint(s) for s in STAGES} == before  # speed knobs are no part of any key
+    res = run_cli("run", workdir / "tiny.yaml", "--out", run, "--set", "grads.include_we=true", cwd=workdir,
                   timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert {s: rd.fingerprint(s) == before[s] for s in STAGES} == {

@@ -116,12 +116,13 @@ def _retrain_context(run_root: str, device: str):
 
 
 def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: TrainConfig, rec: dict,
-                 device: str, gradient_checkpointing: bool = False) -> dict:
+                 device: str, gradient_checkpointing: bool = False, eval_batch_size: int = 64) -> dict:
     """One retraining (a task: it reads the run, writes nothing) → ``{"record", "device"}``.
 
     ``device`` is resolved here, on the worker (``auto`` picks the worker's GPU); ``rec["train_seed"]`` is the
     seed of this retraining (the run's training seed plus the repeat). ``gradient_checkpointing`` recomputes
-    activations in the backward pass (less memory, same results; ``RuntimeConfig.gradient_checkpointing``)."""
+    activations in the backward pass (less memory, same results) and ``eval_batch_size`` is the batch of the
+    evaluation passes: ``RuntimeConfig``, how fast, not what."""
     from layerinf.engine import train as train_mod
     from layerinf.model import resolve_device
 
@@ -132,7 +133,7 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
     res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
                         seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False,
                         gradient_checkpointing=bool(gradient_checkpointing),
-                        objective=task.objective(prepared, train))
+                        objective=task.objective(prepared, train), eval_batch_size=int(eval_batch_size))
     n = len(enc["train"])
     record = {
         "kept": int(len(kept)), "best_accuracy": res.best_accuracy,
@@ -164,16 +165,17 @@ class EvalStage(StageBase):
     artifacts = (table_file(RESULTS), table_file(RESULTS, "csv"))
 
     def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool | None = None, runtime=None):
         """``executor``: where the retrainings run, a ``workflows.executor.Executor`` (``make_executor("ray")``);
         default: one by one in this process, as always. ``task_device``: the device each task resolves on its
         worker (e.g. ``"auto"`` on a cluster of GPU nodes); default: the stage's device.
-        ``gradient_checkpointing``: ``RuntimeConfig.gradient_checkpointing`` for the retrainings (where to
-        compute, not what: it is no part of the stage's key or of a record's)."""
-        super().__init__(run_dir, echo, source=source)
+        ``gradient_checkpointing`` (None: ``runtime``'s) and ``runtime.eval_batch_size`` for the retrainings
+        (how fast, not what: no part of the stage's key or of a record's)."""
+        super().__init__(run_dir, echo, source=source, runtime=runtime)
         self.executor = executor
         self.task_device = task_device
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+        gc = self.runtime.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+        self.gradient_checkpointing = bool(gc)
 
     def key(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig) -> dict:
         from layerinf.stages.finetune import recipe
@@ -245,7 +247,7 @@ class EvalStage(StageBase):
             which = f", seed {seeded['train_seed']}" if r else ""
             tasks.append({"fn": retrain_task,
                           "args": (str(self.run_dir.root), kept, name, train, seeded, device,
-                                   self.gradient_checkpointing),
+                                   self.gradient_checkpointing, self.runtime.eval_batch_size),
                           "label": f"{label}retraining without the {removed} chosen by {name}{which} "
                                    f"(record {path.stem})",
                           "key": path, "log": path.with_suffix(".log")})

@@ -54,8 +54,8 @@ from layerinf.config import DataConfig, RankConfig
 from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import DataStage, load_data
-from layerinf.stages.rank import (RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
-                                  load_result, write_result)
+from layerinf.stages.rank import (DEFAULT_KAPPA, RankStage, SuspectsResult, _softmax, build_sft_table, build_table,
+                                  health_of, load_result, write_result)
 from layerinf.store.layout import DATA, GRADS, SUMMARY_FILE, SUSPECT_SCORES_FILE, SUSPECTS
 from layerinf.store.rundir import RunDir
 
@@ -267,16 +267,17 @@ class CrossfitStage(StageBase):
         """Fit 0's suspects summary (its group, label names and checkpoint are every fit's)."""
         return json.loads((self.fold_dirs[0].stage_path(SUSPECTS) / SUMMARY_FILE).read_text(encoding="utf-8"))
 
-    def key(self, cfg: RankConfig, model_name: str = "") -> dict:
+    def key(self, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA) -> dict:
         group = self._first_fit()["group"]
         rank = {k: v for k, v in asdict(cfg).items() if k != "folds"}
-        return {"rank": {**rank, "group": group}, "model": model_name,
+        return {"rank": {**rank, "vote_kappa": vote_kappa, "group": group}, "model": model_name,
                 "crossfit": {"folds": self.plan.folds, "rows": self.plan.ranked, "of": self.plan.total}}
 
-    def seed(self, cfg: RankConfig, model_name: str = "") -> int:
+    def seed(self, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA) -> int:
         return int(self.fold_dirs[0].stage_info(DATA)["seed"] or 0)
 
-    def compute(self, st, cfg: RankConfig, model_name: str = "", *, progress=True, device="cpu") -> dict:
+    def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
+                progress=True, device="cpu") -> dict:
         from layerinf.stages.grads import GradsStage
 
         trains = [load_data(run).train for run in self.fold_dirs]
@@ -317,7 +318,7 @@ class CrossfitStage(StageBase):
                                 probs=probs / count[:, None])
         result = SuspectsResult(
             folder=st.tmp, run_dir=self.run_dir.root, table=table, method=cfg.method, group=first["group"],
-            aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=cfg.top, n=n, n_suspects=int(table["suspect"].sum()),
+            aggregator=cfg.aggregator, kappa=vote_kappa, top=cfg.top, n=n, n_suspects=int(table["suspect"].sum()),
             label_names=list(first["label_names"]), model=model_name, checkpoint=first.get("checkpoint", ""),
             coverage=self.plan.describe(), health=health_of(self.fold_dirs), task="sft" if sft else "classification",
         )

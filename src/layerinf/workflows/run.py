@@ -131,9 +131,8 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         data = DataStage(run_dir).run(cfg.data, progress=progress)
         say(f"[1/5] data: train {len(data.train)} ({int(data.train['noisy'].sum())} noisy), "
             f"influence {len(data.infl)}, test {len(data.test)}")
-        gc = cfg.runtime.gradient_checkpointing
-        ft = FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=progress,
-                                                                  device=device)
+        rt = cfg.runtime  # how fast, not what: no stage's key holds it
+        ft = FinetuneStage(run_dir, runtime=rt).run(cfg.model, cfg.train, progress=progress, device=device)
         say(f"[2/5] fine-tuned {cfg.model.name} on {device}: best influence-loss epoch {ft.best_epoch}, "
             f"test accuracy at that epoch {ft.accuracy_at_best_epoch:.4f} (best over epochs {ft.best_accuracy:.4f})")
         from layerinf.stages.finetune import health_warning
@@ -141,10 +140,10 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         warning = health_warning(run_dir)
         if warning:
             say(f"WARNING: {warning}")
-        GradsStage(run_dir, executor=executor, task_device=device, gradient_checkpointing=gc).run(
-            cfg.grads, shards=cfg.runtime.grad_shards, progress=progress, device=device)
+        GradsStage(run_dir, executor=executor, task_device=device, runtime=rt).run(
+            cfg.grads, shards=rt.grad_shards, progress=progress, device=device)
         say("[3/5] per-sample gradients stored")
-        table = ScoreStage(run_dir, echo=say).run(cfg.score, progress=progress, device=device)
+        table = ScoreStage(run_dir, echo=say, runtime=rt).run(cfg.score, progress=progress, device=device)
         best = f"best NDR@30 {table['ndr_30'].max():.3f} (random: 0.30)" if "ndr_30" in table else "no noise mask"
         say(f"[4/5] scored {len(table)} configurations; {best}")
         if warning:
@@ -153,7 +152,7 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
             atomic_write_json(run_dir.layout.config, cfg.to_dict())
             say("[5/5] retraining skipped (filter.retrain: false)")
             return pd.DataFrame()
-        evaluate = EvalStage(run_dir, executor=executor, task_device=device, gradient_checkpointing=gc)
+        evaluate = EvalStage(run_dir, executor=executor, task_device=device, runtime=rt)
         redo = _records_broken(evaluate, cfg)
         if redo:
             say("[5/5] a retraining record is missing or corrupted: redoing it")

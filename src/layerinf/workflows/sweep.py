@@ -70,10 +70,10 @@ def unit_chain(raw_cfg: dict, out: str) -> dict:
     run_dir = RunDir(out)
     with run_dir.guard(), run_dir.locked():
         DataStage(run_dir).run(cfg.data, progress=False)
-        gc = cfg.runtime.gradient_checkpointing
-        FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=False, device=device)
-        GradsStage(run_dir, gradient_checkpointing=gc).run(cfg.grads, progress=False, device=device)
-        ScoreStage(run_dir).run(cfg.score, progress=False)
+        rt = cfg.runtime  # how fast, not what
+        FinetuneStage(run_dir, runtime=rt).run(cfg.model, cfg.train, progress=False, device=device)
+        GradsStage(run_dir, runtime=rt).run(cfg.grads, progress=False, device=device)
+        ScoreStage(run_dir, runtime=rt).run(cfg.score, progress=False, device=device)
     return {"device": device}
 
 
@@ -149,7 +149,7 @@ def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) 
         cfg = u.cfg
         try:
             with u.run_dir.guard():
-                stage = EvalStage(u.run_dir, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+                stage = EvalStage(u.run_dir, runtime=cfg.runtime)
                 stage.run(cfg.filter, cfg.model, cfg.train, progress=False, device=u.device, force=u.redo)
                 atomic_write_json(u.run_dir.layout.config, cfg.to_dict())
         except LayerinfError as exc:
@@ -169,7 +169,7 @@ def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) 
                 return []
             try:
                 locks.enter_context(u.run_dir.locked())  # held until the unit's eval stage is written
-                u.stage = EvalStage(u.run_dir, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+                u.stage = EvalStage(u.run_dir, runtime=cfg.runtime)
                 u.plan, _, _ = u.stage.plan(cfg.filter, cfg.model, cfg.train)
                 u.redo = u.run_dir.is_finished(EVAL, verify=False) and any(read_record(p[4]) is None for p in u.plan)
                 tasks = u.stage.retrain_tasks(u.plan, cfg.model, cfg.train, device=cfg.runtime.device,
