@@ -295,7 +295,7 @@ def test_changed_inputs_never_reuse_stale_stages(workdir):
     assert stamp("grads") != old
     # 3. new grads options → score refuses the old scores' inputs and redoes
     li.score(run, methods=["tracin"], groups=["CL"], aggregators=["mean"], progress=False)
-    li.grads(run, include_we=False, grad_batch_size=8, progress=False)
+    li.grads(run, include_we=False, grad_dtype="bfloat16", progress=False)  # a grads option (batch size: runtime)
     refused(li.report, run)
     old = stamp("scores")
     li.score(run, methods=["tracin"], groups=["CL"], aggregators=["mean"], progress=False)

@@ -151,7 +151,7 @@ def test_force_recomputes_and_a_failed_run_loses_nothing(run, monkeypatch):
 
 def test_a_set_made_from_older_gradients_is_not_kept(run):
     notes = []
-    li.grads(run, include_we=False, grad_batch_size=8, progress=False)
+    li.grads(run, include_we=False, grad_dtype="bfloat16", progress=False)  # a grads option (batch size: runtime)
     li.score(run, progress=False, echo=notes.append, **SUBSET)
     assert any("older data or gradients: not kept" in n for n in notes)
     assert [s["current"] for s in api.score_sets(run)] == [True]
