@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "demo"]
+COMMANDS = ["prepare", "finetune", "grads", "score", "retrain", "run", "sweep", "report", "suspects", "advise",
+            "demo"]
 
 
 def _script() -> str:

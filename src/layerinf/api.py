@@ -15,9 +15,9 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from layerinf.config import (DataConfig, ExperimentConfig, GradsConfig, ModelConfig, RuntimeConfig, ScoreConfig,
-                             TrainConfig, runtime_options_except, split_options)
-from layerinf.store.layout import DATA, FINETUNE, GRADS, STAGE_FILE
+from layerinf.config import (DataConfig, ExperimentConfig, FilterConfig, GradsConfig, ModelConfig, RuntimeConfig,
+                             ScoreConfig, TrainConfig, runtime_options_except, split_options)
+from layerinf.store.layout import DATA, FINETUNE, GRADS, SCORES, STAGE_FILE
 from layerinf.store.rundir import RunDir, check_writable_dir
 
 
@@ -102,15 +102,21 @@ def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
 
     check_tracin_checkpoints(cfg, run_dir)
 
+    with _executor(runtime) as executor, RunDir(run_dir).guard():
+        return GradsStage(run_dir, executor=executor, task_device=device, runtime=runtime).run(
+            cfg, shards=runtime.grad_shards, force=force, progress=progress, device=device)
+
+
+@contextlib.contextmanager
+def _executor(runtime: RuntimeConfig):
+    """The executor of ``runtime`` (local or Ray), started (an unreachable cluster fails here) and closed after."""
     from layerinf.workflows.executor import make_executor
 
     executor, owned = make_executor(runtime.executor, ray_address=runtime.ray_address, num_cpus=runtime.num_cpus,
                                     num_gpus=runtime.num_gpus, max_retries=runtime.max_retries)
     try:
         executor.start()
-        with RunDir(run_dir).guard():
-            return GradsStage(run_dir, executor=executor, task_device=device, runtime=runtime).run(
-                cfg, shards=runtime.grad_shards, force=force, progress=progress, device=device)
+        yield executor
     finally:
         if owned:
             executor.close()
@@ -152,6 +158,27 @@ def score_sets(run_dir, *, verify: bool = False) -> list[dict]:
     from layerinf.store.score_sets import list_sets
 
     return [s.as_dict() for s in list_sets(RunDir(run_dir), verify=verify)]
+
+
+def retrain(run_dir, *, force: bool = False, progress: bool = True, echo=print, **options):
+    """Filter and retrain, the paper's main experiment, on a scored run (``layerinf retrain RUN``): remove the
+    bottom ``fraction`` by every configuration of ``configs`` (default: every scored one) and by the baselines,
+    retrain each kept subset from the run's initial checkpoint with the recipe it was fine-tuned with, and
+    return the test accuracies (also ``RUN/retrain/results.csv``). Options: ``FilterConfig`` (but ``retrain``)
+    and of ``RuntimeConfig`` ``device``, ``gradient_checkpointing``, ``eval_batch_size`` and the Ray ones. Each
+    retraining is a checksummed record (``RUN/retrain/records/``): a rerun, or other options that keep the same
+    subsets, retrain nothing twice. ``echo`` (None: silent) gets a line per finished retraining."""
+    filt, runtime = split_options(options, FilterConfig, RuntimeConfig, where="retrain",
+                                  exclude={"retrain"} | runtime_options_except("retrain"))
+    check_writable_dir(run_dir)
+    require_upstream(run_dir, DATA, FINETUNE, SCORES)
+    from layerinf.stages.retrain import RetrainStage, finetuned_recipe
+
+    model, train = finetuned_recipe(run_dir)
+    device = check_device(runtime, model)
+    with _executor(runtime) as executor, RunDir(run_dir).guard():
+        return RetrainStage(run_dir, echo=echo, executor=executor, task_device=device, runtime=runtime).run(
+            filt, model, train, force=force, progress=progress, device=device)
 
 
 def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool = True, echo=print):

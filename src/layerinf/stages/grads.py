@@ -116,7 +116,7 @@ class GradsStage(StageBase):
 
     def _compute_sharded(self, st, cfg: GradsConfig, *, progress: bool, device: str) -> dict:
         from layerinf.stages.data import load_data
-        from layerinf.stages.evaluate import run_tasks
+        from layerinf.stages.retrain import run_tasks
         from layerinf.store.gradstore import SHARD_DIR
         from layerinf.store.rundir import sha256_file
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import (CONFIG_FILE, DATA, EVAL, FINETUNE, GRADS, MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR,
-                                   SCORES, STAGE_FILE, SUSPECTS, RunLayout)
+from layerinf.store.layout import (CONFIG_FILE, DATA, FINETUNE, GRADS, MANIFEST, RETRAIN, SCORE_SETS_DIR, SCORES,
+                                   STAGE_FILE, SUSPECTS, RunLayout)
 
 _VERSIONED = ("layerinf", "torch", "transformers", "peft", "numpy", "scipy", "pandas", "datasets", "safetensors")
 WALL_CLOCK_FIELDS = ("started", "seconds", "updated")  # the only fields that differ between identical runs
@@ -381,7 +381,7 @@ class RunDir:
         if not existed and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
             return
-        keep |= {MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR} if keep else set()  # kept score sets: never undone
+        keep |= {MANIFEST, RETRAIN, SCORE_SETS_DIR} if keep else set()  # retrain/: its records; score sets: kept
         for name in set(os.listdir(self.root)) - before - keep:
             path = self.root / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -486,14 +486,15 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 # the CLI command that (re)makes each stage folder, for error messages
-_COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", EVAL: "run", SUSPECTS: "suspects"}
+_COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", RETRAIN: "retrain",
+            SUSPECTS: "suspects"}
 
 
 def redo_command(name: str, root: "str | os.PathLike", force: bool = True) -> str:
     """The command line that (re)makes stage ``name`` of run ``root``, in backquotes, for error messages."""
     cmd = _COMMAND.get(name, name)
-    if name == EVAL:  # the experiment's last stage: `run` takes the config, the run directory is --out
-        return f"`layerinf run CONFIG --out {root}` (its config is {Path(root) / CONFIG_FILE})"
+    if name == RETRAIN:  # with its filter options (those of a `layerinf run`: its config.json, YAML-readable)
+        return f"`layerinf retrain {root}` with its filter options, or `layerinf run {Path(root) / CONFIG_FILE} --out {root}`"
     if name == SUSPECTS:
         return f"`layerinf suspects {root} --source DATA` or `--run RUN_DIR`" + (" with --force" if force else "")
     return f"`layerinf {cmd} {root}{' --force' if force else ''}`"
