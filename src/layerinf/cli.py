@@ -309,8 +309,8 @@ def report(path: Path, out: Optional[Path] = None, tau: float = 0.75, include_se
 def _suspects_fixed() -> list[inspect.Parameter]:
     return [
         _arg("out", Path, "Output folder."),
-        _opt("run_dir", Optional[Path], None, "Reuse a layerinf run directory instead of --source.", "--run",
-             "--run-dir"),
+        _opt("run", Optional[Path], None, "Reuse a layerinf run directory (its data and gradients) instead of "
+             "--source."),
         _opt("adapter", Optional[Path], None, "A trained adapter (layerinf .safetensors or PEFT folder); without "
              "it the model is fine-tuned first."),
         FORCE,
@@ -325,13 +325,13 @@ def _suspects_presets():
 
 @command("suspects", _suspects_fixed(), (DataConfig, ModelConfig, TrainConfig, RankConfig, ScoreConfig, RuntimeConfig),
          exclude=WORKFLOW_EXCLUDE | NOT_KAPPA, presets=_suspects_presets())
-def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] = None, force: bool = False, **kwargs):
+def suspects(out: Path, run: Optional[Path] = None, adapter: Optional[Path] = None, force: bool = False, **kwargs):
     """Rank YOUR training examples by how likely they are mislabeled or harmful (no noise mask needed)."""
     from layerinf.api import suspects as find
     from layerinf.terminal import print_table
     from layerinf.workflows.suspects import summary_table
 
-    res = find(out, source=kwargs.get("source"), run=run_dir, adapter=adapter, force=force,
+    res = find(out, source=kwargs.get("source"), run=run, adapter=adapter, force=force,
                **given(suspects, kwargs, "source"))
     print_table(summary_table(res, k=10), title="most suspicious training examples (lowest scores)")
     say = _echo(_console())
