@@ -235,11 +235,11 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored,
                 family |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
             except psutil.Error:
                 pass
-            if list(out.glob("units/*/retrain/*.json")):
+            if list(out.glob("units/*/retrain/records/*.json")):
                 break
             time.sleep(0.5)
         assert proc.poll() is None, f"the driver ended early: {proc.stderr.read().decode()[-2000:]}"
-        assert list(out.glob("units/*/retrain/*.json")), "no retraining finished in time"
+        assert list(out.glob("units/*/retrain/records/*.json")), "no retraining finished in time"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and what shares its session (GCS, raylet)
@@ -251,7 +251,7 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored,
                 psutil.Process(pid).kill()
             except psutil.Error:
                 pass
-    records = {p: p.stat().st_mtime_ns for p in out.glob("units/*/retrain/*.json")}
+    records = {p: p.stat().st_mtime_ns for p in out.glob("units/*/retrain/records/*.json")}
     finished = {}
     for unit in ("fraction=0.3", "fraction=0.2"):
         rd = RunDir(out / "units" / unit)
@@ -267,7 +267,7 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored,
         assert {s: rd.stage_info(s)["started"] for s in stamps} == stamps
     assert all(p.stat().st_mtime_ns == t for p, t in records.items())
     assert sorted(results["unit"].unique()) == ["fraction=0.2", "fraction=0.3"] and len(results) == 2 * 4
-    assert len(list(out.glob("units/*/retrain/*.json"))) == 8
+    assert len(list(out.glob("units/*/retrain/records/*.json"))) == 8
     assert (out / "units" / "fraction=0.3" / "retrain" / "results.csv").read_bytes() == \
         (local_reference / "retrain" / "results.csv").read_bytes()
     assert (out / "results.csv").exists()
