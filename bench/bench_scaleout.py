@@ -46,7 +46,7 @@ def prepare(root: Path, max_train: int, epochs: int):
 
 
 def tasks(root: Path, cfg, count: int, seed: int = 0):
-    from layerinf.stages.evaluate import retrain_task
+    from layerinf.stages.retrain import retrain_task
     from layerinf.stages.finetune import recipe
     from layerinf.stages.data import load_data
     from layerinf.workflows.executor import Task
@@ -67,7 +67,7 @@ def cpu_timed(fn, *args):
 
 def warm(root: str, seconds: float) -> int:
     """A worker's warm-up: import torch, load the run's model (kept for its later retrainings)."""
-    from layerinf.stages.evaluate import _retrain_context
+    from layerinf.stages.retrain import _retrain_context
 
     _retrain_context(root, "cpu")
     time.sleep(seconds)  # hold this worker so that the next warm-up lands on another

@@ -13,7 +13,7 @@ GOLDEN = {
     "filter": {"fraction": 0.3, "baselines": ["none", "random", "oracle"],
                "configs": ["datainf/02-03/vote", "tracin/CL/mean", "cosine/WE/rank"]},
 }
-PINNED = ("scores/table.csv", "scores/aggregated.parquet", "eval/results.csv")
+PINNED = ("scores/table.csv", "scores/aggregated.parquet", "retrain/results.csv")  # eval/ before the stage was named retrain
 
 
 def read(path: Path) -> pd.DataFrame:

@@ -45,7 +45,8 @@ def cli_args(options: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ console script
 
-COMMANDS = ["prepare", "finetune", "grads", "score", "run", "sweep", "report", "suspects", "demo"]
+COMMANDS = ["prepare", "finetune", "grads", "score", "retrain", "run", "sweep", "report", "suspects", "advise",
+            "demo"]
 
 
 def layerinf_script() -> str:

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 # the shared run: helpers.TINY on 60 examples, prepare → finetune → grads → score, no retraining (the report
 # shows detection only)
 DETECTION_ONLY = {**TINY, "data": {**TINY["data"], "max_train": 60},
-                  "grads": {"include_we": False, "grad_batch_size": 32},
+                  "grads": {"include_we": False}, "runtime": {"grad_batch_size": 32},
                   "score": {"methods": ["tracin"], "groups": ["02-03", "CL"], "aggregators": ["mean"]},
                   "filter": {"retrain": False}}
 CONFIG = ("name: c\ndata: {source: demo, max_train: 40, max_dev: 20}\nmodel: {max_length: 24}\n"

@@ -153,8 +153,8 @@ def _tiny_trainable(seed=0):
 
 
 def _fit(model, encoded, **kwargs):
-    recipe = TrainConfig(epochs=2, batch_size=8, eval_batch_size=8)
-    return fit(model, encoded, encoded, encoded, recipe, lr=1e-2, seed=0, progress=False, **kwargs)
+    recipe = TrainConfig(epochs=2, batch_size=8)
+    return fit(model, encoded, encoded, encoded, recipe, lr=1e-2, seed=0, progress=False, eval_batch_size=8, **kwargs)
 
 
 def test_training_accumulates_micro_batches_after_oom(caplog):

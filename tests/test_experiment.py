@@ -32,8 +32,8 @@ def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
         li.run(cfg, out, progress=False, echo=None)
     rd = RunDir(out)
     assert all(rd.is_finished(s) for s in ("data", "finetune", "grads", "scores"))
-    assert not rd.is_finished("eval")
-    done_units = sorted((out / "retrain").glob("*.json"))
+    assert not rd.is_finished("retrain")
+    done_units = sorted((out / "retrain" / "records").glob("*.json"))
     assert len(done_units) == 2
     stamps = {p: p.stat().st_mtime_ns for p in done_units}
     started = {s: rd.stage_info(s)["started"] for s in ("data", "finetune", "grads", "scores")}
@@ -43,7 +43,7 @@ def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
     assert {s: rd.stage_info(s)["started"] for s in started} == started  # finished stages reused
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished retrainings reused
     reruns = calls["n"] + 10_000
-    n_units = len(list((out / "retrain").glob("*.json")))
+    n_units = len(list((out / "retrain" / "records").glob("*.json")))
     assert reruns == n_units - 2
 
     # 2 methods × 3 groups × 2 aggregators (+ the model's own rankings, rows of the score table) + 3 baselines
@@ -57,7 +57,7 @@ def test_run_resumes_after_a_crash_without_redoing_work(tmp_path, monkeypatch):
     for col in ("ndr_30", "auc_ndr", "best_accuracy", "accuracy_at_best_epoch", "cancellation"):
         assert col in results.columns
     assert (results["best_accuracy"] >= results["accuracy_at_best_epoch"] - 1e-12).all()
-    saved = pd.read_parquet(out / "eval" / "results.parquet")
+    saved = pd.read_parquet(out / "retrain" / "results.parquet")
     assert len(saved) == len(results)
     assert json.loads((out / "config.json").read_text())["data"]["max_train"] == 80
 
@@ -91,9 +91,9 @@ def test_sweep_runs_units_in_worker_processes_and_collects_one_table(tmp_path):
     assert sorted(results["unit"].unique()) == ["seed=0", "seed=1"]
     assert set(results["seed"]) == {0, 1} and len(results) == 2 * 2
     assert (out / "results.parquet").exists() and (out / "results.csv").exists()
-    stamp = RunDir(out / "units" / "seed=0").stage_info("eval")["started"]
+    stamp = RunDir(out / "units" / "seed=0").stage_info("retrain")["started"]
     again = li.sweep(cfg, {"data.seed": [0, 1]}, out, workers=1, echo=None)  # finished units are reused
-    assert RunDir(out / "units" / "seed=0").stage_info("eval")["started"] == stamp
+    assert RunDir(out / "units" / "seed=0").stage_info("retrain")["started"] == stamp
     pd.testing.assert_frame_equal(again.sort_values(["unit", "method"]).reset_index(drop=True),
                                   results.sort_values(["unit", "method"]).reset_index(drop=True))
     assert li.report(out).exists()
@@ -105,10 +105,10 @@ def test_changed_recipe_does_not_reuse_old_retrainings(tmp_path):
            "filter": {"fraction": 0.3, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}
     out = tmp_path / "run"
     li.run(ExperimentConfig.from_dict(raw), out, progress=False, echo=None)
-    first = {p.name for p in (out / "retrain").glob("*.json")}
+    first = {p.name for p in (out / "retrain" / "records").glob("*.json")}
     assert len(first) == 2
     li.run(ExperimentConfig.from_dict(raw).with_overrides({"train.lr": 1e-3}), out, progress=False, echo=None)
-    second = {p.name for p in (out / "retrain").glob("*.json")}
+    second = {p.name for p in (out / "retrain" / "records").glob("*.json")}
     assert len(second) == 4 and first < second  # new recipe → new retrainings, old ones untouched
 
 
@@ -143,7 +143,7 @@ def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, scored_sma
     assert set(two.loc[two["repeat"] == 1, "train_seed"]) == {seed0 + 1}
     first = two[two["repeat"] == 0].drop(columns=["repeat", "train_seed"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(first, one, check_exact=True)
-    assert len(list((run / "retrain").glob("*.json"))) == 8
+    assert len(list((run / "retrain" / "records").glob("*.json"))) == 8
     seeds.clear()
     li.run(two_cfg, run, progress=False, echo=None)
     assert seeds == []  # a rerun trains nothing
@@ -169,15 +169,15 @@ def test_repeats_retrain_each_subset_with_consecutive_seeds(tmp_path, scored_sma
 def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, scored_small_run, monkeypatch):
     import shutil
 
-    from layerinf.stages.evaluate import EvalStage
+    from layerinf.stages.retrain import RetrainStage
 
     run = tmp_path / "run"
     shutil.copytree(scored_small_run, run)
     cfg = ExperimentConfig.from_dict(SMALL)
-    stage = EvalStage(run, gradient_checkpointing=True)
+    stage = RetrainStage(run, gradient_checkpointing=True)
     plan, _, _ = stage.plan(cfg.filter, cfg.model, cfg.train)
     tasks = stage.retrain_tasks(plan, cfg.model, cfg.train, device="cpu")
-    assert len(tasks) == 4 and all(t["args"][-1] is True for t in tasks)
+    assert len(tasks) == 4 and all(t["args"][6] is True for t in tasks)  # retrain_task's gradient_checkpointing
     seen = {}
 
     def fake_fit(*args, **kwargs):
@@ -188,4 +188,4 @@ def test_gradient_checkpointing_reaches_the_retrainings(tmp_path, scored_small_r
     with pytest.raises(KeyboardInterrupt):
         tasks[0]["fn"](*tasks[0]["args"])
     assert seen["gradient_checkpointing"] is True
-    assert EvalStage(run).retrain_tasks(plan, cfg.model, cfg.train, device="cpu")[0]["args"][-1] is False
+    assert RetrainStage(run).retrain_tasks(plan, cfg.model, cfg.train, device="cpu")[0]["args"][6] is False

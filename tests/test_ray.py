@@ -108,15 +108,15 @@ def ray_instance():
 
 
 def _eval(run, executor=None):
-    from layerinf.stages.evaluate import EvalStage
+    from layerinf.stages.retrain import RetrainStage
 
     cfg = ExperimentConfig.from_dict(SMALL)
-    return EvalStage(run, executor=executor).run(cfg.filter, cfg.model, cfg.train, progress=False, device="cpu")
+    return RetrainStage(run, executor=executor).run(cfg.filter, cfg.model, cfg.train, progress=False, device="cpu")
 
 
 def _records(run: Path) -> dict:
     out = {}
-    for p in sorted((run / "retrain").glob("*.json")):
+    for p in sorted((run / "retrain" / "records").glob("*.json")):
         out[p.name] = json.loads(p.read_text())["record"]  # no wall-clock fields: identical bytes expected
     return out
 
@@ -143,12 +143,12 @@ def test_retrainings_on_ray_give_the_same_bytes_as_local(ray_instance, scored_sm
     shutil.copytree(scored_small_run, run)
     results = _eval(run, RayExecutor(num_cpus=1))
     assert len(results) == 4
-    assert (run / "eval" / "results.csv").read_bytes() == (local_reference / "eval" / "results.csv").read_bytes()
+    assert (run / "retrain" / "results.csv").read_bytes() == (local_reference / "retrain" / "results.csv").read_bytes()
     assert _records(run) == _records(local_reference)  # histories too, float for float
-    stamps = {p: p.stat().st_mtime_ns for p in (run / "retrain").glob("*.json")}
-    (run / "eval" / "results.csv").unlink()  # a broken eval stage is redone from the records, on Ray, retraining nothing
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "retrain" / "records").glob("*.json")}
+    (run / "retrain" / "results.csv").unlink()  # a broken retrain stage is redone from the records, on Ray, retraining nothing
     _eval(run, make_executor("ray")[0])
-    assert {p: p.stat().st_mtime_ns for p in (run / "retrain").glob("*.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in (run / "retrain" / "records").glob("*.json")} == stamps
 
 
 @pytest.mark.slow
@@ -182,7 +182,7 @@ def test_a_killed_worker_is_retried_and_the_results_are_the_same(ray_instance, s
         stop.set()
         thread.join(5)
     assert killed, "no retraining worker was seen"
-    assert (run / "eval" / "results.csv").read_bytes() == (local_reference / "eval" / "results.csv").read_bytes()
+    assert (run / "retrain" / "results.csv").read_bytes() == (local_reference / "retrain" / "results.csv").read_bytes()
     assert _records(run) == _records(local_reference)
 
 
@@ -234,11 +234,11 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored_
                 family |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
             except psutil.Error:
                 pass
-            if list(out.glob("units/*/retrain/*.json")):
+            if list(out.glob("units/*/retrain/records/*.json")):
                 break
             time.sleep(0.5)
         assert proc.poll() is None, f"the driver ended early: {proc.stderr.read().decode()[-2000:]}"
-        assert list(out.glob("units/*/retrain/*.json")), "no retraining finished in time"
+        assert list(out.glob("units/*/retrain/records/*.json")), "no retraining finished in time"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and what shares its session (GCS, raylet)
@@ -250,13 +250,13 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored_
                 psutil.Process(pid).kill()
             except psutil.Error:
                 pass
-    records = {p: p.stat().st_mtime_ns for p in out.glob("units/*/retrain/*.json")}
+    records = {p: p.stat().st_mtime_ns for p in out.glob("units/*/retrain/records/*.json")}
     finished = {}
     for unit in ("fraction=0.3", "fraction=0.2"):
         rd = RunDir(out / "units" / unit)
-        finished[unit] = {s: rd.stage_info(s)["started"] for s in ("data", "finetune", "grads", "scores", "eval")
+        finished[unit] = {s: rd.stage_info(s)["started"] for s in ("data", "finetune", "grads", "scores", "retrain")
                           if rd.is_finished(s, verify=False)}
-    assert not all("eval" in f for f in finished.values()), "the driver was killed too late"
+    assert not all("retrain" in f for f in finished.values()), "the driver was killed too late"
     assert 0 < len(records) < 8
 
     results = sweep(ExperimentConfig.from_dict(SMALL), GRID, out, executor="ray", num_cpus=1, echo=None,
@@ -266,7 +266,7 @@ def test_a_sweep_on_ray_resumes_after_its_driver_is_killed(ray_instance, scored_
         assert {s: rd.stage_info(s)["started"] for s in stamps} == stamps
     assert all(p.stat().st_mtime_ns == t for p, t in records.items())
     assert sorted(results["unit"].unique()) == ["fraction=0.2", "fraction=0.3"] and len(results) == 2 * 4
-    assert len(list(out.glob("units/*/retrain/*.json"))) == 8
-    assert (out / "units" / "fraction=0.3" / "eval" / "results.csv").read_bytes() == \
-        (local_reference / "eval" / "results.csv").read_bytes()
+    assert len(list(out.glob("units/*/retrain/records/*.json"))) == 8
+    assert (out / "units" / "fraction=0.3" / "retrain" / "results.csv").read_bytes() == \
+        (local_reference / "retrain" / "results.csv").read_bytes()
     assert (out / "results.csv").exists()

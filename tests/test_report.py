@@ -20,7 +20,7 @@ import layerinf.reporting as rp
 from layerinf.reporting import formatting, summary
 from layerinf.reporting.params import ReportParams
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import EVAL, SCORES, STAGE_FILE, RunLayout
+from layerinf.store.layout import RETRAIN, SCORES, STAGE_FILE, RunLayout
 
 from helpers import chromium_driver
 
@@ -53,7 +53,7 @@ def _curve_ndr(ndr30: float, t: np.ndarray) -> np.ndarray:
 
 
 def synth_results(model: str, task: str, seed: int) -> pd.DataFrame:
-    """eval/results rows of one run: 2 methods × 6 groups × 3 aggregators (no DataInf × WE) + 3 baselines."""
+    """retrain/results rows of one run: 2 methods × 6 groups × 3 aggregators (no DataInf × WE) + 3 baselines."""
     rng = np.random.default_rng(1000 + seed)
     cancel = {g: float(rng.uniform(2, 40)) for g in GROUPS}
     rows = []
@@ -78,14 +78,14 @@ def synth_results(model: str, task: str, seed: int) -> pd.DataFrame:
 
 
 def make_run_dir(root: Path, model: str = "tiny-bert", task: str = "sst2", seed: int = 0) -> Path:
-    """A run directory with config.json, scores/{table,curves,modules,noise_rank}.parquet, eval/results."""
+    """A run directory with config.json, scores/{table,curves,modules,noise_rank}.parquet, retrain/results."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "scores").mkdir(exist_ok=True)
-    (root / "eval").mkdir(exist_ok=True)
+    (root / "retrain").mkdir(exist_ok=True)
     (root / "config.json").write_text(json.dumps({"name": "run", "model": {"name": model}, "data": {"seed": seed}}))
     res = synth_results(model, task, seed)
-    res.to_parquet(root / "eval" / "results.parquet", index=False)
-    res.to_csv(root / "eval" / "results.csv", index=False)
+    res.to_parquet(root / "retrain" / "results.parquet", index=False)
+    res.to_csv(root / "retrain" / "results.csv", index=False)
     rng = np.random.default_rng(seed)
 
     infl = res[res["kind"] == "influence"]
@@ -136,7 +136,7 @@ def make_sweep_dir(root: Path, seeds=(0, 1), model: str = "tiny-bert") -> Path:
     for s in seeds:
         unit = f"seed={s}"
         run = make_run_dir(root / "units" / unit, model=model, seed=s)
-        df = pd.read_parquet(run / "eval" / "results.parquet")
+        df = pd.read_parquet(run / "retrain" / "results.parquet")
         df.insert(0, "unit", unit)
         df["seed"] = s
         frames.append(df)
@@ -252,8 +252,8 @@ def test_load_results_errors(tmp_path):
     with pytest.raises(LayerinfError, match="layerinf sweep"):
         rp.report(tmp_path)  # a sweep with neither results nor score tables
     run = tmp_path / "r"
-    (run / "eval").mkdir(parents=True)
-    pd.DataFrame({"model": ["m"], "task": ["t"]}).to_parquet(run / "eval" / "results.parquet")
+    (run / "retrain").mkdir(parents=True)
+    pd.DataFrame({"model": ["m"], "task": ["t"]}).to_parquet(run / "retrain" / "results.parquet")
     with pytest.raises(LayerinfError, match="lacks the column"):
         rp.load_results(run)
 
@@ -353,7 +353,7 @@ def test_several_models_table_and_figures(tmp_path):
         for s in (0, 1):
             unit = f"model={model},seed={s}"
             run = make_run_dir(sweep / "units" / unit, model=model, seed=s)
-            frames.append(pd.read_parquet(run / "eval" / "results.parquet").assign(unit=unit))
+            frames.append(pd.read_parquet(run / "retrain" / "results.parquet").assign(unit=unit))
     pd.concat(frames, ignore_index=True).to_parquet(sweep / "results.parquet", index=False)
     tabs = rp.tables(rp.load_results(sweep))
     by = tabs["configurations_by_model"]
@@ -381,7 +381,7 @@ def _write_stage(run: Path, stage: str, config: dict) -> None:
 
 def _set_params(run: Path, fraction: float | None = None, kappa: float | None = None, retrain: bool = True) -> None:
     if fraction is not None:
-        _write_stage(run, EVAL, {"scores": "h", "filter": {"fraction": fraction, "retrain": retrain}, "train": {}})
+        _write_stage(run, RETRAIN, {"scores": "h", "filter": {"fraction": fraction, "retrain": retrain}, "train": {}})
     if kappa is not None:
         _write_stage(run, SCORES, {"grads": "h", "score": {"vote_kappa": kappa, "groups": None}})
 
@@ -406,7 +406,7 @@ def test_report_states_the_runs_parameters(tmp_path):
     assert (conf.iloc[0]["method"], conf.iloc[0]["group"], conf.iloc[0]["aggregator"]) == WINNER
 
     # without stage records the experiment config is read, without either the defaults
-    for stage in (EVAL, SCORES):
+    for stage in (RETRAIN, SCORES):
         (run / stage / STAGE_FILE).unlink()
     params = ReportParams.read([run])
     assert (params.removed, params.kappa, params.models) == ("bottom 40 %", "κ = 0.5", ["tiny-bert"])
@@ -428,7 +428,7 @@ def test_sweep_units_with_different_parameters(tmp_path):
 
 
 def _drop_results(run: Path) -> None:
-    """What `layerinf run` leaves with filter.retrain false: an eval stage without results."""
+    """What `layerinf run` leaves with filter.retrain false: a retrain stage without results."""
     for ext in ("parquet", "csv"):
         RunLayout(run).results(ext).unlink()
     _set_params(run, fraction=0.25, retrain=False)

@@ -27,12 +27,13 @@ name: tiny
 data: {source: demo, max_train: 60, max_dev: 40, noise_rate: 0.2, seed: 0}
 model: {name: minilm, max_length: 24}
 train: {epochs: 1, batch_size: 16}
-grads: {include_we: false, grad_batch_size: 4}
+grads: {include_we: false}
 score: {methods: [tracin, datainf], groups: ["02-03", CL], aggregators: [mean, vote]}
 filter: {fraction: 0.3, configs: [tracin/CL/mean], baselines: [none]}
+runtime: {grad_batch_size: 4}
 """
-PINNED = ("scores/table.csv", "scores/aggregated.parquet", "eval/results.csv")  # compared bitwise with run A
-STAGES = ("data", "finetune", "grads", "scores", "eval")
+PINNED = ("scores/table.csv", "scores/aggregated.parquet", "retrain/results.csv")  # compared bitwise with run A
+STAGES = ("data", "finetune", "grads", "scores", "retrain")
 
 
 def start(args, log: Path, cwd: Path) -> subprocess.Popen:
@@ -85,7 +86,7 @@ KILL_POINTS = [  # (what, a file pattern in the run directory that shows the poi
     ("during fine-tuning", ".finetune.*.tmp"),
     ("during gradient collection", ".grads.*.tmp/**/*.npy"),
     ("during scoring", ".scores.*.tmp/**/*.npy"),
-    ("after the first retraining record", "retrain/[!.]*.json"),
+    ("after the first retraining record", "retrain/records/[!.]*.json"),
 ]
 
 
@@ -116,13 +117,14 @@ def test_kill_9_at_five_points_then_resume(workdir, reference):
         assert proc.returncode == -signal.SIGKILL
         if pattern.startswith("."):  # killed inside a stage: its temporary folder is left behind
             assert leftovers(run), what
-    assert not RunDir(run).is_finished("eval")
+    assert not RunDir(run).is_finished("retrain")
     res = run_cli("run", workdir / "tiny.yaml", "--out", run, cwd=workdir, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_intact(run)
     for rel in PINNED:
         assert (run / rel).read_bytes() == (a / rel).read_bytes(), rel
-    assert sorted(p.name for p in (run / "retrain").iterdir()) == sorted(p.name for p in (a / "retrain").iterdir())
+    for folder in ("retrain", "retrain/records"):
+        assert sorted(p.name for p in (run / folder).iterdir()) == sorted(p.name for p in (a / folder).iterdir())
 
 
 # ------------------------------------------------------------------------------------------------ determinism
@@ -169,7 +171,7 @@ def test_identical_runs_write_identical_files(reference):
 
 
 @pytest.mark.parametrize("target", ["grads/train/L03.value.B.npy", "finetune/best.safetensors",
-                                    "scores/table.parquet", "retrain/*.json"])
+                                    "scores/table.parquet", "retrain/records/*.json"])
 def test_run_redoes_a_corrupted_stage(workdir, reference, target):
     """`layerinf run` owns its stages: a flipped byte in one of their files makes it redo that stage (or the
     one retraining), and the results are those of the intact run — never a silent wrong number."""
@@ -185,9 +187,9 @@ def test_run_redoes_a_corrupted_stage(workdir, reference, target):
     for rel in PINNED:
         assert (run / rel).read_bytes() == (a / rel).read_bytes(), rel
     if target.startswith("retrain"):
-        from layerinf.stages.evaluate import read_record
+        from layerinf.stages.retrain import read_record
 
-        assert all(read_record(p) is not None for p in (run / "retrain").glob("*.json"))
+        assert all(read_record(p) is not None for p in (run / "retrain" / "records").glob("*.json"))
 
 
 # ------------------------------------------------------------------------------------------------ two writers
@@ -293,7 +295,7 @@ def test_changed_inputs_never_reuse_stale_stages(workdir):
     assert stamp("grads") != old
     # 3. new grads options → score refuses the old scores' inputs and redoes
     li.score(run, methods=["tracin"], groups=["CL"], aggregators=["mean"], progress=False)
-    li.grads(run, include_we=False, grad_batch_size=8, progress=False)
+    li.grads(run, include_we=False, grad_dtype="bfloat16", progress=False)  # a grads option (batch size: runtime)
     refused(li.report, run)
     old = stamp("scores")
     li.score(run, methods=["tracin"], groups=["CL"], aggregators=["mean"], progress=False)
@@ -307,19 +309,24 @@ def test_changed_inputs_never_reuse_stale_stages(workdir):
 
 
 def test_run_redoes_what_follows_a_changed_option(workdir, reference):
-    """`layerinf run` with new grads options redoes grads and every stage after it (retrainings of the same
-    kept subsets are reused); all stages are up to date afterwards."""
+    """`layerinf run` with another runtime option (how fast, not what) reuses every stage; with new grads options
+    it redoes grads and every stage after it (retrainings of the same kept subsets are reused); all stages are up
+    to date afterwards."""
     a, _ = reference
     run = _copy(a, workdir / "regrads")
     rd = RunDir(run)
     before = {s: rd.fingerprint(s) for s in STAGES}
-    res = run_cli("run", workdir / "tiny.yaml", "--out", run, "--set", "grads.grad_batch_size=8", cwd=workdir,
+    res = run_cli("run", workdir / "tiny.yaml", "--out", run, "--set", "runtime.grad_batch_size=8",
+                  "--set", "runtime.chunk_size=7", "--set", "runtime.eval_batch_size=5", cwd=workdir, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {s: rd.fingerprint(s) for s in STAGES} == before  # speed knobs are no part of any key
+    res = run_cli("run", workdir / "tiny.yaml", "--out", run, "--set", "grads.include_we=true", cwd=workdir,
                   timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert {s: rd.fingerprint(s) == before[s] for s in STAGES} == {
-        "data": True, "finetune": True, "grads": False, "scores": False, "eval": False}
+        "data": True, "finetune": True, "grads": False, "scores": False, "retrain": False}
     assert rd.stage_info("scores")["inputs"]["grads"] == rd.fingerprint("grads")
-    assert rd.stage_info("eval")["inputs"]["scores"] == rd.fingerprint("scores")
+    assert rd.stage_info("retrain")["inputs"]["scores"] == rd.fingerprint("scores")
     assert_intact(run)
 
 

@@ -13,7 +13,7 @@ import layerinf as li
 from layerinf import api
 from layerinf.errors import LayerinfError
 from layerinf.stages.score import ScoreStage
-from layerinf.store.layout import EVAL, SCORE_SETS_DIR, SCORES, STAGE_FILE, RunLayout
+from layerinf.store.layout import RETRAIN, SCORE_SETS_DIR, SCORES, STAGE_FILE, RunLayout
 from layerinf.store.rundir import RunDir
 from layerinf.store.score_sets import list_sets, problem
 from helpers import flip_byte, run_cli, snapshot
@@ -51,9 +51,9 @@ def _no_compute(monkeypatch):
 
 
 def _fake_eval(run):
-    """A downstream stage made from the current scores (as eval records it), without retraining anything."""
+    """A downstream stage made from the current scores (as retrain records it), without retraining anything."""
     rd = RunDir(run)
-    with rd.stage(EVAL, {"fake": True}, inputs={SCORES: rd.fingerprint(SCORES)}) as st:
+    with rd.stage(RETRAIN, {"fake": True}, inputs={SCORES: rd.fingerprint(SCORES)}) as st:
         if not st.done:
             st.out("x.json").write_text("{}")
 
@@ -101,12 +101,12 @@ def test_switching_back_restores_without_recomputing(run, monkeypatch):
 def test_downstream_follows_the_current_set(run):
     _fake_eval(run)
     rd = RunDir(run)
-    rd.check_fresh(EVAL)
+    rd.check_fresh(RETRAIN)
     li.score(run, progress=False, echo=None, **SUBSET)
     with pytest.raises(LayerinfError, match="made from an older 'scores' stage"):
-        rd.check_fresh(EVAL)
-    li.score(run, progress=False, echo=None, **FULL)  # the set eval was made from: eval is up to date again
-    rd.check_fresh(EVAL)
+        rd.check_fresh(RETRAIN)
+    li.score(run, progress=False, echo=None, **FULL)  # the set retrain was made from: retrain is up to date again
+    rd.check_fresh(RETRAIN)
 
 
 def test_a_corrupted_kept_set_is_detected_and_not_used(run, scored):
@@ -151,7 +151,7 @@ def test_force_recomputes_and_a_failed_run_loses_nothing(run, monkeypatch):
 
 def test_a_set_made_from_older_gradients_is_not_kept(run):
     notes = []
-    li.grads(run, include_we=False, grad_batch_size=8, progress=False)
+    li.grads(run, include_we=False, grad_dtype="bfloat16", progress=False)  # a grads option (batch size: runtime)
     li.score(run, progress=False, echo=notes.append, **SUBSET)
     assert any("older data or gradients: not kept" in n for n in notes)
     assert [s["current"] for s in api.score_sets(run)] == [True]

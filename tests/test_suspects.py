@@ -512,8 +512,9 @@ def test_cli_suspects_has_the_cost_knobs(capsys):
         assert exc.code in (0, None)
     text = capsys.readouterr().out
     for flag in ("--max-train", "--max-length", "--batch-size", "--lr", "--device", "--folds", "--epochs",
-                 "--dev-source", "--run-dir"):
+                 "--dev-source", "--run"):
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), flag
+    assert "--run-dir" not in text  # one name per option: --run, as the API's run=
 
 
 @pytest.mark.slow

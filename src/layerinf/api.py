@@ -15,9 +15,9 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from layerinf.config import (DataConfig, ExperimentConfig, GradsConfig, ModelConfig, RuntimeConfig, ScoreConfig,
-                             TrainConfig, split_options)
-from layerinf.store.layout import DATA, FINETUNE, GRADS, STAGE_FILE
+from layerinf.config import (DataConfig, ExperimentConfig, FilterConfig, GradsConfig, ModelConfig, RuntimeConfig,
+                             ScoreConfig, TrainConfig, runtime_options_except, split_options)
+from layerinf.store.layout import DATA, FINETUNE, GRADS, SCORES, STAGE_FILE
 from layerinf.store.rundir import RunDir, check_writable_dir
 
 
@@ -76,8 +76,10 @@ def prepare(run_dir, *, force: bool = False, progress: bool = True, **options):
 
 
 def finetune(run_dir, *, force: bool = False, progress: bool = True, **options):
-    """LoRA-fine-tune on a prepared run (options: ``ModelConfig`` with ``model=``, ``TrainConfig``, ``device``)."""
-    model, train, runtime = split_options(options, ModelConfig, TrainConfig, RuntimeConfig, where="finetune")
+    """LoRA-fine-tune on a prepared run (options: ``ModelConfig`` with ``model=``, ``TrainConfig``, and of
+    ``RuntimeConfig`` ``device``, ``gradient_checkpointing``, ``eval_batch_size``)."""
+    model, train, runtime = split_options(options, ModelConfig, TrainConfig, RuntimeConfig, where="finetune",
+                                          exclude=runtime_options_except("finetune"))
     check_writable_dir(run_dir)
     require_upstream(run_dir, DATA)
     check_model(model)
@@ -85,14 +87,14 @@ def finetune(run_dir, *, force: bool = False, progress: bool = True, **options):
     from layerinf.stages.finetune import FinetuneStage
 
     with RunDir(run_dir).guard():
-        return FinetuneStage(run_dir, gradient_checkpointing=runtime.gradient_checkpointing).run(
-            model, train, force=force, progress=progress, device=device)
+        return FinetuneStage(run_dir, runtime=runtime).run(model, train, force=force, progress=progress, device=device)
 
 
 def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
-    """Per-sample gradients of the train and influence splits (options: ``GradsConfig``, ``device``;
-    ``tracin_checkpoints``: also at these checkpoints, for ``tracin_cp``)."""
-    cfg, runtime = split_options(options, GradsConfig, RuntimeConfig, where="grads")
+    """Per-sample gradients of the train and influence splits (options: ``GradsConfig`` — ``tracin_checkpoints``:
+    also at these checkpoints, for ``tracin_cp`` —, and ``RuntimeConfig``'s ``device``, ``grad_batch_size``, …)."""
+    cfg, runtime = split_options(options, GradsConfig, RuntimeConfig, where="grads",
+                                 exclude=runtime_options_except("grads"))
     check_writable_dir(run_dir)
     require_upstream(run_dir, DATA, FINETUNE)
     model = _finetuned_model(run_dir)
@@ -101,31 +103,39 @@ def grads(run_dir, *, force: bool = False, progress: bool = True, **options):
 
     check_tracin_checkpoints(cfg, run_dir)
 
+    with _executor(runtime) as executor, RunDir(run_dir).guard():
+        return GradsStage(run_dir, executor=executor, task_device=device, runtime=runtime).run(
+            cfg, shards=runtime.grad_shards, force=force, progress=progress, device=device)
+
+
+@contextlib.contextmanager
+def _executor(runtime: RuntimeConfig):
+    """The executor of ``runtime`` (local or Ray), started (an unreachable cluster fails here) and closed after."""
     from layerinf.workflows.executor import make_executor
 
     executor, owned = make_executor(runtime.executor, ray_address=runtime.ray_address, num_cpus=runtime.num_cpus,
                                     num_gpus=runtime.num_gpus, max_retries=runtime.max_retries)
     try:
         executor.start()
-        with RunDir(run_dir).guard():
-            return GradsStage(run_dir, executor=executor, task_device=device,
-                              gradient_checkpointing=runtime.gradient_checkpointing).run(
-                cfg, shards=runtime.grad_shards, force=force, progress=progress, device=device)
+        yield executor
     finally:
         if owned:
             executor.close()
 
 
 def score(run_dir, *, force: bool = False, progress: bool = True, echo=print, **options):
-    """Influence scores, aggregation and metrics (options: ``ScoreConfig``); returns the summary table.
+    """Influence scores, aggregation and metrics (options: ``ScoreConfig``, and ``device`` / ``chunk_size`` of
+    ``RuntimeConfig``); returns the summary table.
 
     A finished score set with other options is kept (``RUN/score_sets/<hash>/``), never silently replaced; a
     kept set with these options is made current again without recomputing (``force``: recomputed). ``echo``
     (None: silent) gets what was kept or restored and one line naming the current set and the kept ones; the
     table's ``attrs["score_set"]`` is the current set's hash (``score_sets(run_dir)`` lists them all)."""
-    (cfg,) = split_options(options, ScoreConfig, where="score")
+    cfg, runtime = split_options(options, ScoreConfig, RuntimeConfig, where="score",
+                                 exclude=runtime_options_except("score"))
     check_writable_dir(run_dir)
     require_upstream(run_dir, DATA, GRADS)
+    device = check_device(runtime)
     from layerinf.stages.grads import check_tracin_request
     from layerinf.stages.score import ScoreStage
 
@@ -134,7 +144,7 @@ def score(run_dir, *, force: bool = False, progress: bool = True, echo=print, **
 
     say = echo or (lambda _msg: None)
     with RunDir(run_dir).guard():
-        table = ScoreStage(run_dir, echo=say).run(cfg, force=force, progress=progress)
+        table = ScoreStage(run_dir, echo=say, runtime=runtime).run(cfg, force=force, progress=progress, device=device)
     from layerinf.store.score_sets import list_sets, summary_line
 
     say(summary_line(list_sets(RunDir(run_dir))))
@@ -149,6 +159,27 @@ def score_sets(run_dir, *, verify: bool = False) -> list[dict]:
     from layerinf.store.score_sets import list_sets
 
     return [s.as_dict() for s in list_sets(RunDir(run_dir), verify=verify)]
+
+
+def retrain(run_dir, *, force: bool = False, progress: bool = True, echo=print, **options):
+    """Filter and retrain, the paper's main experiment, on a scored run (``layerinf retrain RUN``): remove the
+    bottom ``fraction`` by every configuration of ``configs`` (default: every scored one) and by the baselines,
+    retrain each kept subset from the run's initial checkpoint with the recipe it was fine-tuned with, and
+    return the test accuracies (also ``RUN/retrain/results.csv``). Options: ``FilterConfig`` (but ``retrain``)
+    and of ``RuntimeConfig`` ``device``, ``gradient_checkpointing``, ``eval_batch_size`` and the Ray ones. Each
+    retraining is a checksummed record (``RUN/retrain/records/``): a rerun, or other options that keep the same
+    subsets, retrain nothing twice. ``echo`` (None: silent) gets a line per finished retraining."""
+    filt, runtime = split_options(options, FilterConfig, RuntimeConfig, where="retrain",
+                                  exclude={"retrain"} | runtime_options_except("retrain"))
+    check_writable_dir(run_dir)
+    require_upstream(run_dir, DATA, FINETUNE, SCORES)
+    from layerinf.stages.retrain import RetrainStage, finetuned_recipe
+
+    model, train = finetuned_recipe(run_dir)
+    device = check_device(runtime, model)
+    with _executor(runtime) as executor, RunDir(run_dir).guard():
+        return RetrainStage(run_dir, echo=echo, executor=executor, task_device=device, runtime=runtime).run(
+            filt, model, train, force=force, progress=progress, device=device)
 
 
 def run(config, out, *, overrides: dict[str, Any] | None = None, progress: bool = True, echo=print):

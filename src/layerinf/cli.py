@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig, TrainConfig,
-                             option_name)
+from layerinf.config import (SCALE_OUT, DataConfig, FilterConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig,
+                             ScoreConfig, TrainConfig, option_name, runtime_options_except)
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import RunLayout, SweepLayout
 
@@ -124,7 +124,9 @@ def _opt(name: str, annotation: Any, default: Any, help: str, *decls: str) -> in
 
 
 FORCE = _opt("force", bool, False, "Redo the stage even if it finished.")
-SCALE_OUT = {"executor", "ray_address", "num_cpus", "num_gpus", "max_retries", "grad_shards"}  # run, sweep, grads only
+# suspects and advise: their stages' runtime options but the Ray ones; suspects: of the score section only κ
+WORKFLOW_EXCLUDE = {"noise_rate"} | SCALE_OUT | runtime_options_except("finetune", "grads", "score")
+NOT_KAPPA = {f.name for f in dataclasses.fields(ScoreConfig)} - {"vote_kappa"}
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -142,7 +144,7 @@ def prepare(run_dir: Path, force: bool = False, **kwargs):
 
 
 @command("finetune", [_arg("run_dir", Path, "Run directory (after `layerinf prepare`)."), FORCE],
-         (ModelConfig, TrainConfig, RuntimeConfig), exclude=SCALE_OUT)
+         (ModelConfig, TrainConfig, RuntimeConfig), exclude=runtime_options_except("finetune"))
 def finetune(run_dir: Path, force: bool = False, **kwargs):
     """LoRA-fine-tune the model on the noisy training split; keep init / best-influence-loss / last adapters."""
     from layerinf.api import finetune as run_finetune
@@ -159,7 +161,7 @@ def finetune(run_dir: Path, force: bool = False, **kwargs):
 
 
 @command("grads", [_arg("run_dir", Path, "Run directory (after `layerinf finetune`)."), FORCE],
-         (GradsConfig, RuntimeConfig))
+         (GradsConfig, RuntimeConfig), exclude=runtime_options_except("grads"))
 def grads(run_dir: Path, force: bool = False, **kwargs):
     """Per-sample gradients of every module (LoRA q/v A and B per layer, WE, head) for train and influence sets."""
     from layerinf.api import grads as run_grads
@@ -170,7 +172,8 @@ def grads(run_dir: Path, force: bool = False, **kwargs):
 
 
 @command("score", [_arg("run_dir", Path, "Run directory (after `layerinf grads`)."),
-                   _opt("top", int, 20, "Rows of the printed summary."), FORCE], (ScoreConfig,))
+                   _opt("top", int, 20, "Rows of the printed summary."), FORCE], (ScoreConfig, RuntimeConfig),
+         exclude=runtime_options_except("score"))
 def score(run_dir: Path, top: int = 20, force: bool = False, **kwargs):
     """Influence scores for every method × layer group × aggregator; NDR / AUC / cancellation table."""
     from layerinf.api import score as run_score
@@ -223,6 +226,21 @@ def _results_by_config(results):
             grouped[["best_accuracy", "accuracy_at_best_epoch"]].mean()).join(grouped.size().rename("repeats"))
         results, cols = table.reset_index(), cols + ["repeats"]
     return results.sort_values("best_accuracy", ascending=False, kind="stable")[cols]
+
+
+@command("retrain", [_arg("run_dir", Path, "Run directory (after `layerinf score`)."), FORCE],
+         (FilterConfig, RuntimeConfig), exclude={"retrain"} | runtime_options_except("retrain"))
+def retrain(run_dir: Path, force: bool = False, **kwargs):
+    """Filter and retrain (the paper's experiment): remove the bottom fraction by each configuration and baseline,
+    retrain from the same start with the fine-tuning recipe, compare test accuracy."""
+    from layerinf.api import retrain as run_retrain
+    from layerinf.terminal import print_table
+
+    say = _echo(_console())
+    results = run_retrain(run_dir, force=force, echo=say, **given(retrain, kwargs))
+    print_table(_results_by_config(results),
+                title="after removing the bottom and retraining (test accuracy; NDR@30 random = 0.30)")
+    say(f"results → {RunLayout(run_dir).results('csv')} · next: layerinf report {run_dir}")
 
 
 @command("run", [_arg("config", Path, "Experiment YAML (see examples/)."),
@@ -297,8 +315,8 @@ def report(path: Path, out: Optional[Path] = None, tau: float = 0.75, include_se
 def _suspects_fixed() -> list[inspect.Parameter]:
     return [
         _arg("out", Path, "Output folder."),
-        _opt("run_dir", Optional[Path], None, "Reuse a layerinf run directory instead of --source.", "--run",
-             "--run-dir"),
+        _opt("run", Optional[Path], None, "Reuse a layerinf run directory (its data and gradients) instead of "
+             "--source."),
         _opt("adapter", Optional[Path], None, "A trained adapter (layerinf .safetensors or PEFT folder); without "
              "it the model is fine-tuned first."),
         FORCE,
@@ -311,15 +329,15 @@ def _suspects_presets():
     return {**SUSPECTS_DEFAULTS, "source": None}
 
 
-@command("suspects", _suspects_fixed(), (DataConfig, ModelConfig, TrainConfig, RankConfig, RuntimeConfig),
-         exclude={"noise_rate"} | SCALE_OUT, presets=_suspects_presets())
-def suspects(out: Path, run_dir: Optional[Path] = None, adapter: Optional[Path] = None, force: bool = False, **kwargs):
+@command("suspects", _suspects_fixed(), (DataConfig, ModelConfig, TrainConfig, RankConfig, ScoreConfig, RuntimeConfig),
+         exclude=WORKFLOW_EXCLUDE | NOT_KAPPA, presets=_suspects_presets())
+def suspects(out: Path, run: Optional[Path] = None, adapter: Optional[Path] = None, force: bool = False, **kwargs):
     """Rank YOUR training examples by how likely they are mislabeled or harmful (no noise mask needed)."""
     from layerinf.api import suspects as find
     from layerinf.terminal import print_table
     from layerinf.workflows.suspects import summary_table
 
-    res = find(out, source=kwargs.get("source"), run=run_dir, adapter=adapter, force=force,
+    res = find(out, source=kwargs.get("source"), run=run, adapter=adapter, force=force,
                **given(suspects, kwargs, "source"))
     say = _echo(_console())
     for warning in res.health:  # before the table, where they cannot be missed
@@ -397,7 +415,7 @@ def _advise_presets():
                          "roc_auc."),
                     FORCE],
          (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig),
-         exclude={"noise_rate"} | SCALE_OUT, presets=_advise_presets())
+         exclude=WORKFLOW_EXCLUDE, presets=_advise_presets())
 def advise(out: Path, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2, kappa_factor: float = 1.5,
            criterion: str = "ndr_30", force: bool = False, **kwargs):
     """Which layers to trust on YOUR data: plant label flips, score every configuration, recommend one (and κ)."""

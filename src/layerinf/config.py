@@ -39,13 +39,14 @@ CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name diff
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: Any = None, lo: float | None = None,
         hi: float | None = None, lo_open: bool = False, hi_open: bool = False, factory: Callable | None = None,
-        hidden: bool = False, builtin: tuple = ()) -> Any:
+        hidden: bool = False, builtin: tuple = (), stages: tuple = ()) -> Any:
     """A config field with its help text and valid range (``choices`` may be a callable, for registries).
 
     ``builtin``: values a callable ``choices`` always contains (the registry's built-ins); they are accepted
-    without calling it."""
+    without calling it, so that checking a config does not import the registry (and torch) for them.
+    ``stages``: for a runtime option, the stages whose work it changes (``runtime_options``)."""
     meta = {"help": help, "choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
-            "hidden": hidden, "builtin": tuple(builtin)}
+            "hidden": hidden, "builtin": tuple(builtin), "stages": tuple(stages)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -228,7 +229,6 @@ class TrainConfig(Checked):
     lr: float | None = opt(None, "Learning rate (default: per built-in, else the paper's 3e-4).", lo=0.0, lo_open=True)
     weight_decay: float = opt(0.01, "AdamW weight decay.", lo=0.0)
     warmup: float = opt(0.1, "Warm-up fraction of the steps (cosine schedule).", lo=0.0, hi=1.0, hi_open=True)
-    eval_batch_size: int = opt(64, "Batch size for evaluation passes.", lo=1)
     train_seed: int | None = opt(None, "Training seed (default: the data seed).", lo=0)
     loss_reduction: str = opt("mean", "SFT: an example's loss is the mean (or sum) of its response tokens' losses.",
                               choices=("mean", "sum"))
@@ -245,7 +245,6 @@ class GradsConfig(Checked):
     checkpoint: str = opt("best", "init | best (lowest influence loss) | last.", choices=("init", "best", "last"))
     grad_dtype: str = opt("float32", "Gradient storage dtype: float32 | float16 | bfloat16.",
                           choices=("float32", "float16", "bfloat16"))
-    grad_batch_size: int = opt(32, "Samples per forward/backward when collecting gradients.", lo=1)
     include_we: bool = opt(True, "Also store row-sparse word-embedding gradients.")
     tracin_checkpoints: list[str] | None = opt(None, "TracInCP: also collect gradients at these checkpoints (e.g. "
                                                "init best last) for the tracin_cp method; none = off.")
@@ -270,7 +269,6 @@ class ScoreConfig(Checked):
     datainf_threshold: int = opt(100_000, "Skip DataInf on modules with at least this many parameters.", lo=1)
     group_mode: str = opt("per_module", "per_module (paper) | concat (TracIn/Cosine on concatenated gradients).",
                           choices=("per_module", "concat"))
-    chunk_size: int = opt(2048, "Training samples per streamed chunk.", lo=1)
     compute_dtype: str = opt("float32", "float32 | bfloat16 (faster, ~1e-3 rel. error) | float64 | tf32 (CUDA: "
                              "TF32 GEMMs; float32 elsewhere).", choices=("float32", "bfloat16", "float64", "tf32"))
     cancellation_norm: str = opt("l1", "l1 | l2 | l1_l2.", choices=("l1", "l2", "l1_l2"))
@@ -305,9 +303,8 @@ class RankConfig(Checked):
     SECTION = "rank"
     method: str = opt("datainf", "Influence method.", choices=_method_names, builtin=PAPER_METHODS)
     group: str | None = opt(None, "Layer group (default: the second attention group, the paper's pick).")
-    aggregator: str = opt("vote", "Aggregator.", choices=_aggregator_names, builtin=PAPER_AGGREGATORS)
-    vote_kappa: float = opt(0.30, "Vote's κ: the bottom fraction of n each voter votes against, in (0, 1].",
-                            lo=0.0, hi=1.0, lo_open=True)
+    aggregator: str = opt("vote", "Aggregator (Vote's κ: vote_kappa, of the score section).",
+                          choices=_aggregator_names, builtin=PAPER_AGGREGATORS)
     top: float | None = opt(None, "Fraction of the rows flagged as suspects, in (0, 1); none = as many as the "
                             "estimated noise rate (confident learning on out-of-sample probabilities).",
                             lo=0.0, hi=1.0, lo_open=True, hi_open=True)
@@ -321,24 +318,35 @@ class RankConfig(Checked):
                             lo=0.0, hi=0.5, hi_open=True)
     folds: int = opt(3, "Cross-fitting: the rows are cut into this many folds; each fold is once the validation set "
                      "of a model fine-tuned on the others, so every row is ranked (1 = one carved-out dev set, "
-                     "whose rows are not ranked). Ignored with --dev-source, --run-dir, --adapter, or a source "
+                     "whose rows are not ranked). Ignored with --dev-source, --run, --adapter, or a source "
                      "with its own dev part (demo, GLUE, hf: with a validation split).", lo=1)
 
 
 @dataclass(frozen=True)
 class RuntimeConfig(Checked):
-    """Where to compute. Not part of any stage's identity: a stage made on a GPU is reused on a CPU."""
+    """Where and how fast to compute. Not part of any stage's identity (cache key): a stage made on a GPU, or with
+    other batch or chunk sizes, is reused. The batch and chunk sizes change only the speed, the memory and the
+    rounding of the sums (float32: last bits), not what is computed."""
 
-    device: str = opt("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N | mps.")
+    device: str = opt("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N | mps.",
+                      stages=("finetune", "grads", "score", "retrain"))
     executor: str = opt("local", "Where retrainings, sweep units and gradient shards run: local | ray.",
-                        choices=("local", "ray"))
-    ray_address: str | None = opt(None, "Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).")
-    num_cpus: float | None = opt(None, "CPUs per Ray task (default 1).", lo=0.0, lo_open=True)
-    num_gpus: float | None = opt(None, "GPUs per Ray task; a fraction lets tasks share a GPU (0.25: four).", lo=0.0)
-    max_retries: int = opt(2, "Retries of a Ray task whose worker died.", lo=0)
-    grad_shards: int = opt(1, "Split gradient collection of the training set into this many tasks.", lo=1)
+                        choices=("local", "ray"), stages=("grads", "retrain"))
+    ray_address: str | None = opt(None, "Ray cluster to join (default: RAY_ADDRESS, else a local Ray instance).",
+                                  stages=("grads", "retrain"))
+    num_cpus: float | None = opt(None, "CPUs per Ray task (default 1).", lo=0.0, lo_open=True,
+                                 stages=("grads", "retrain"))
+    num_gpus: float | None = opt(None, "GPUs per Ray task; a fraction lets tasks share a GPU (0.25: four).", lo=0.0,
+                                 stages=("grads", "retrain"))
+    max_retries: int = opt(2, "Retries of a Ray task whose worker died.", lo=0, stages=("grads", "retrain"))
+    grad_shards: int = opt(1, "Split gradient collection of the training set into this many tasks.", lo=1,
+                           stages=("grads",))
     gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass: less memory for large "
-                                       "models, slower, same results.")
+                                       "models, slower, same results.", stages=("finetune", "grads", "retrain"))
+    grad_batch_size: int = opt(32, "Samples per forward/backward when collecting gradients.", lo=1, stages=("grads",))
+    chunk_size: int = opt(2048, "Training samples per streamed chunk when scoring.", lo=1, stages=("score",))
+    eval_batch_size: int = opt(64, "Batch size of the evaluation passes (after each training epoch).", lo=1,
+                               stages=("finetune", "retrain"))
 
     def check(self) -> None:
         """The device's spelling (whether it is there is checked when it is resolved, by torch)."""
@@ -348,6 +356,27 @@ class RuntimeConfig(Checked):
             close = difflib.get_close_matches(self.device.strip().lower(), ["auto", "cpu", "cuda", "mps"], n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise LayerinfError(f"unknown device '{self.device}'", f"{hint}use one of auto, cpu, cuda, cuda:N, mps")
+
+
+SCALE_OUT = frozenset({"executor", "ray_address", "num_cpus", "num_gpus", "max_retries", "grad_shards"})  # Ray tasks
+MOVED = {"grads.grad_batch_size": "runtime.grad_batch_size", "score.chunk_size": "runtime.chunk_size",
+         "train.eval_batch_size": "runtime.eval_batch_size"}  # YAML keys of older versions → their home now
+
+
+def runtime_options(*stages: str) -> frozenset[str]:
+    """The runtime options that change the work of any of ``stages`` (a command takes those of its stages)."""
+    return frozenset(f.name for f in fields(RuntimeConfig) if set(f.metadata["stages"]) & set(stages))
+
+
+def runtime_options_except(*stages: str) -> frozenset[str]:
+    """The runtime options a command made of ``stages`` does not take (``exclude=`` of ``split_options``)."""
+    return frozenset(f.name for f in fields(RuntimeConfig)) - runtime_options(*stages)
+
+
+def _moved(section: str, keys) -> str:
+    """``grads.grad_batch_size moved to runtime.grad_batch_size; `` for keys that have a new home, else ''."""
+    moved = [f"{section}.{k} moved to {MOVED[f'{section}.{k}']}" for k in keys if f"{section}.{k}" in MOVED]
+    return "; ".join(moved) + "; " if moved else ""
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "grads": GradsConfig,
@@ -389,7 +418,7 @@ class ExperimentConfig:
             kwargs["name"] = raw["name"]
         for section, sub in SECTIONS.items():
             if section in raw:
-                kwargs[section] = build_section(sub, raw[section] or {}, f"config.{section}")
+                kwargs[section] = build_section(sub, raw[section] or {}, f"config.{section}", section)
         return cls(**kwargs)
 
     @classmethod
@@ -421,30 +450,34 @@ class ExperimentConfig:
                 node = node[part]
             if parts[-1] not in node:
                 close = difflib.get_close_matches(parts[-1], list(node), n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
+                hint = _moved(parts[0], parts[-1:]) if len(parts) == 2 else ""
+                hint = hint or (f"did you mean '{close[0]}'? " if close else "")
                 raise LayerinfError(f"unknown config field '{key}'", f"{hint}valid fields here: {', '.join(node)}")
             node[parts[-1]] = value
         return ExperimentConfig.from_dict(raw)
 
 
-def build_section(cls, raw: Any, where: str):
-    """A section dataclass from a mapping, with unknown keys named and the valid ones listed."""
+def build_section(cls, raw: Any, where: str, section: str = ""):
+    """A section dataclass from a mapping, with unknown keys named (and where a moved key lives now) and the
+    valid ones listed."""
     if not isinstance(raw, dict):
         raise LayerinfError(f"'{where}' must be a mapping, got {type(raw).__name__}", "see examples/*.yaml")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = _moved(section, unknown) or (f"did you mean '{close[0]}'? " if close else "")
         raise LayerinfError(f"unknown key(s) {', '.join(unknown)} in '{where}'",
                             f"{hint}valid keys: {', '.join(sorted(known))}")
     return cls(**raw)
 
 
-def split_options(options: dict[str, Any], *classes: type, where: str = "options") -> list[Any]:
+def split_options(options: dict[str, Any], *classes: type, where: str = "options",
+                  exclude: "set[str] | frozenset[str]" = frozenset()) -> list[Any]:
     """Distribute flat API/CLI options over section dataclasses (``lora_r`` → ModelConfig.lora_r, ...).
 
-    Every option must belong to one of ``classes``; the result is one constructed (checked) section each.
+    Every option must belong to one of ``classes`` and not be in ``exclude`` (fields of those sections the
+    command does not take: they keep their defaults); the result is one constructed (checked) section each.
     """
     rest = dict(options)
     out = []
@@ -453,11 +486,12 @@ def split_options(options: dict[str, Any], *classes: type, where: str = "options
         kwargs = {}
         for f in fields(cls):
             flat = option_name(section, f.name)
-            if flat in rest:
+            if flat in rest and flat not in exclude:
                 kwargs[f.name] = rest.pop(flat)
         out.append(cls(**kwargs))
     if rest:
-        valid = sorted(option_name(c.section(), f.name) for c in classes for f in fields(c))
+        valid = sorted(n for n in (option_name(c.section(), f.name) for c in classes for f in fields(c))
+                       if n not in exclude)
         close = difflib.get_close_matches(sorted(rest)[0], valid, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise LayerinfError(f"unknown option(s) {', '.join(sorted(rest))} for {where}",

@@ -3,7 +3,7 @@ and say so in the commit and the docs).
 
     .venv/bin/python tests/golden/make_golden.py
 
-Copies the demo-sized run's ``scores/table.csv``, ``scores/aggregated.parquet`` and ``eval/results.csv``
+Copies the demo-sized run's ``scores/table.csv``, ``scores/aggregated.parquet`` and ``retrain/results.csv``
 into tests/golden/demo_small/.
 """
 

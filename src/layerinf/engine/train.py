@@ -142,16 +142,18 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     gradient_checkpointing: bool | None = None,
     objective: Objective | None = None,
+    eval_batch_size: int = 64,
 ) -> FitResult:
     """Train the trainable (LoRA + head) parameters of ``model`` on ``train`` (optionally only ``rows``).
 
-    ``recipe`` holds epochs, batch sizes, weight decay and warm-up; ``lr`` and ``seed`` are resolved by the
+    ``recipe`` holds epochs, batch size, weight decay and warm-up; ``lr`` and ``seed`` are resolved by the
     caller (per-model default learning rate, data seed). ``init_state`` restores the trainable tensors first
     (retraining from the same start). Deterministic given ``seed``: the shuffling and dropout streams are seeded.
     Batches run on the model's device. ``gradient_checkpointing`` True/False turns the base model's
     checkpointing on/off first (None: as loaded). Out of memory: gradient accumulation (module docstring).
     ``objective`` (``engine.objectives``): the loss, default classification; training minimises the batch mean
     of its per-example losses, and the influence checkpoint is picked by its mean influence-set loss.
+    ``eval_batch_size``: the batch of the evaluation passes after each epoch (``RuntimeConfig``: speed only).
     """
     objective = objective or CLASSIFICATION
     if rows is not None and len(rows) == 0:
@@ -207,11 +209,11 @@ def fit(
             total += batch_loss
             count += size
             bar.set_postfix(loss=f"{total / count:.4f}")
-        infl_loss, infl_acc, infl_logits = evaluate(model, infl, recipe.eval_batch_size, objective)
+        infl_loss, infl_acc, infl_logits = evaluate(model, infl, eval_batch_size, objective)
         if same_test:  # cross-fitting's held-out fold is both splits: one pass
             test_loss, test_acc, test_logits = infl_loss, infl_acc, infl_logits
         else:
-            test_loss, test_acc, test_logits = evaluate(model, test, recipe.eval_batch_size, objective)
+            test_loss, test_acc, test_logits = evaluate(model, test, eval_batch_size, objective)
         row = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),

@@ -1,6 +1,6 @@
 """The experiment parameters a report states, read from each run instead of assumed.
 
-Per run directory: the filtering fraction and ``filter.retrain`` (the ``EVAL`` stage), Vote's κ and the layer
+Per run directory: the filtering fraction and ``filter.retrain`` (the ``RETRAIN`` stage), Vote's κ and the layer
 groups (the ``SCORES`` stage), the model (``FINETUNE``), task and seed (``DATA``). Each comes from the stage's
 ``STAGE_FILE`` record (its ``config``: what actually ran), else from the run's experiment config
 (``RunLayout.config``), else from the defaults of :mod:`layerinf.config`. :class:`ReportParams` pools the runs
@@ -18,7 +18,7 @@ import pandas as pd
 
 from layerinf.config import FilterConfig, ScoreConfig
 from layerinf.reporting.common import group_order, pct
-from layerinf.store.layout import (DATA, DATA_META_FILE, EVAL, FINETUNE, SCORES, STAGE_FILE, RunLayout)
+from layerinf.store.layout import (DATA, DATA_META_FILE, FINETUNE, RETRAIN, SCORES, STAGE_FILE, RunLayout)
 
 DEFAULT_FRACTION = FilterConfig().fraction
 DEFAULT_KAPPA = ScoreConfig().vote_kappa
@@ -70,10 +70,10 @@ class RunParams:
 def run_params(run: str | Path) -> RunParams:
     """Read :class:`RunParams` of one run directory: stage records, then the experiment config, then defaults."""
     lay = RunLayout(run)
-    stage = {name: _json(lay.stage(name) / STAGE_FILE) for name in (DATA, FINETUNE, SCORES, EVAL)}
+    stage = {name: _json(lay.stage(name) / STAGE_FILE) for name in (DATA, FINETUNE, SCORES, RETRAIN)}
     cfg = _json(lay.config)
     meta = _json(lay.stage(DATA) / DATA_META_FILE)
-    fraction = _first(_number(_get(stage[EVAL], "config", "filter", "fraction")),
+    fraction = _first(_number(_get(stage[RETRAIN], "config", "filter", "fraction")),
                       _number(_get(cfg, "filter", "fraction")), DEFAULT_FRACTION)
     kappa = _first(_number(_get(stage[SCORES], "config", "score", "vote_kappa")),
                    _number(_get(cfg, "score", "vote_kappa")), DEFAULT_KAPPA)
@@ -91,7 +91,7 @@ def run_params(run: str | Path) -> RunParams:
                   _get(stage[DATA], "config", "data", "source"), _get(cfg, "data", "source"))
     seed = _first(_number(stage[DATA].get("seed"), int), _number(meta.get("seed"), int),
                   _number(_get(cfg, "data", "seed"), int))
-    retrain = _first(_get(stage[EVAL], "config", "filter", "retrain"), _get(cfg, "filter", "retrain"))
+    retrain = _first(_get(stage[RETRAIN], "config", "filter", "retrain"), _get(cfg, "filter", "retrain"))
     warning = _get(stage[FINETUNE], "summary", "health", "warning")
     n_test = _number(_get(stage[DATA], "summary", "test"), int)
     return RunParams(fraction=fraction, kappa=kappa, groups=tuple(str(g) for g in groups) if groups else None,

@@ -162,7 +162,7 @@ def _run_scores(run: Path) -> tuple[dict[tuple, np.ndarray], np.ndarray] | None:
     if len(agg) != len(noisy) or not cols:
         return None
     scores = {tuple(c.split("/")): agg[c].to_numpy(np.float64) for c in cols}
-    seed = run_params(run).seed or 0  # the eval stage draws its baselines with the data seed
+    seed = run_params(run).seed or 0  # the retrain stage draws its baselines with the data seed
     scores[("random", "-", "-")] = metrics.random_scores(len(noisy), seed)
     scores[("oracle", "-", "-")] = metrics.oracle_scores(noisy, seed)
     return scores, noisy

@@ -3,10 +3,11 @@
 A stage subclass declares ``name`` (its folder in the run directory, from ``store.layout``), ``upstream``
 (the stages it reads) and ``artifacts`` (the files it writes), and implements ``key`` (what makes its
 results: its config, resolved), ``compute`` (write the artifacts into the temporary folder) and ``load``
-(read them back). ``run`` does the rest for every stage alike: it verifies each upstream stage (checksums,
-and that it is up to date with its own inputs), records the upstream fingerprints as this stage's inputs,
-reuses a finished stage with the same key and inputs, takes the run's writer lock, writes atomically and
-records the manifest. A workflow (``run``, ``sweep``, ``suspects``) is a sequence of stage runs.
+(read them back). A stage's ``runtime`` (``RuntimeConfig``: batch and chunk sizes, gradient checkpointing) says
+how fast to compute, never what: it is no part of the key. ``run`` does the rest for every stage alike: it
+verifies each upstream stage (checksums, and that it is up to date with its own inputs), records the upstream
+fingerprints as this stage's inputs, reuses a finished stage with the same key and inputs, takes the run's
+writer lock, writes atomically and records the manifest. A workflow (``run``, ``sweep``, ``suspects``) is a sequence of stage runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, ClassVar
 
+from layerinf.config import RuntimeConfig
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import STAGE_FILE
 from layerinf.store.rundir import RunDir, Stage, redo_command
@@ -41,10 +43,11 @@ class StageBase:
     artifacts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, run_dir: "str | os.PathLike | RunDir", echo: Callable[[str], None] | None = None, *,
-                 source: "str | os.PathLike | RunDir | None" = None):
+                 source: "str | os.PathLike | RunDir | None" = None, runtime: RuntimeConfig | None = None):
         self.run_dir = RunDir(run_dir)
         self.source = self.run_dir if source is None else RunDir(source)  # where the upstream stages live
         self.echo = echo  # where progress lines go (None: nowhere)
+        self.runtime = RuntimeConfig() if runtime is None else runtime  # how fast, not what: not in the key
 
     # ---------------------------------------------------------------------------------------- to implement
 

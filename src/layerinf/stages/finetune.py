@@ -5,8 +5,9 @@ best checkpoint and the per-epoch history. The best checkpoint is the epoch with
 loss (ties → the later epoch). ``AdapterStage`` fills the same folder from a user's adapter instead (a
 layerinf ``.safetensors`` file or a PEFT folder): only ``best`` exists then, and there is no history.
 
-``gradient_checkpointing`` (``RuntimeConfig``; a stage constructor argument, not part of the stage's identity)
-recomputes activations in the backward pass: less memory, slower, the same results. ``ModelConfig.quantization``
+``gradient_checkpointing`` and ``eval_batch_size`` (``RuntimeConfig``, the stage's ``runtime``; not part of the
+stage's identity) change how fast, not what: checkpointing recomputes activations in the backward pass (less
+memory, slower, the same results). ``ModelConfig.quantization``
 (bitsandbytes, CUDA only) is part of the identity, but left out of the key while it is ``none``, so that runs
 made before the option existed are reused.
 """
@@ -141,10 +142,12 @@ class FinetuneStage(StageBase):
     artifacts = (*(adapter_file(c) for c in CHECKPOINTS), INFL_LOGITS_FILE, table_file(HISTORY),
                  table_file(HISTORY, "csv"))
 
-    def __init__(self, run_dir, echo=None, *, source=None, gradient_checkpointing: bool = False):
-        """``gradient_checkpointing``: recompute activations in the backward pass (runtime: same results)."""
-        super().__init__(run_dir, echo, source=source)
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+    def __init__(self, run_dir, echo=None, *, source=None, gradient_checkpointing: bool | None = None, runtime=None):
+        """``gradient_checkpointing``: recompute activations in the backward pass (runtime: same results; None:
+        ``runtime``'s)."""
+        super().__init__(run_dir, echo, source=source, runtime=runtime)
+        gc = self.runtime.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+        self.gradient_checkpointing = bool(gc)
 
     def key(self, model: ModelConfig, train: TrainConfig) -> dict:
         return {"model": model_key(model), "train": recipe(self.run_dir, model, train)}
@@ -167,7 +170,7 @@ class FinetuneStage(StageBase):
             result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], recipe_, lr=rec["lr"],
                          init_state=init_state,
                          seed=rec["train_seed"], progress=progress, on_epoch=on_epoch, gradient_checkpointing=gc,
-                         objective=task.objective(prepared, recipe_))
+                         objective=task.objective(prepared, recipe_), eval_batch_size=self.runtime.eval_batch_size)
             best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
             health = health_check(float(best["infl_acc"]), enc["infl"].labels, float(best["test_acc"]),
                                   enc["test"].labels) if judged else None
@@ -236,8 +239,8 @@ class AdapterStage(FinetuneStage):
         objective = task.objective(prepared)  # SFT: the mean response loss (an imported adapter has no recipe)
         save_adapter(trainable_state(loaded.model), st.out(adapter_file("best")),
                      {"model": model.name, "imported_from": Path(adapter).name, **lora_metadata(loaded.config)})
-        infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"], objective=objective)
-        test_loss, test_acc, _ = evaluate(loaded.model, enc["test"], objective=objective)
+        infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"], self.runtime.eval_batch_size, objective)
+        test_loss, test_acc, _ = evaluate(loaded.model, enc["test"], self.runtime.eval_batch_size, objective)
         np.save(st.out(INFL_LOGITS_FILE), infl_logits)
         history = pd.DataFrame([{"epoch": 0, "train_loss": float("nan"), "infl_loss": infl_loss, "infl_acc": infl_acc,
                                  "test_loss": test_loss, "test_acc": test_acc, "lr": 0.0}])

@@ -17,8 +17,8 @@ it, the peak rate for ``init``, 1 for an imported adapter) is recorded in the st
 the score stage's ``tracin_cp`` method reads it. Off (None, the default) the stage's key, files and summary are
 those of a stage without the option.
 
-``gradient_checkpointing`` (a runtime choice, not part of the stage's identity) recomputes activations in the
-backward pass: less memory, the same gradients.
+``gradient_checkpointing`` and ``grad_batch_size`` (the stage's ``runtime``, not part of its identity) change how
+fast, not what: checkpointing recomputes activations in the backward pass (less memory, the same gradients).
 """
 
 from __future__ import annotations
@@ -46,15 +46,17 @@ class GradsStage(StageBase):
     artifacts = tuple(f"{split}/info.json" for split in GRAD_SPLITS)
 
     def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool | None = None, runtime=None):
         """``executor``: where shard tasks run, a ``workflows.executor.Executor``; default: this process, one
         by one.
         ``task_device``: the device each task resolves on its worker (default: the stage's device).
-        ``gradient_checkpointing``: recompute activations in the backward pass (runtime: same gradients)."""
-        super().__init__(run_dir, echo, source=source)
+        ``gradient_checkpointing``: recompute activations in the backward pass (runtime: same gradients; None:
+        ``runtime``'s). ``runtime.grad_batch_size``: samples per forward/backward."""
+        super().__init__(run_dir, echo, source=source, runtime=runtime)
         self.executor = executor
         self.task_device = task_device
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+        gc = self.runtime.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+        self.gradient_checkpointing = bool(gc)
         self.shards = 1
 
     def run(self, *configs, shards: int = 1, **kwargs):
@@ -101,7 +103,7 @@ class GradsStage(StageBase):
             ckpt_sha = sha256_file(folder / adapter_file(checkpoint))
             for split in GRAD_SPLITS:
                 write_store(loaded.model, enc[split], st.tmp / store_path(cfg, checkpoint, split),
-                            batch_size=cfg.grad_batch_size, include_we=cfg.include_we, dtype=cfg.grad_dtype,
+                            batch_size=self.runtime.grad_batch_size, include_we=cfg.include_we, dtype=cfg.grad_dtype,
                             checkpoint_sha256=ckpt_sha, progress=progress, objective=objective)
         return {"num_layers": loaded.num_layers, "checkpoint": cfg.checkpoint,
                 "n_train": len(enc["train"]), "n_infl": len(enc["infl"]), **self._tracin_summary(cfg)}
@@ -114,7 +116,7 @@ class GradsStage(StageBase):
 
     def _compute_sharded(self, st, cfg: GradsConfig, *, progress: bool, device: str) -> dict:
         from layerinf.stages.data import load_data
-        from layerinf.stages.evaluate import run_tasks
+        from layerinf.stages.retrain import run_tasks
         from layerinf.store.gradstore import SHARD_DIR
         from layerinf.store.rundir import sha256_file
 
@@ -123,7 +125,7 @@ class GradsStage(StageBase):
         bounds = [k * n // count for k in range(count + 1)]
         dev = device if self.executor is None else (self.task_device or device)
         root = str(self.run_dir.root)
-        gc = self.gradient_checkpointing
+        gc, batch = self.gradient_checkpointing, self.runtime.grad_batch_size
         paths = [SHARD_DIR.format(k) for k in range(count)]
         tasks = []
         for checkpoint in (cfg.checkpoint, *extra_checkpoints(cfg)):
@@ -131,12 +133,12 @@ class GradsStage(StageBase):
             where = "" if checkpoint == cfg.checkpoint else f" at checkpoint '{checkpoint}'"
             tasks.append({"fn": grads_task, "key": (checkpoint, "infl"),
                           "args": (root, at, "infl", None, None, str(st.tmp / store_path(cfg, checkpoint, "infl")),
-                                   dev, gc),
+                                   dev, gc, batch),
                           "label": f"{root}: gradients of the influence set{where}"})
             for k in range(count):
                 tasks.append({"fn": grads_task, "key": (checkpoint, "train", k),
                               "args": (root, at, "train", bounds[k], bounds[k + 1],
-                                       str(st.tmp / store_path(cfg, checkpoint, "train") / paths[k]), dev, gc),
+                                       str(st.tmp / store_path(cfg, checkpoint, "train") / paths[k]), dev, gc, batch),
                               "label": f"{root}: gradients of training samples {bounds[k]}:{bounds[k + 1]} "
                                        f"(shard {k + 1} of {count}){where}"})
         results = {}
@@ -195,9 +197,10 @@ def _write_shard(net, encoded, folder, start: int, stop: int, *, batch_size: int
 
 
 def grads_task(run_root: str, cfg: GradsConfig, split: str, start: int | None, stop: int | None, folder: str,
-               device: str, gradient_checkpointing: bool = False) -> dict:
+               device: str, gradient_checkpointing: bool = False, batch_size: int = 32) -> dict:
     """A task: one split's gradients (``start`` None), or samples ``start:stop`` of it, into ``folder`` (inside
-    the stage's temporary folder: the stage publishes it when every task is done), at ``cfg.checkpoint``."""
+    the stage's temporary folder: the stage publishes it when every task is done), at ``cfg.checkpoint``,
+    ``batch_size`` samples per forward/backward (``RuntimeConfig.grad_batch_size``)."""
     from layerinf.engine.collect import split_fingerprint, write_store
     from layerinf.model import resolve_device
     from layerinf.stages.finetune import encode_splits, load_finetuned, run_objective
@@ -211,10 +214,10 @@ def grads_task(run_root: str, cfg: GradsConfig, split: str, start: int | None, s
     stage = StageBase(run_root)
     ckpt_sha = sha256_file(stage.run_dir.stage_path(FINETUNE) / adapter_file(cfg.checkpoint))
     if start is None:
-        write_store(loaded.model, enc, folder, batch_size=cfg.grad_batch_size, include_we=cfg.include_we,
+        write_store(loaded.model, enc, folder, batch_size=batch_size, include_we=cfg.include_we,
                     dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False, objective=objective)
     else:
-        _write_shard(loaded.model, enc, folder, start, stop, batch_size=cfg.grad_batch_size,
+        _write_shard(loaded.model, enc, folder, start, stop, batch_size=batch_size,
                      include_we=cfg.include_we, dtype=cfg.grad_dtype, checkpoint_sha256=ckpt_sha, progress=False,
                      objective=objective)
     return {"num_layers": loaded.num_layers, "n": len(enc), "split_sha256": split_fingerprint(enc)}

@@ -41,6 +41,7 @@ from layerinf.store.layout import (DATA, DATA_META_FILE, GRADS, PAGE_FILE, SUMMA
 COLUMNS = ["rank", "index", "source_idx", "text", "text_pair", "given_label", "predicted_label", "probability",
            "score", "suspect"]
 SFT_COLUMNS = ["rank", "index", "source_idx", "prompt", "response", "response_loss", "score", "suspect"]
+DEFAULT_KAPPA = ScoreConfig().vote_kappa  # Vote's κ has one home, the score section (``score.vote_kappa``)
 
 
 @dataclass
@@ -340,15 +341,16 @@ class RankStage(StageBase):
         train, _ = grads.load()
         return group_members(cfg.group, train.specs, grads.num_layers, cfg.method)[0]
 
-    def key(self, cfg: RankConfig, model_name: str = "") -> dict:
+    def key(self, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA) -> dict:
         # folds decide how many fits there are (the workflow's business), not what one ranking is
         rank = {k: v for k, v in asdict(cfg).items() if k != "folds"}
-        return {"rank": {**rank, "group": self._group(cfg)}, "model": model_name}
+        return {"rank": {**rank, "vote_kappa": vote_kappa, "group": self._group(cfg)}, "model": model_name}
 
-    def seed(self, cfg: RankConfig, model_name: str = "") -> int:
+    def seed(self, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA) -> int:
         return int(self.source.stage_info(DATA)["seed"] or 0)
 
-    def compute(self, st, cfg: RankConfig, model_name: str = "", *, progress=True, device="cpu") -> dict:
+    def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
+                progress=True, device="cpu") -> dict:
         from layerinf.stages.data import load_data
         from layerinf.stages.grads import GradsStage
         from layerinf.stages import task
@@ -366,12 +368,12 @@ class RankStage(StageBase):
                                 f"redo them: `layerinf grads {self.source.root} --force`")
         aggregators = list(dict.fromkeys([cfg.aggregator, *PAPER_AGGREGATORS]))
         score_cfg = ScoreConfig(methods=[cfg.method], groups=[group], aggregators=aggregators,
-                                vote_kappa=cfg.vote_kappa)
+                                vote_kappa=vote_kappa)
         correct = np.asarray(task.correct(prepared, infl.logits, infl.labels), dtype=bool)
         scratch = st.tmp / ".scratch"
         try:
             res = score_stores(train, infl, None, correct, grads.num_layers, score_cfg, scratch, progress=progress,
-                               per_module_metrics=False)
+                               per_module_metrics=False, chunk_size=self.runtime.chunk_size)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         prefix = f"{cfg.method}/{group}/"  # the chosen method and group under each aggregator (no baseline columns)
@@ -390,7 +392,7 @@ class RankStage(StageBase):
         foreign = self.source.root.resolve() != self.run_dir.root.resolve()
         result = SuspectsResult(
             folder=st.tmp, run_dir=self.source.root, table=table, method=cfg.method, group=group,
-            aggregator=cfg.aggregator, kappa=cfg.vote_kappa, top=top, n=len(table),
+            aggregator=cfg.aggregator, kappa=vote_kappa, top=top, n=len(table),
             n_suspects=int(table["suspect"].sum()), label_names=list(prepared.label_names), mask_known=mask_known,
             model=model_name, checkpoint=str(grads.summary().get("checkpoint", "best")),
             coverage=coverage_of(prepared.meta, len(table), self.source.root if foreign else None),

@@ -58,31 +58,32 @@ def method_applies(method: str, spec: ModuleSpec, cfg: ScoreConfig) -> bool:
 
 def compute_module_scores(method: str, spec: ModuleSpec, train: GradStore, infl: GradStore,
                           cfg: ScoreConfig, device: str | None = None,
-                          checkpoints: "list[tuple[GradStore, GradStore, float]] | None" = None) -> np.ndarray:
-    """S^b (m × n, float32) for one method and module, streaming training chunks from the store.
+                          checkpoints: "list[tuple[GradStore, GradStore, float]] | None" = None,
+                          chunk_size: int = 2048) -> np.ndarray:
+    """S^b (m × n, float32) for one method and module, streaming ``chunk_size`` training rows at a time.
 
     A multi-checkpoint method (``tracin_cp``) scores ``checkpoints`` instead: ``(train_c, infl_c, η_c)`` each."""
     compute_dtype = _torch_dtype(cfg.compute_dtype)
     if registry.method(method).checkpoints:
-        return _checkpoint_scores(method, spec, checkpoints, cfg, compute_dtype, device)
+        return _checkpoint_scores(method, spec, checkpoints, compute_dtype, device, chunk_size)
     if spec.kind == "we":
         score_we = registry.method(method).score_we
         if score_we is None:
             raise LayerinfError(f"method {method} does not apply to WE", "use tracin or cosine for the WE group")
-        return np.asarray(score_we(infl.we_all(), train.iter_we_chunks(cfg.chunk_size), train.n), dtype=np.float32)
+        return np.asarray(score_we(infl.we_all(), train.iter_we_chunks(chunk_size), train.n), dtype=np.float32)
     V = np.asarray(infl.module(spec.name), dtype=np.float32)
     return registry.score_module(
         method,
         V,
-        lambda: (chunk for _, chunk in train.iter_chunks(spec.name, cfg.chunk_size)),
+        lambda: (chunk for _, chunk in train.iter_chunks(spec.name, chunk_size)),
         n=train.n,
         compute_dtype=compute_dtype,
         device=_gpu(device),
     ).astype(np.float32)
 
 
-def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, cfg: ScoreConfig, compute_dtype,
-                       device: str | None) -> np.ndarray:
+def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, compute_dtype, device: str | None,
+                       chunk_size: int) -> np.ndarray:
     """A multi-checkpoint method's scores of one module (``checkpoints`` from ``checkpoint_stores``, never empty)."""
     entry = registry.method(method)
     lrs = [lr for _, _, lr in checkpoints]
@@ -90,10 +91,10 @@ def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, cfg: ScoreCon
     if spec.kind == "we":
         return np.asarray(registry.call_with_options(
             entry.score_we, [infl.we_all() for _, infl, _ in checkpoints],
-            [train.iter_we_chunks(cfg.chunk_size) for train, _, _ in checkpoints], n, lrs=lrs,
+            [train.iter_we_chunks(chunk_size) for train, _, _ in checkpoints], n, lrs=lrs,
             compute_dtype=compute_dtype), dtype=np.float32)
     Vs = [np.asarray(infl.module(spec.name), dtype=np.float32) for _, infl, _ in checkpoints]
-    sources = [(lambda t=train: (chunk for _, chunk in t.iter_chunks(spec.name, cfg.chunk_size)))
+    sources = [(lambda t=train: (chunk for _, chunk in t.iter_chunks(spec.name, chunk_size)))
                for train, _, _ in checkpoints]
     return registry.score_module(method, Vs, sources, n=n, compute_dtype=compute_dtype, device=_gpu(device),
                                 lrs=lrs).astype(np.float32)
@@ -225,12 +226,14 @@ def score_stores(
     per_module_metrics: bool = True,
     device: str | None = None,
     checkpoints: "list[tuple[GradStore, GradStore, float]] | None" = None,
+    chunk_size: int = 2048,
 ) -> ScoreResult:
     """Score every method × group × aggregator from two gradient stores (pure orchestration of the math).
 
     ``noisy`` (the ground-truth mask) may be None for real data: then no NDR/AUC columns are computed.
     Per-module matrices are written to ``folder/matrices/<method>/<module>.npy`` (``layout.matrix_file``).
     ``checkpoints``: the ``(train_c, infl_c, η_c)`` stores of multi-checkpoint methods (``tracin_cp``).
+    ``chunk_size``: training rows streamed at a time (``RuntimeConfig.chunk_size``: speed and memory only).
     """
     from tqdm.auto import tqdm
 
@@ -251,7 +254,7 @@ def score_stores(
         if out.has(spec.name):
             continue
         bar.set_postfix(module=spec.name, method=method, refresh=False)
-        S = compute_module_scores(method, spec, train, infl, cfg, device, checkpoints)
+        S = compute_module_scores(method, spec, train, infl, cfg, device, checkpoints, chunk_size)
         if S.shape != (infl.n, n) or not np.all(np.isfinite(S)):
             raise LayerinfError(
                 f"{method} scores for module {spec.name} are not finite",
@@ -262,7 +265,7 @@ def score_stores(
         np.save(tmp, S)
         tmp.replace(out.path(spec.name))
 
-    canc = group_cancellation(train, groups, cfg.cancellation_norm, cfg.chunk_size)
+    canc = group_cancellation(train, groups, cfg.cancellation_norm, chunk_size)
     rows, columns, curves = [], {}, []
     combos = [(m, g, a) for m in method_names for g in groups for a in aggregators]
     for method, group, aggregator in tqdm(combos, desc="aggregate", disable=not progress):
@@ -271,7 +274,7 @@ def score_stores(
         if not members:
             continue  # e.g. DataInf × WE: not defined (spec §3.3)
         if cfg.group_mode == "concat" and method in ("tracin", "cosine") and len([b for b in members if b != "WE"]) > 1:
-            S_cat = _concat_scores(method, members, train, infl, cfg, device)
+            S_cat = _concat_scores(method, members, train, infl, cfg, device, chunk_size)
             s = aggregate_group([S_cat], aggregator, correct, cfg)
         else:
             s = aggregate_group([store.load(b) for b in members], aggregator, correct, cfg)
@@ -290,7 +293,7 @@ def score_stores(
         row["n_noisy"] = int(noisy.sum()) if noisy is not None else 0
         rows.append(row)
     for name in cfg.model_baselines:  # the model's own signals, ranked like a configuration (group/aggregator "-")
-        s = model_baseline_scores(name, train, cfg.chunk_size)
+        s = model_baseline_scores(name, train, chunk_size)
         columns[f"{name}/-/-"] = s
         row = {"method": name, "group": "-", "aggregator": "-", "modules": 0}
         if noisy is not None and noisy.any():
@@ -340,11 +343,11 @@ def score_stores(
 
 
 def _concat_scores(method: str, members: list[str], train: GradStore, infl: GradStore, cfg: ScoreConfig,
-                   device: str | None = None) -> np.ndarray:
+                   device: str | None = None, chunk_size: int = 2048) -> np.ndarray:
     """TracIn / Cosine on the concatenated gradients of a group's modules (``group_mode="concat"``)."""
     dense = [b for b in members if b != "WE"]  # WE is row-sparse: concat mode scores the group's dense modules
     V_blocks = [np.asarray(infl.module(b), dtype=np.float32) for b in dense]
-    sources = [(lambda b=b: (c for _, c in train.iter_chunks(b, cfg.chunk_size))) for b in dense]
+    sources = [(lambda b=b: (c for _, c in train.iter_chunks(b, chunk_size))) for b in dense]
     return methods.score_concat(method, V_blocks, sources, n=train.n, compute_dtype=_torch_dtype(cfg.compute_dtype),
                                 device=_gpu(device))
 
@@ -391,7 +394,7 @@ class ScoreStage(StageBase):
         correct = correct_of(prepared, infl.logits, infl.labels)  # SFT: greedy decoding gives the response
         noisy = prepared.train["noisy"].to_numpy(bool)
         res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
-                           device=device, checkpoints=checkpoints)
+                           device=device, checkpoints=checkpoints, chunk_size=self.runtime.chunk_size)
         for name in SCORE_FRAMES:
             getattr(res, name).to_parquet(st.out(table_file(name)), index=False)
         res.table.to_csv(st.out(table_file(SCORE_TABLE, "csv")), index=False)

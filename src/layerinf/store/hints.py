@@ -7,13 +7,14 @@ import json
 import os
 from pathlib import Path
 
-from layerinf.store.layout import CONFIG_FILE, DATA, EVAL, FINETUNE, GRADS, SCORES, STAGE_FILE, SUSPECTS, RunLayout
+from layerinf.store.layout import CONFIG_FILE, DATA, FINETUNE, GRADS, RETRAIN, SCORES, STAGE_FILE, SUSPECTS, RunLayout
 
 SOURCE_NOTE = ("YOUR_DATA: a CSV/TSV/JSONL/Parquet file, a GLUE task folder or hf:NAME[/CONFIG]; "
                "`--source demo` for the built-in demo data")
 
 # the CLI command that (re)makes each stage folder
-_COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", EVAL: "run", SUSPECTS: "suspects"}
+_COMMAND = {DATA: "prepare", FINETUNE: "finetune", GRADS: "grads", SCORES: "score", RETRAIN: "retrain",
+            SUSPECTS: "suspects"}
 
 
 def recorded_source(root: "str | os.PathLike") -> str | None:
@@ -30,8 +31,9 @@ def redo_command(name: str, root: "str | os.PathLike", force: bool = True) -> st
     """The command line that (re)makes stage ``name`` of run ``root``, in backquotes, for error messages."""
     cmd = _COMMAND.get(name, name)
     again = " --force" if force else ""
-    if name == EVAL:  # the experiment's last stage: `run` takes the config, the run directory is --out
-        return f"`layerinf run CONFIG --out {root}` (its config is {Path(root) / CONFIG_FILE})"
+    if name == RETRAIN:  # with its filter options (those of a `layerinf run`: its config.json, YAML-readable)
+        return (f"`layerinf retrain {root}` with its filter options, or `layerinf run {Path(root) / CONFIG_FILE} "
+                f"--out {root}`")
     if name == SUSPECTS:
         return f"`layerinf suspects {root} --source DATA` or `--run RUN_DIR`" + (" with --force" if force else "")
     if name == DATA:

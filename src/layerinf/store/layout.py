@@ -14,8 +14,7 @@ to the run root. Nothing else in layerinf spells a run-directory name.
                      tracin/<checkpoint>/train|infl/ (TracInCP: the stores at grads.tracin_checkpoints)
       scores/        table.parquet|csv, aggregated.parquet, curves|modules|noise_rank.parquet, matrices/<method>/<module>.npy
       score_sets/    <hash>/ (earlier score sets with other options, each a complete scores/ folder with its stage.json)
-      retrain/       <key>.json (one record per retrained kept subset)
-      eval/          results.parquet|csv
+      retrain/       results.parquet|csv, records/<key>.json (one checksummed record per retraining)
       suspects/      suspects.csv|jsonl, scores.parquet, summary.json, index.html
       report/        tables, figures, index.html
     SWEEP/
@@ -33,18 +32,18 @@ MANIFEST = "manifest.json"
 STAGE_FILE = "stage.json"
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
-RETRAIN_DIR = "retrain"
 
 # stage folders (the stage's name is its folder's name)
 DATA = "data"
 FINETUNE = "finetune"
 GRADS = "grads"
 SCORES = "scores"
-EVAL = "eval"
+RETRAIN = "retrain"  # filter & retrain: stage, folder, module (stages/retrain.py) and verb (`layerinf retrain`)
 SUSPECTS = "suspects"
 EMBED = "embed"  # suspects: the base model's sentence embeddings of the ranked rows
 REPORT = "report"
-STAGES = (DATA, FINETUNE, GRADS, SCORES, EVAL, SUSPECTS, EMBED)
+STAGES = (DATA, FINETUNE, GRADS, SCORES, RETRAIN, SUSPECTS, EMBED)
+LEGACY_EVAL = "eval"  # the retrain stage's folder before layerinf named it retrain/ (reported, not read)
 
 # data/
 SPLITS = ("train", "infl", "test")
@@ -71,7 +70,8 @@ SCORE_SETS_DIR = "score_sets"  # score_sets/<config hash>/: a kept score set (a 
 REPORT_TABLES = "tables"
 REPORT_FIGURES = "figures"
 
-# eval/ and sweeps
+# retrain/ and sweeps
+RECORDS_DIR = "records"  # retrain/records/<key>.json: one record per retraining, written as each one finishes
 RESULTS = "results"
 SWEEP_FILE = "sweep.json"
 UNITS_DIR = "units"
@@ -110,6 +110,11 @@ def tracin_store(checkpoint: str, split: str) -> str:
 def matrix_file(method: str, module: str) -> str:
     """``scores/matrices/<method>/<module>.npy``, relative to the scores folder."""
     return f"{MATRICES_DIR}/{method}/{module}.npy"
+
+
+def record_file(key: str) -> str:
+    """``retrain/records/<key>.json`` (one retraining's record), relative to the retrain folder."""
+    return f"{RECORDS_DIR}/{key}.json"
 
 
 def table_file(name: str, ext: str = "parquet") -> str:
@@ -183,11 +188,15 @@ class RunLayout:
         return self.root / SCORE_SETS_DIR / key_hash
 
     @property
-    def retrain(self) -> Path:
-        return self.root / RETRAIN_DIR
+    def records(self) -> Path:
+        """``retrain/records/``: the retraining records (kept across reruns; the stage checksums them when done)."""
+        return self.root / RETRAIN / RECORDS_DIR
+
+    def record(self, key: str) -> Path:
+        return self.root / RETRAIN / record_file(key)
 
     def results(self, ext: str = "parquet") -> Path:
-        return self.root / EVAL / table_file(RESULTS, ext)
+        return self.root / RETRAIN / table_file(RESULTS, ext)
 
     @property
     def report(self) -> Path:

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from layerinf.errors import LayerinfError
 from layerinf.store.hints import redo_command, start_command
-from layerinf.store.layout import MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR, STAGE_FILE, RunLayout
+from layerinf.store.layout import MANIFEST, RETRAIN, SCORE_SETS_DIR, STAGE_FILE, RunLayout
 
 _VERSIONED = ("layerinf", "torch", "transformers", "peft", "numpy", "scipy", "pandas", "datasets", "safetensors")
 WALL_CLOCK_FIELDS = ("started", "seconds", "updated")  # the only fields that differ between identical runs
@@ -384,7 +384,7 @@ class RunDir:
         if not existed and not keep:
             shutil.rmtree(self.root, ignore_errors=True)
             return
-        keep |= {MANIFEST, RETRAIN_DIR, SCORE_SETS_DIR} if keep else set()  # kept score sets: never undone
+        keep |= {MANIFEST, RETRAIN, SCORE_SETS_DIR} if keep else set()  # retrain/: its records; score sets: kept
         for name in set(os.listdir(self.root)) - before - keep:
             path = self.root / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

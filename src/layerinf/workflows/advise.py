@@ -22,10 +22,9 @@ probes covers data, noise and training randomness (mean and Student-t 95 % inter
 seed (its own split, the same sizes; no ``OUT/probes/source/`` copies) and plants ``data.noise_kind`` response
 noise; there is no noise stage (``OUT/noise/`` is absent, κ stays ``vote_kappa``).
 
-**Cost.** Reused across probes: loading and preparing the data (once, into OUT/data). Each probe is one
-fine-tuning + one gradient pass; scoring every configuration from stored gradients is cheap next to those.
-The noise estimate is ``noise_folds`` fine-tunings on (folds − 1)/folds of the data (≈ one fine-tuning at 2
-folds). Stages are cached: more probes later compute only the new ones.
+**Cost.** Data prepared once (OUT/data); each probe is one fine-tuning + one gradient pass (scoring is cheap next to
+those); the noise estimate is ``noise_folds`` fine-tunings on (folds − 1)/folds of the data. Stages are cached:
+more probes later compute only the new ones.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from layerinf.config import (DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig, TrainConfig,
-                             split_options)
+from layerinf.config import (SCALE_OUT, DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig,
+                             TrainConfig, runtime_options_except, split_options)
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
 from layerinf.stages.base import StageBase
@@ -55,11 +54,12 @@ from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP
                                    RECOMMENDATION_FILE, SCORES, SOURCE_DIR, table_file)
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
-from layerinf.workflows.defaults import ADVISE_DEFAULTS
+from layerinf.workflows.defaults import ADVISE_DEFAULTS, step_budget
 from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
-NOT_OPTIONS = {"noise_rate"}  # the advisor plants its own flips (probe_rate)
+NOT_OPTIONS = {"noise_rate"}  # the advisor plants its own flips (probe_rate); runtime: what its stages use
+NOT_TAKEN = SCALE_OUT | runtime_options_except("finetune", "grads", "score")
 MIN_PLANTED = 10  # planted flips per probe below which NDR is too coarse to compare configurations
 MAX_PROBE_RATE = 0.5
 CRITERIA = ("ndr_30", "ndr_10", "auc_ndr", "roc_auc")
@@ -68,7 +68,7 @@ N_BOOT = 1000
 
 def advise_options() -> list[tuple[type, dataclasses.Field]]:
     """(section, field) of every config option ``advise`` takes, in CLI order."""
-    return [(cls, f) for cls in SECTIONS for f in dataclasses.fields(cls) if f.name not in NOT_OPTIONS]
+    return [(cls, f) for cls in SECTIONS for f in dataclasses.fields(cls) if f.name not in NOT_OPTIONS | NOT_TAKEN]
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -118,9 +118,8 @@ def _configs(source: str | None, options: dict[str, Any]):
     if source is None:
         raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
     opts = {**ADVISE_DEFAULTS, **options, "source": source}
-    data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise")
-    if "min_steps" not in options and task_type(data) == "sft":  # the step budget is classification's recipe
-        train = dataclasses.replace(train, min_steps=None)
+    data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise", exclude=NOT_TAKEN)
+    train = step_budget(train, options, task_type(data) == "sft")
     return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
 
 
@@ -174,14 +173,15 @@ def check_size(prepared, probe_rate: float, noise_folds: int) -> None:
 
 
 def run_probe(probe_dir: Path, data: DataConfig, model: ModelConfig, train: TrainConfig, grads: GradsConfig,
-              score: ScoreConfig, *, device: str, progress: bool = True, force: bool = False) -> RunDir:
-    """One probe: data (planted flips) → fine-tune → gradients → every configuration scored."""
+              score: ScoreConfig, *, device: str, progress: bool = True, force: bool = False,
+              runtime=None) -> RunDir:
+    """One probe: data (planted flips) → fine-tune → gradients → every configuration scored (runtime: how fast)."""
     pr = RunDir(probe_dir)
     with pr.guard(), pr.locked():
         DataStage(pr).run(data, force=force, progress=progress)
-        FinetuneStage(pr).run(model, train, force=force, progress=progress, device=device)
-        GradsStage(pr).run(grads, force=force, progress=progress, device=device)
-        ScoreStage(pr).run(score, force=force, progress=progress)
+        FinetuneStage(pr, runtime=runtime).run(model, train, force=force, progress=progress, device=device)
+        GradsStage(pr, runtime=runtime).run(grads, force=force, progress=progress, device=device)
+        ScoreStage(pr, runtime=runtime).run(score, force=force, progress=progress, device=device)
     return pr
 
 
@@ -266,8 +266,8 @@ class NoiseStage(StageBase):
         return NoiseEstimate(**json.loads((self.path / NOISE_ESTIMATE_FILE).read_text(encoding="utf-8")))
 
 
-def run_noise(out: RunDir, base, data: DataConfig, model: ModelConfig, train: TrainConfig, folds: int, *,
-              device: str, progress: bool = True, force: bool = False, n_boot: int = N_BOOT) -> NoiseEstimate:
+def run_noise(out: RunDir, base, data: DataConfig, model: ModelConfig, train: TrainConfig, folds: int, *, device: str,
+              progress: bool = True, force: bool = False, n_boot: int = N_BOOT, runtime=None) -> NoiseEstimate:
     """Cross-fitting (one fold run per fold under OUT/probes/fold<k>/) and the noise stage."""
     src = out.root / PROBES_DIR / SOURCE_DIR
     dev_file = write_source(base, None, src / "dev.jsonl", "dev")
@@ -280,7 +280,7 @@ def run_noise(out: RunDir, base, data: DataConfig, model: ModelConfig, train: Tr
         with fr.guard(), fr.locked():
             DataStage(fr).run(source_config(base, train_file, dev_file, noise_rate=0.0, seed=data.seed), force=force,
                               progress=progress)
-            FinetuneStage(fr).run(model, train, force=force, progress=progress, device=device)
+            FinetuneStage(fr, runtime=runtime).run(model, train, force=force, progress=progress, device=device)
         fold_dirs.append(fold_dir)
     return NoiseStage(out, fold_dirs, fold_of).run(n_boot, force=force, progress=progress, device=device)
 
@@ -300,7 +300,8 @@ def estimate_noise(out_dir, *, source: str, noise_folds: int = 2, progress: bool
     with out.guard(), out.locked():
         base = DataStage(out).run(data, force=force, progress=progress)
     with out.locked():
-        return run_noise(out, base, data, model, train, noise_folds, device=device, progress=progress, force=force)
+        return run_noise(out, base, data, model, train, noise_folds, device=device, progress=progress, force=force,
+                         runtime=runtime)
 
 
 # ------------------------------------------------------------------------------------------ the advice
@@ -443,7 +444,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
         noise = None
         if noise_folds:
             noise = run_noise(out, base, data, model, train, noise_folds, device=device, progress=progress,
-                              force=force)
+                              force=force, runtime=runtime)
             say(f"[noise] estimated share of wrong labels in your data: {noise} (confident learning, "
                 f"{noise_folds}-fold cross-fitted)")
         src = out.root / PROBES_DIR / SOURCE_DIR
@@ -454,7 +455,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
         for i, s in enumerate(seeds, 1):
             pdir = out.root / PROBES_DIR / str(s)
             run_probe(pdir, probe_config(base, data, train_file, dev_file, noise_rate=probe_rate, seed=s), model, train,
-                      grads, score, device=device, progress=progress, force=force)
+                      grads, score, device=device, progress=progress, force=force, runtime=runtime)
             probe_dirs.append(pdir)
             say(f"[probe {i}/{probes}] seed {s}: fine-tuned, gradients collected, every configuration scored")
         cfg = AdviceConfig(probe_rate=probe_rate, seeds=tuple(seeds), criterion=criterion, kappa_factor=kappa_factor,
@@ -473,7 +474,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
 
 
 def recommended_rank_config(advise_dir: str | os.PathLike) -> dict[str, Any]:
-    """``dict(method=, group=, aggregator=, vote_kappa=)`` of the advisor's pick, for ``suspects --config advised``.
+    """``dict(method=, group=, aggregator=, vote_kappa=)`` of the advisor's pick, for ``li.suspects(..., **it)``.
 
     ``advise_dir``: the advisor's output folder OUT (OUT/advise's checksums are verified) or OUT/advise itself.
     """
@@ -491,7 +492,7 @@ def recommended_rank_config(advise_dir: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise LayerinfError(f"{rec_file} is not a valid advisor recommendation",
                             f"rerun `layerinf advise {Path(advise_dir)} --source YOUR_DATA --force`") from None
-    RankConfig(**out)  # the same checks as --method / --group / --aggregator / --vote-kappa
+    RankConfig(**{k: v for k, v in out.items() if k != "vote_kappa"}), ScoreConfig(vote_kappa=out["vote_kappa"])
     return out
 
 

@@ -58,7 +58,7 @@ from layerinf.evaluation.rankings import FitScores, combine
 from layerinf.evaluation.rankings import percentile_ranks as percentiles
 from layerinf.stages.detect import DEFAULT_TOP, detection_choice
 from layerinf.stages.embed import EmbedStage
-from layerinf.stages.rank import (RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
+from layerinf.stages.rank import (DEFAULT_KAPPA, RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
                                   load_result, write_result)
 from layerinf.store.layout import (DATA, DATA_META_FILE, EMBED, FINETUNE, GRADS, PRED_PROBS_FILE, SUMMARY_FILE,
                                    SUSPECT_SCORES_FILE, SUSPECTS, TEST_LOGITS_FILE)
@@ -306,16 +306,17 @@ class CrossfitStage(StageBase):
         """Fit 0's suspects summary (its group, label names and checkpoint are every fit's)."""
         return json.loads((self.fold_dirs[0].stage_path(SUSPECTS) / SUMMARY_FILE).read_text(encoding="utf-8"))
 
-    def key(self, cfg: RankConfig, model_name: str = "") -> dict:
+    def key(self, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA) -> dict:
         group = self._first_fit()["group"]
         rank = {k: v for k, v in asdict(cfg).items() if k != "folds"}
-        return {"rank": {**rank, "group": group}, "model": model_name,
+        return {"rank": {**rank, "vote_kappa": vote_kappa, "group": group}, "model": model_name,
                 "crossfit": {"folds": self.plan.folds, "rows": self.plan.ranked, "of": self.plan.total}}
 
-    def seed(self, cfg: RankConfig, model_name: str = "") -> int:
+    def seed(self, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA) -> int:
         return int(self.fold_dirs[0].stage_info(DATA)["seed"] or 0)
 
-    def compute(self, st, cfg: RankConfig, model_name: str = "", *, progress=True, device="cpu") -> dict:
+    def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
+                progress=True, device="cpu") -> dict:
         from layerinf.stages.grads import GradsStage
 
         trains = [load_data(run).train for run in self.fold_dirs]
@@ -358,7 +359,7 @@ class CrossfitStage(StageBase):
                                 f"{self.plan.folds - 1} fits", "rerun with --force")
         combined = {c: v / kept for c, v in sums.items()}
         health = health_of(self.fold_dirs)
-        common = dict(method=cfg.method, group=first["group"], aggregator=cfg.aggregator, kappa=cfg.vote_kappa,
+        common = dict(method=cfg.method, group=first["group"], aggregator=cfg.aggregator, kappa=vote_kappa,
                       n=n, label_names=list(first["label_names"]), model=model_name,
                       checkpoint=first.get("checkpoint", ""), coverage=self.plan.describe(), health=health)
         scores_table = pd.DataFrame({"idx": rows["idx"], "source_idx": rows["source_idx"], **combined})

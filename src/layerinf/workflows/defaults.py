@@ -8,3 +8,11 @@ rows is trained on long enough for the model to learn; the paper's 10 epochs are
 SMALL_DATA_RECIPE = {"epochs": 3, "min_steps": 300}
 SUSPECTS_DEFAULTS = {**SMALL_DATA_RECIPE, "max_train": None}
 ADVISE_DEFAULTS = {**SMALL_DATA_RECIPE, "max_train": None}  # as suspects
+
+
+def step_budget(train, options: dict, sft: bool):
+    """The step budget (``min_steps``) is the classification recipe's: instruction data train ``--epochs`` unless
+    ``min_steps`` was given."""
+    import dataclasses
+
+    return dataclasses.replace(train, min_steps=None) if sft and "min_steps" not in options else train

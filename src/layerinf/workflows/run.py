@@ -3,7 +3,7 @@
 prepare (noise) → fine-tune → gradients → scores → filter & retrain → one results table. Every stage is
 reused when finished with the same config and inputs, so a killed run resumes where it stopped. The whole
 config is validated (types, ranges, names, the model, its layer groups, the device) before anything is
-written; a retraining record that no longer matches its checksum makes the ``eval`` stage redo it.
+written; a retraining record that no longer matches its checksum makes the ``retrain`` stage redo it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 
 from layerinf.config import ExperimentConfig
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import EVAL
+from layerinf.store.layout import RETRAIN
 from layerinf.store.rundir import RunDir, atomic_write_json, check_writable_dir
 
 
@@ -82,10 +82,10 @@ def check_config(cfg: ExperimentConfig) -> None:
 
 
 def _records_broken(stage, cfg: ExperimentConfig) -> bool:
-    """True when ``eval`` finished but a retraining record it was made from is missing or fails its checksum."""
-    from layerinf.stages.evaluate import read_record
+    """True when ``retrain`` finished but a retraining record it was made from is missing or fails its checksum."""
+    from layerinf.stages.retrain import read_record
 
-    if not stage.run_dir.is_finished(EVAL, verify=False):
+    if not stage.run_dir.is_finished(RETRAIN, verify=False):
         return False
     try:
         plan, _, _ = stage.plan(cfg.filter, cfg.model, cfg.train)
@@ -124,7 +124,7 @@ def run(config: ExperimentConfig | str | Path, out: str | Path, *, progress: boo
 
 def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, progress: bool, say) -> pd.DataFrame:
     from layerinf.stages.data import DataStage
-    from layerinf.stages.evaluate import EvalStage
+    from layerinf.stages.retrain import RetrainStage
     from layerinf.stages.finetune import FinetuneStage
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.score import ScoreStage
@@ -133,9 +133,8 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         data = DataStage(run_dir).run(cfg.data, progress=progress)
         say(f"[1/5] data: train {len(data.train)} ({int(data.train['noisy'].sum())} noisy), "
             f"influence {len(data.infl)}, test {len(data.test)}")
-        gc = cfg.runtime.gradient_checkpointing
-        ft = FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=progress,
-                                                                  device=device)
+        rt = cfg.runtime  # how fast, not what: no stage's key holds it
+        ft = FinetuneStage(run_dir, runtime=rt).run(cfg.model, cfg.train, progress=progress, device=device)
         say(f"[2/5] fine-tuned {cfg.model.name} on {device}: best influence-loss epoch {ft.best_epoch}, "
             f"test accuracy at that epoch {ft.accuracy_at_best_epoch:.4f} (best over epochs {ft.best_accuracy:.4f})")
         from layerinf.stages.finetune import health_warning
@@ -143,10 +142,10 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         warning = health_warning(run_dir)
         if warning:
             say(f"WARNING: {warning}")
-        GradsStage(run_dir, executor=executor, task_device=device, gradient_checkpointing=gc).run(
-            cfg.grads, shards=cfg.runtime.grad_shards, progress=progress, device=device)
+        GradsStage(run_dir, executor=executor, task_device=device, runtime=rt).run(
+            cfg.grads, shards=rt.grad_shards, progress=progress, device=device)
         say("[3/5] per-sample gradients stored")
-        table = ScoreStage(run_dir, echo=say).run(cfg.score, progress=progress, device=device)
+        table = ScoreStage(run_dir, echo=say, runtime=rt).run(cfg.score, progress=progress, device=device)
         best = f"best NDR@30 {table['ndr_30'].max():.3f} (random: 0.30)" if "ndr_30" in table else "no noise mask"
         say(f"[4/5] scored {len(table)} configurations; {best}")
         if warning:
@@ -155,11 +154,11 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
             atomic_write_json(run_dir.layout.config, cfg.to_dict())
             say("[5/5] retraining skipped (filter.retrain: false)")
             return pd.DataFrame()
-        evaluate = EvalStage(run_dir, executor=executor, task_device=device, gradient_checkpointing=gc)
-        redo = _records_broken(evaluate, cfg)
+        retrain = RetrainStage(run_dir, executor=executor, task_device=device, runtime=rt)
+        redo = _records_broken(retrain, cfg)
         if redo:
             say("[5/5] a retraining record is missing or corrupted: redoing it")
-        results = evaluate.run(cfg.filter, cfg.model, cfg.train, progress=progress, device=device, force=redo)
+        results = retrain.run(cfg.filter, cfg.model, cfg.train, progress=progress, device=device, force=redo)
         atomic_write_json(run_dir.layout.config, cfg.to_dict())  # the config of the last complete run
     say(f"[5/5] retrained {len(results)} filtered subsets → {run_dir.layout.results('csv')}")
     return results

@@ -41,21 +41,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-from layerinf.config import DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, TrainConfig, split_options
+from layerinf.config import (SCALE_OUT, DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig,
+                             TrainConfig, runtime_options, runtime_options_except, split_options)
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import DATA, FINETUNE, GRADS
 from layerinf.store.rundir import RunDir, check_writable_dir
-from layerinf.workflows.defaults import SUSPECTS_DEFAULTS
+from layerinf.workflows.defaults import SUSPECTS_DEFAULTS, step_budget
 
 # the stage modules (torch, pandas) are imported when used, so that `layerinf --help` and option errors are quick
 
-SECTIONS = (DataConfig, ModelConfig, TrainConfig, RankConfig, RuntimeConfig)
+SECTIONS = (DataConfig, ModelConfig, TrainConfig, RankConfig, ScoreConfig, RuntimeConfig)
 NOT_OPTIONS = {"noise_rate"}  # suspects never injects noise
+RUN_RUNTIME = runtime_options("grads", "score") - SCALE_OUT  # what applies to ranking another run (run=)
+# of the score section only Vote's κ (the ranking is one configuration); of the runtime section what its stages use
+NOT_TAKEN = frozenset({f.name for f in dataclasses.fields(ScoreConfig)} - {"vote_kappa"}) | SCALE_OUT | (
+    runtime_options_except("finetune", "grads", "score"))
 
 
 def suspects_options() -> list[tuple[type, dataclasses.Field]]:
     """(section, field) of every option ``suspects`` takes, in CLI order."""
-    return [(cls, f) for cls in SECTIONS for f in dataclasses.fields(cls) if f.name not in NOT_OPTIONS]
+    return [(cls, f) for cls in SECTIONS for f in dataclasses.fields(cls)
+            if f.name not in NOT_OPTIONS and f.name not in NOT_TAKEN]
 
 
 def _configs(source: str | None, options: dict[str, Any]):
@@ -63,12 +69,12 @@ def _configs(source: str | None, options: dict[str, Any]):
     bad = sorted(NOT_OPTIONS & set(opts))
     if bad:
         raise LayerinfError(f"suspects does not take {', '.join(bad)}", "suspects ranks your labels as they are")
-    data, model, train, rank, runtime = split_options(
-        {**({"source": source} if source is not None else {}), **opts}, *SECTIONS, where="suspects")
+    data, model, train, rank, score, runtime = split_options(
+        {**({"source": source} if source is not None else {}), **opts}, *SECTIONS, where="suspects", exclude=NOT_TAKEN)
     if rank.method == "tracin_cp":
         raise LayerinfError("suspects ranks with the gradients of one checkpoint; tracin_cp needs several",
                             "use --method tracin (or run `layerinf run` with grads.tracin_checkpoints for TracInCP)")
-    return dataclasses.replace(data, noise_rate=0.0), model, train, rank, runtime
+    return dataclasses.replace(data, noise_rate=0.0), model, train, rank, score.vote_kappa, runtime
 
 
 def __getattr__(name: str):  # the stage-level names this module has always exported, imported on first use
@@ -187,7 +193,8 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
     into ``out_dir`` with no noise and no cap; then fine-tuned (``epochs`` default 3) or, with ``adapter=``
     (a layerinf ``.safetensors`` file or a PEFT folder), imported. ``run=``: an existing run directory whose
     data and gradients are used. Options: every field of DataConfig (not noise_rate), ModelConfig,
-    TrainConfig, RankConfig and RuntimeConfig, by the same names as everywhere. Outputs: ``out_dir/suspects/``.
+    TrainConfig, RankConfig, ``vote_kappa`` (ScoreConfig) and the RuntimeConfig options of its stages (not the
+    Ray ones), by the same names as everywhere. Outputs: ``out_dir/suspects/``.
     With ``folds`` ≥ 2 (default 3) and no ``dev_source`` every row is ranked by cross-fitting (the fits in
     ``out_dir/folds/fold-<k>/``; see the module docstring); ``result.coverage`` says how many rows were ranked
     and how, ``result.health`` holds the warnings of fits whose model did not clearly learn.
@@ -200,11 +207,11 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
         )
     if run is not None:
         extra = sorted(k for k, v in {"adapter": adapter, **options}.items() if v is not None and k not in
-                       {f.name for f in dataclasses.fields(RankConfig)} | {"device"})
+                       {f.name for f in dataclasses.fields(RankConfig)} | {"vote_kappa"} | RUN_RUNTIME)
         if extra:
             raise LayerinfError(f"option(s) {', '.join(extra)} only apply with source=",
                                 "a run directory already holds its data and model; drop them or use source=")
-    data, model, train, rank, runtime = _configs(source, options)
+    data, model, train, rank, kappa, runtime = _configs(source, options)
     check_writable_dir(out_dir, "output folder")
     out = RunDir(out_dir)
     if run is not None:
@@ -236,18 +243,18 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             ft_model = ModelConfig(**StageSummary(work, FINETUNE)["model"])
             check_group(rank, num_layers_of(ft_model))
             with work.guard():
-                GradsStage(work).run(GradsConfig(), progress=progress, device=device)
+                GradsStage(work, runtime=runtime).run(GradsConfig(), progress=progress, device=device)
         model_name = StageSummary(work, FINETUNE)["model"]["name"]
         with out.guard():
-            return RankStage(out, source=work).run(rank, model_name, force=force, progress=progress)
+            return RankStage(out, source=work, runtime=runtime).run(rank, model_name, kappa, force=force,
+                                                                    progress=progress)
 
     needs_we = check_group(rank, num_layers_of(model))  # fail before training, not after (resolves the model name)
     from layerinf.stages.data import task_type
 
     sft_raw = None
     if task_type(data) == "sft":
-        if "min_steps" not in options:  # the step budget is the classification recipe's; SFT trains --epochs
-            train = dataclasses.replace(train, min_steps=None)
+        train = step_budget(train, options, True)
         from layerinf.model.causal import check_causal_adapter, check_causal_model
 
         check_causal_model(model)
@@ -265,8 +272,8 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
         raise LayerinfError(f"--ranking {rank.ranking} needs cross-fitted classification data (out-of-sample "
                             "probabilities for every row)", "drop --ranking (one fit ranks by influence), or use "
                             "--folds 3 without --dev-source / --adapter on a labelled file")
-    fit = dict(model=model, train=train, rank=rank, adapter=adapter_path, needs_we=needs_we, device=device,
-               progress=progress, force=force, gradient_checkpointing=runtime.gradient_checkpointing)
+    fit = dict(model=model, train=train, rank=rank, vote_kappa=kappa, adapter=adapter_path, needs_we=needs_we,
+               device=device, progress=progress, force=force, runtime=runtime)
     if plan is None:
         from layerinf.stages.data import DataStage
 
@@ -287,13 +294,14 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
 
             EmbedStage(out, plan.rows, len(plan.label_names)).run(model, int(data.seed), progress=progress,
                                                                     device=device)
-        return CrossfitStage(out, folds, plan).run(rank, model.name, force=force, progress=progress)
+        return CrossfitStage(out, folds, plan).run(rank, model.name, kappa, force=force, progress=progress)
 
 
 def fit_and_rank(run: RunDir, data_stage, data: DataConfig, *, model: ModelConfig, train: TrainConfig,
-                 rank: RankConfig, adapter: Path | None, needs_we: bool, device: str, progress: bool = True,
-                 force: bool = False, gradient_checkpointing: bool = False):
-    """One fit in ``run``: data (``data_stage``) → finetune (or the imported ``adapter``) → grads → suspects."""
+                 rank: RankConfig, vote_kappa: float, adapter: Path | None, needs_we: bool, device: str,
+                 progress: bool = True, force: bool = False, runtime: RuntimeConfig | None = None):
+    """One fit in ``run``: data (``data_stage``) → finetune (or the imported ``adapter``) → grads → suspects
+    (``runtime``: how fast, e.g. gradient checkpointing and batch sizes; not part of any stage's key)."""
     from layerinf.stages.finetune import AdapterStage, FinetuneStage
     from layerinf.stages.base import StageSummary
     from layerinf.stages.grads import GradsStage
@@ -301,15 +309,14 @@ def fit_and_rank(run: RunDir, data_stage, data: DataConfig, *, model: ModelConfi
 
     data_stage.run(data, force=force, progress=progress)
     if adapter is not None:
-        AdapterStage(run).run(model, adapter, progress=progress, device=device)
+        AdapterStage(run, runtime=runtime).run(model, adapter, progress=progress, device=device)
     else:
-        FinetuneStage(run, gradient_checkpointing=gradient_checkpointing).run(model, train, progress=progress,
-                                                                               device=device)
+        FinetuneStage(run, runtime=runtime).run(model, train, progress=progress, device=device)
     # row-sparse WE gradients (the costliest part) only when the group uses WE, or to reuse a store that has them
     prev = run.stage_info(GRADS)["config"]["grads"] if run.is_finished(GRADS, verify=False) else {}
-    GradsStage(run, gradient_checkpointing=gradient_checkpointing).run(
+    GradsStage(run, runtime=runtime).run(
         GradsConfig(include_we=needs_we or bool(prev.get("include_we", False))), progress=progress, device=device)
-    return RankStage(run).run(rank, model.name, force=force, progress=progress)
+    return RankStage(run, runtime=runtime).run(rank, model.name, vote_kappa, force=force, progress=progress)
 
 
 __all__ = ["SuspectsResult", "find_suspects", "fit_and_rank", "summary_table", "suspects_options", "SUSPECTS_DEFAULTS", "load_data",

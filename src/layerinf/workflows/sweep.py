@@ -6,7 +6,7 @@ data → finetune → grads → scores in the unit's run directory (the stages w
 Ray the sweep directory must be on a filesystem every node sees, at the same path: docs/ray.md), then every
 retraining of every unit is its own task, so the retrainings of all units fill the workers. Workers return
 the retraining records; this process (the driver) writes them as they arrive and finishes each unit's
-``eval`` stage when its last record is in. A finished task is reused by a rerun (stages by their
+``retrain`` stage when its last record is in. A finished task is reused by a rerun (stages by their
 ``stage.json``, retrainings by their records), also after the driver was killed.
 
 The combined table is ``SWEEP/results.parquet|csv`` with a ``unit`` column and one column per grid key.
@@ -24,7 +24,7 @@ import pandas as pd
 
 from layerinf.config import ExperimentConfig
 from layerinf.errors import LayerinfError
-from layerinf.store.layout import EVAL, SweepLayout
+from layerinf.store.layout import RETRAIN, SweepLayout
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json, config_hash
 from layerinf.workflows.executor import Executor, Task, make_executor, run_graph
 from layerinf.workflows.run import run
@@ -70,10 +70,10 @@ def unit_chain(raw_cfg: dict, out: str) -> dict:
     run_dir = RunDir(out)
     with run_dir.guard(), run_dir.locked():
         DataStage(run_dir).run(cfg.data, progress=False)
-        gc = cfg.runtime.gradient_checkpointing
-        FinetuneStage(run_dir, gradient_checkpointing=gc).run(cfg.model, cfg.train, progress=False, device=device)
-        GradsStage(run_dir, gradient_checkpointing=gc).run(cfg.grads, progress=False, device=device)
-        ScoreStage(run_dir).run(cfg.score, progress=False)
+        rt = cfg.runtime  # how fast, not what
+        FinetuneStage(run_dir, runtime=rt).run(cfg.model, cfg.train, progress=False, device=device)
+        GradsStage(run_dir, runtime=rt).run(cfg.grads, progress=False, device=device)
+        ScoreStage(run_dir, runtime=rt).run(cfg.score, progress=False, device=device)
     return {"device": device}
 
 
@@ -127,7 +127,7 @@ class _Unit:
     def __init__(self, name: str, cfg: ExperimentConfig, out: Path):
         self.name, self.cfg, self.out = name, cfg, out
         self.run_dir = RunDir(out)
-        self.stage = None  # its EvalStage, once its chain is done
+        self.stage = None  # its RetrainStage, once its chain is done
         self.plan = None
         self.pending: set = set()
         self.redo = False
@@ -136,7 +136,7 @@ class _Unit:
 
 def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) -> tuple[list[str], int]:
     """The sweep as one task graph on ``ex``; returns (failure lines, number of tasks)."""
-    from layerinf.stages.evaluate import EvalStage, read_record
+    from layerinf.stages.retrain import RetrainStage, read_record
 
     logs = layout.root / LOGS_DIR
     locks = contextlib.ExitStack()
@@ -145,11 +145,11 @@ def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) 
     failures: list[str] = []
 
     def finish(u: _Unit) -> None:
-        """All records in: the unit's eval stage (no training left) and its config, written here."""
+        """All records in: the unit's retrain stage (no training left) and its config, written here."""
         cfg = u.cfg
         try:
             with u.run_dir.guard():
-                stage = EvalStage(u.run_dir, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+                stage = RetrainStage(u.run_dir, runtime=cfg.runtime)
                 stage.run(cfg.filter, cfg.model, cfg.train, progress=False, device=u.device, force=u.redo)
                 atomic_write_json(u.run_dir.layout.config, cfg.to_dict())
         except LayerinfError as exc:
@@ -168,10 +168,10 @@ def _sweep_graph(ex: Executor, units, layout: SweepLayout, say, progress: bool) 
                 say(f"unit {u.name}: done (retraining skipped)")
                 return []
             try:
-                locks.enter_context(u.run_dir.locked())  # held until the unit's eval stage is written
-                u.stage = EvalStage(u.run_dir, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+                locks.enter_context(u.run_dir.locked())  # held until the unit's retrain stage is written
+                u.stage = RetrainStage(u.run_dir, runtime=cfg.runtime)
                 u.plan, _, _ = u.stage.plan(cfg.filter, cfg.model, cfg.train)
-                u.redo = u.run_dir.is_finished(EVAL, verify=False) and any(read_record(p[4]) is None for p in u.plan)
+                u.redo = u.run_dir.is_finished(RETRAIN, verify=False) and any(read_record(p[4]) is None for p in u.plan)
                 tasks = u.stage.retrain_tasks(u.plan, cfg.model, cfg.train, device=cfg.runtime.device,
                                               label=f"unit {name}: ")
             except LayerinfError as exc:

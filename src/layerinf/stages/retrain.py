@@ -1,11 +1,15 @@
-"""The ``eval`` stage: remove the bottom fraction by every configuration and baseline, retrain, compare.
+"""The ``retrain`` stage (``layerinf retrain RUN``, ``li.retrain``): the paper's filter-and-retrain experiment.
 
 For each retrained configuration (``filter.configs``, default every scored one) and baseline (``none``,
 ``random``, the noise-aware ``oracle``) the lowest ``filter.fraction`` of the training set is removed and the
-model is retrained from the same initial checkpoint with the same recipe. Each retraining is a small JSON
-record under ``RUN/retrain/`` keyed by the exact kept subset, the initial checkpoint and the recipe, with its
-own checksum: configurations that remove the same examples share one retraining, a killed run resumes where
-it stopped, and an edited or broken record is redone rather than trusted.
+model is retrained from the same initial checkpoint with the recipe it was fine-tuned with
+(``finetuned_recipe``). Each retraining is a small JSON record under ``RUN/retrain/records/`` keyed by the exact
+kept subset, the initial checkpoint and the recipe, with its own checksum, written as soon as it is done:
+configurations that remove the same examples share one retraining, a killed run resumes where it stopped, and
+an edited or broken record is redone rather than trusted. When every record is in, the results table is written
+and the records are copied into the new stage folder (``retrain/results.parquet|csv``, ``retrain/records/``), so
+the stage's checksums cover them too: a missing or edited record makes the stage redo itself (and that one
+retraining). Records of other filter options stay (a return to earlier options retrains nothing).
 
 ``filter.repeats: R`` retrains every kept subset R times, with the training seeds ``train_seed``,
 ``train_seed + 1``, …: one record per (kept subset, seed), keyed like the others (the seed is part of the
@@ -16,8 +20,8 @@ t-interval) and flags retrainings that collapsed to the majority class.
 
 Each retraining is a task (``retrain_task``): it reads the run and returns its record, and this process
 writes the record as it arrives. Without an executor the tasks run here one by one, as always; with one
-(``EvalStage(run, executor=...)``, ``workflows.executor``: local processes or Ray, docs/ray.md) they run in
-parallel, with the same results.
+(``RetrainStage(run, executor=...)``, ``workflows.executor``: local processes or Ray, docs/ray.md) they run in
+parallel, with the same results. The metrics themselves (NDR, AUC, the filter order) are ``layerinf.evaluation``'s.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict
+import shutil
+from dataclasses import asdict, fields
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -34,8 +39,9 @@ from layerinf.config import BASELINES, FilterConfig, ModelConfig, TrainConfig
 from layerinf.errors import LayerinfError
 from layerinf.evaluation import metrics
 from layerinf.stages.base import StageBase
-from layerinf.store.layout import AGGREGATED_FILE, DATA, EVAL, FINETUNE, RESULTS, SCORE_TABLE, SCORES, adapter_file, table_file
-from layerinf.store.rundir import atomic_write_json, config_hash
+from layerinf.store.layout import (AGGREGATED_FILE, DATA, FINETUNE, RECORDS_DIR, RESULTS, RETRAIN, SCORE_TABLE, SCORES,
+                                   adapter_file, record_file, table_file)
+from layerinf.store.rundir import RunDir, atomic_write_json, config_hash
 
 METRIC_COLUMNS = ["ndr_30", "auc_ndr", "roc_auc", "cancellation"]
 
@@ -80,6 +86,20 @@ def write_record(path: Path, record: dict) -> None:
     atomic_write_json(path, {"record": record, "sha256": _record_sha(record)})
 
 
+def finetuned_recipe(run_dir) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training recipe the run was fine-tuned with (learning rate and seed resolved): what every
+    retraining repeats. A run whose model was imported (``--adapter``) has neither an initial checkpoint nor a
+    recipe: a clear error."""
+    info = RunDir(run_dir).stage_info(FINETUNE)
+    summary = info.get("summary") or {}
+    if summary.get("imported") or "train" not in (info.get("config") or {}):
+        raise LayerinfError(f"the model of {RunDir(run_dir).root} was imported (an adapter): there is no initial "
+                            "checkpoint or recipe to retrain from", "fine-tune it: `layerinf finetune RUN`")
+    names = {f.name for f in fields(TrainConfig)}  # an older stage's key may hold options since moved to runtime
+    train = TrainConfig(**{k: v for k, v in info["config"]["train"].items() if k in names})
+    return ModelConfig(**summary["model"]), train
+
+
 def run_tasks(executor, tasks: list[dict], on_result, *, progress: bool, desc: str) -> list:
     """Run task dicts (``fn``, ``args``, ``label``, ``key``, ``log``) on ``executor`` (its ``run_tasks``), or
     without one here, one by one (errors propagate), calling ``on_result(key, value)`` as each finishes.
@@ -116,12 +136,13 @@ def _retrain_context(run_root: str, device: str):
 
 
 def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: TrainConfig, rec: dict,
-                 device: str, gradient_checkpointing: bool = False) -> dict:
+                 device: str, gradient_checkpointing: bool = False, eval_batch_size: int = 64) -> dict:
     """One retraining (a task: it reads the run, writes nothing) → ``{"record", "device"}``.
 
     ``device`` is resolved here, on the worker (``auto`` picks the worker's GPU); ``rec["train_seed"]`` is the
     seed of this retraining (the run's training seed plus the repeat). ``gradient_checkpointing`` recomputes
-    activations in the backward pass (less memory, same results; ``RuntimeConfig.gradient_checkpointing``)."""
+    activations in the backward pass (less memory, same results) and ``eval_batch_size`` is the batch of the
+    evaluation passes: ``RuntimeConfig``, how fast, not what."""
     from layerinf.engine import train as train_mod
     from layerinf.model import resolve_device
 
@@ -132,14 +153,14 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
     res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
                         seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False,
                         gradient_checkpointing=bool(gradient_checkpointing),
-                        objective=task.objective(prepared, train))
+                        objective=task.objective(prepared, train), eval_batch_size=int(eval_batch_size))
     n = len(enc["train"])
     record = {
         "kept": int(len(kept)), "best_accuracy": res.best_accuracy,
         "accuracy_at_best_epoch": res.accuracy_at_best_epoch, "best_epoch": res.best_epoch,
         "history": res.history.to_dict(orient="list"), "first_config": first_config,
         "train_seed": int(rec["train_seed"]),
-    }  # no wall-clock time: identical runs write identical records (the eval stage.json times the stage)
+    }  # no wall-clock time: identical runs write identical records (the retrain stage.json times the stage)
     return {"record": record, "device": device, "removed": n - len(kept)}
 
 
@@ -155,25 +176,26 @@ def _baseline_metrics(s: np.ndarray | None, noisy: np.ndarray) -> dict[str, floa
             "roc_auc": float(metrics.roc_auc(s, noisy)), "cancellation": float("nan")}
 
 
-class EvalStage(StageBase):
+class RetrainStage(StageBase):
     """Filter and retrain; writes ``results.parquet|csv`` (one row per configuration or baseline, and per repeat
-    when ``filter.repeats`` > 1)."""
+    when ``filter.repeats`` > 1) and the retraining records (``records/``)."""
 
-    name = EVAL
+    name = RETRAIN
     upstream = (DATA, FINETUNE, SCORES)
-    artifacts = (table_file(RESULTS), table_file(RESULTS, "csv"))
+    artifacts = (table_file(RESULTS), table_file(RESULTS, "csv"), RECORDS_DIR)
 
     def __init__(self, run_dir, echo=None, *, source=None, executor=None, task_device: str | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool | None = None, runtime=None):
         """``executor``: where the retrainings run, a ``workflows.executor.Executor`` (``make_executor("ray")``);
         default: one by one in this process, as always. ``task_device``: the device each task resolves on its
         worker (e.g. ``"auto"`` on a cluster of GPU nodes); default: the stage's device.
-        ``gradient_checkpointing``: ``RuntimeConfig.gradient_checkpointing`` for the retrainings (where to
-        compute, not what: it is no part of the stage's key or of a record's)."""
-        super().__init__(run_dir, echo, source=source)
+        ``gradient_checkpointing`` (None: ``runtime``'s) and ``runtime.eval_batch_size`` for the retrainings
+        (how fast, not what: no part of the stage's key or of a record's)."""
+        super().__init__(run_dir, echo, source=source, runtime=runtime)
         self.executor = executor
         self.task_device = task_device
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+        gc = self.runtime.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+        self.gradient_checkpointing = bool(gc)
 
     def key(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig) -> dict:
         from layerinf.stages.finetune import recipe
@@ -216,7 +238,7 @@ class EvalStage(StageBase):
         for kind, name, s in units:
             kept = np.arange(n) if s is None else np.sort(metrics.filter_order(s)[removed:])
             for r, salt in enumerate(salts):
-                plan.append((kind, name, s, kept, run.layout.retrain / f"{_unit_key(kept, salt)}.json", r))
+                plan.append((kind, name, s, kept, run.layout.record(_unit_key(kept, salt)), r))
         return plan, table, noisy
 
     def compute(self, st, filt: FilterConfig, model: ModelConfig, train: TrainConfig, *, progress=True,
@@ -226,6 +248,9 @@ class EvalStage(StageBase):
         results = self._results(plan, table, noisy, model, repeats=filt.repeats)
         results.to_parquet(st.out(table_file(RESULTS)), index=False)
         results.to_csv(st.out(table_file(RESULTS, "csv")), index=False)
+        for path in sorted(self.run_dir.layout.records.glob("*.json")):  # every intact record, these options' and
+            if read_record(path) is not None:  # earlier ones': the new folder replaces retrain/ as a whole
+                shutil.copy2(path, st.out(record_file(path.stem)))  # its time stamp too: when it was made
         return {"rows": len(results), "retrainings": len({p[4] for p in plan})}
 
     def retrain_tasks(self, plan, model: ModelConfig, train: TrainConfig, *, device: str, label: str = "") -> list:
@@ -245,7 +270,7 @@ class EvalStage(StageBase):
             which = f", seed {seeded['train_seed']}" if r else ""
             tasks.append({"fn": retrain_task,
                           "args": (str(self.run_dir.root), kept, name, train, seeded, device,
-                                   self.gradient_checkpointing),
+                                   self.gradient_checkpointing, self.runtime.eval_batch_size),
                           "label": f"{label}retraining without the {removed} chosen by {name}{which} "
                                    f"(record {path.stem})",
                           "key": path, "log": path.with_suffix(".log")})
