@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "layerinf"
 # * model, evaluation ("—") and influence ("nothing model-facing", read strictly: pure math) import the ground floor
 #   only; workflows may not import the report, nor the report a stage or workflow;
 # * `api` (not in the table) is the Python API over workflows and the report; `cli` is "a thin layer over the API";
-#   `terminal` (rich tables) is the CLI's; `__init__` is the package face, which offers the API.
+#   `terminal` (rich tables) and `cli_options` (options made from the config) are the CLI's; `__init__` is the package face, which offers the API.
 MAY_IMPORT = {
     "store": set(),
     "data": {"store"},
@@ -34,7 +34,8 @@ MAY_IMPORT = {
     "reporting": {"evaluation", "store"},
     "api": {"workflows", "reporting"},
     "terminal": set(),
-    "cli": {"api", "workflows", "terminal"},
+    "cli_options": set(),
+    "cli": {"api", "workflows", "terminal", "cli_options"},
     "__init__": {"api"},
 }
 # The ground floor: top-level modules that every package may import and that import only each other: the one

@@ -151,7 +151,7 @@ def test_suspects_takes_every_option_but_noise_rate():
 def test_workflow_commands_take_exactly_their_workflows_options(command, listed):
     names = {option_name(c.section(), f.name) for c, f in listed()}
     fixed = {"out", "run", "adapter", "force", "probe_rate", "probes", "noise_folds", "kappa_factor", "criterion"}
-    assert set(_click_options(command)) - fixed == names
+    assert set(_click_options(command)) - (fixed - names) == names  # suspects: probe_rate is a rank option
 
 
 @pytest.mark.parametrize("raw, match", [

@@ -1,6 +1,6 @@
 """The ``layerinf`` command: a thin layer over the Python API, its options made from the config dataclasses.
 
-Every stage option is a field of a dataclass in ``layerinf.config``; ``_options`` turns those fields into
+Every stage option is a field of a dataclass in ``layerinf.config``; ``cli_options._options`` turns those fields into
 typer options with the same name (``vote_kappa`` → ``--vote-kappa``), default and help text, so the CLI, the
 API and the YAML cannot drift apart. Errors (bad input, usage errors, I/O problems) print one line
 ``error: <problem> — <fix>`` and exit with status 2; ``--debug`` or ``LAYERINF_DEBUG=1`` shows the traceback.
@@ -13,14 +13,14 @@ import inspect
 import logging
 import os
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 
 from layerinf.config import (SCALE_OUT, DataConfig, FilterConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig,
-                             ScoreConfig, TrainConfig, option_name, runtime_options_except)
+                             ScoreConfig, TrainConfig, runtime_options_except)
+from layerinf.cli_options import _arg, _opt, _options, given
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import RunLayout, SweepLayout
 
@@ -51,46 +51,6 @@ def _echo(console) -> Callable[[str], None]:
 # ------------------------------------------------------------------------------------------------ options
 
 
-def _cli_type(tp: Any) -> Any:
-    """The typer annotation for a config field type (lists are given comma-separated)."""
-    args = typing.get_args(tp)
-    optional = type(None) in args
-    inner = next((a for a in args if a is not type(None)), tp) if args and typing.get_origin(tp) is not list else tp
-    if typing.get_origin(inner) is list:
-        return Optional[str]
-    return Optional[inner] if optional else inner
-
-
-def _cli_default(value: Any) -> Any:
-    return ",".join(map(str, value)) if isinstance(value, list) else value
-
-
-def field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]
-
-
-def _options(*sections: type, exclude: set[str] = frozenset(), presets: dict[str, Any] | None = None
-             ) -> list[inspect.Parameter]:
-    """One typer option per config field of ``sections`` (flat name, default, help from the dataclass)."""
-    presets = presets or {}
-    params = []
-    for cls in sections:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            flat = option_name(cls.section(), f.name)
-            if flat in exclude or f.metadata.get("hidden"):
-                continue
-            default = presets.get(flat, field_default(f))
-            flag = "--" + flat.replace("_", "-")
-            tp = _cli_type(hints[f.name])
-            decls = [flag] if tp not in (bool, Optional[bool]) else [f"{flag}/--no-{flag[2:]}"]
-            opt = typer.Option(_cli_default(default), *decls, help=f.metadata.get("help", ""), show_default=True)
-            params.append(inspect.Parameter(flat, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp))
-    return params
-
-
 def command(name: str, fixed: list[inspect.Parameter], sections: tuple[type, ...] = (), *,
             exclude: set[str] = frozenset(), presets: dict[str, Any] | None = None) -> Callable:
     """Register ``fn(**kwargs)`` as a subcommand whose options are ``fixed`` plus the sections' fields."""
@@ -104,23 +64,6 @@ def command(name: str, fixed: list[inspect.Parameter], sections: tuple[type, ...
         return fn
 
     return decorator
-
-
-def given(fn: Callable, kwargs: dict[str, Any], *names: str) -> dict[str, Any]:
-    """The config options of ``kwargs`` that differ from the command's defaults (others are the API's own)."""
-    defaults = fn.option_defaults  # type: ignore[attr-defined]
-    return {k: v for k, v in kwargs.items() if k in defaults and k not in names and v != defaults[k]}
-
-
-def _arg(name: str, annotation: Any, help: str) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=typer.Argument(..., help=help),
-                             annotation=annotation)
-
-
-def _opt(name: str, annotation: Any, default: Any, help: str, *decls: str) -> inspect.Parameter:
-    flag = decls or ("--" + name.replace("_", "-"),)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                             default=typer.Option(default, *flag, help=help), annotation=annotation)
 
 
 FORCE = _opt("force", bool, False, "Redo the stage even if it finished.")
