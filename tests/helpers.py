@@ -58,6 +58,19 @@ def layerinf_script() -> str:
     return found
 
 
+def run_main(args, capsys) -> tuple[int, str, str]:
+    """``layerinf *args`` in this process (``layerinf.cli.main``): exit code, stdout, stderr."""
+    from layerinf.cli import main
+
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def layerinf_env(**overrides: str | None) -> dict:
     """The environment of a console-script child: offline, no debug tracebacks, 100 columns, one thread.
     ``NAME=value`` overrides a default; ``NAME=None`` leaves NAME as this process has it."""

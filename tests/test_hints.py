@@ -5,19 +5,9 @@ import pandas as pd
 import pytest
 
 import layerinf as li
-from layerinf.cli import main
+from helpers import run_main
 from layerinf.errors import LayerinfError
 from layerinf.store.rundir import RunDir
-
-
-def _run(args, capsys):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _one_line(err: str) -> str:
@@ -28,7 +18,7 @@ def _one_line(err: str) -> str:
 
 def test_prepare_without_a_source_is_refused_and_writes_nothing(tmp_path, capsys):
     run = tmp_path / "run"
-    code, _, err = _run(["prepare", run], capsys)
+    code, _, err = run_main(["prepare", run], capsys)
     line = _one_line(err)
     assert code == 2 and "no data source" in line and "--source YOUR_DATA" in line and "demo" in line
     assert not run.exists()
@@ -40,14 +30,14 @@ def test_prepare_without_a_source_is_refused_and_writes_nothing(tmp_path, capsys
 def test_a_config_without_data_source_is_refused(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: c\nmodel: {name: 'shape:tiny-bert'}\n")
-    code, _, err = _run(["run", cfg, "--out", tmp_path / "out"], capsys)
+    code, _, err = run_main(["run", cfg, "--out", tmp_path / "out"], capsys)
     line = _one_line(err)
     assert code == 2 and "set data.source" in line and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", ["score", "finetune", "grads"])
 def test_a_missing_run_folder_names_the_source_to_add(tmp_path, capsys, command):
-    code, _, err = _run([command, tmp_path / "nothere"], capsys)
+    code, _, err = run_main([command, tmp_path / "nothere"], capsys)
     line = _one_line(err)
     assert code == 2 and "does not exist" in line
     assert f"layerinf prepare {tmp_path / 'nothere'} --source YOUR_DATA" in line and "--source demo" in line
@@ -56,7 +46,7 @@ def test_a_missing_run_folder_names_the_source_to_add(tmp_path, capsys, command)
 
 def test_an_empty_run_folder_names_the_source_to_add(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code, _, err = _run(["finetune", tmp_path / "empty"], capsys)
+    code, _, err = run_main(["finetune", tmp_path / "empty"], capsys)
     assert code == 2 and "--source YOUR_DATA" in _one_line(err)
 
 
@@ -71,10 +61,10 @@ def test_a_redo_hint_repeats_the_recorded_source(tmp_path):
 def test_report_on_a_run_that_is_not_scored_or_a_stage_folder(tmp_path, capsys):
     run = tmp_path / "run"
     li.prepare(run, source="demo", max_train=40, max_dev=20, progress=False)
-    code, _, err = _run(["report", run], capsys)
+    code, _, err = run_main(["report", run], capsys)
     line = _one_line(err)
     assert code == 2 and "not been scored yet" in line and f"layerinf finetune {run}" in line
-    code, _, err = _run(["report", run / "data"], capsys)
+    code, _, err = run_main(["report", run / "data"], capsys)
     line = _one_line(err)
     assert code == 2 and "stage folder" in line and f"layerinf report {run}`" in line
     assert not (run / "report").exists()
@@ -90,7 +80,7 @@ def test_report_on_a_suspects_folder_says_what_it_is(tmp_path, capsys):
                 epochs=1, max_length=16, folds=2, progress=False)
     RunDir(out).require("suspects")  # its folds' stages are found (no "was redone since")
     for folder in (out, out / "suspects"):
-        code, _, err = _run(["report", folder], capsys)
+        code, _, err = run_main(["report", folder], capsys)
         line = _one_line(err)
         assert code == 2 and "`layerinf suspects`" in line and "redone" not in line, line
         assert str(out / "suspects" / "index.html") in line and "layerinf run CONFIG" in line

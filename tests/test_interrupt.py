@@ -3,16 +3,15 @@ with 130, leaves no half-written stage, and the same command run again resumes f
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import layerinf as li
+from helpers import layerinf_script
 from layerinf.cli import EXIT_INTERRUPTED, INTERRUPTED
 from layerinf.store.layout import STAGE_FILE, STAGES
 from layerinf.store.rundir import RunDir
@@ -20,14 +19,6 @@ from layerinf.store.rundir import RunDir
 pytestmark = pytest.mark.slow  # runs the console script
 
 TINY = ["--model", "shape:tiny-bert", "--max-length", "16"]
-
-
-def _script() -> str:
-    here = Path(sys.executable).parent / "layerinf"
-    found = str(here) if here.exists() else shutil.which("layerinf")
-    if not found:
-        pytest.skip("the layerinf console script is not installed (pip install -e .)")
-    return found
 
 
 def _temporaries(root: Path) -> list[Path]:
@@ -40,7 +31,7 @@ def _interrupt(args, ready, tmp_path: Path, debug: bool = False, limit: float = 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LAYERINF_DEBUG": "1" if debug else "0", "COLUMNS": "120"}
     err_file = tmp_path / "stderr.txt"
     with open(tmp_path / "stdout.txt", "w") as out, open(err_file, "w") as err:
-        proc = subprocess.Popen([_script(), *map(str, args)], stdout=out, stderr=err, env=env, cwd=tmp_path,
+        proc = subprocess.Popen([layerinf_script(), *map(str, args)], stdout=out, stderr=err, env=env, cwd=tmp_path,
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + limit
@@ -106,7 +97,7 @@ def test_ctrl_c_during_run_then_a_rerun_resumes(tmp_path):
     _assert_interrupted(rc, err, out)
     assert not (out / "eval").exists()
     data_record = json.loads((out / "data" / STAGE_FILE).read_text())
-    again = subprocess.run([_script(), "run", str(cfg), "--out", str(out)], capture_output=True, text=True,
+    again = subprocess.run([layerinf_script(), "run", str(cfg), "--out", str(out)], capture_output=True, text=True,
                            timeout=600, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"})
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((out / "data" / STAGE_FILE).read_text()) == data_record  # reused, not redone

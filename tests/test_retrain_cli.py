@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import layerinf as li
-from layerinf.cli import main
+from helpers import run_cli, run_main
 from layerinf.engine import train as train_mod
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import LEGACY_EVAL, RETRAIN, STAGE_FILE, RunLayout
@@ -18,16 +18,6 @@ from layerinf.store.rundir import RunDir
 MODEL = {"model": "shape:tiny-bert", "max_length": 16}
 TRAIN = {"epochs": 1, "batch_size": 16}
 CONFIG = "tracin/CL/mean"
-
-
-def _cli(args, capsys):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _one_error_line(err: str) -> str:
@@ -68,7 +58,7 @@ def fits(monkeypatch):
 
 
 def test_retrain_is_a_command_and_a_function(capsys):
-    code, out, _ = _cli(["retrain", "--help"], capsys)
+    code, out, _ = run_main(["retrain", "--help"], capsys)
     assert code == 0 and "Filter and retrain" in out
     for flag in ("--fraction", "--configs", "--baselines", "--repeats", "--force", "--device", "--eval-batch-size",
                  "--gradient-checkpointing", "--executor", "--num-gpus"):
@@ -80,13 +70,13 @@ def test_retrain_is_a_command_and_a_function(capsys):
 
 def test_retrain_before_score_or_with_bad_options_writes_nothing(tmp_path, run, capsys):
     bare = tmp_path / "bare"
-    code, _, err = _cli(["retrain", bare], capsys)
+    code, _, err = run_main(["retrain", bare], capsys)
     assert code == 2 and "has not finished" in _one_error_line(err)
     for args, match in ((["--fraction", "1.5"], "fraction = 1.5 is out of range"),
                         (["--configs", "datainf/02-03/vote"], "unscored configuration"),
                         (["--baselines", "oracel"], "did you mean 'oracle'"),
                         (["--chunk-size", "8"], "no such option")):
-        code, _, err = _cli(["retrain", run, *args], capsys)
+        code, _, err = run_main(["retrain", run, *args], capsys)
         assert code == 2 and match in _one_error_line(err).lower(), err
         assert not (run / RETRAIN).exists()
     with pytest.raises(LayerinfError, match="unknown option.*retrain"):
@@ -94,7 +84,7 @@ def test_retrain_before_score_or_with_bad_options_writes_nothing(tmp_path, run, 
 
 
 def test_retrain_writes_results_and_records_and_reuses_them(run, capsys, fits):
-    code, out, _ = _cli(["retrain", run, "--configs", CONFIG, "--baselines", "none"], capsys)
+    code, out, _ = run_main(["retrain", run, "--configs", CONFIG, "--baselines", "none"], capsys)
     assert code == 0, out
     assert "after removing the bottom" in out and "next: layerinf report" in out
     results = pd.read_csv(RunLayout(run).results("csv"))
@@ -148,7 +138,7 @@ def test_an_older_eval_stage_is_reported_with_the_command_that_redoes_it(run, ca
     (legacy / STAGE_FILE).write_text(json.dumps({"stage": "eval", "files": {}, "config": {
         "filter": {"fraction": 0.2, "retrain": True, "configs": [CONFIG], "baselines": ["none", "random", "oracle"]},
         "train": {}}}))
-    code, _, err = _cli(["report", run], capsys)
+    code, _, err = run_main(["report", run], capsys)
     line = _one_error_line(err)
     assert code == 2 and "was made by an older layerinf version" in line
     assert f"rerun `layerinf retrain {run} --fraction 0.2 --configs {CONFIG}`" in line
@@ -158,17 +148,16 @@ def test_an_older_eval_stage_is_reported_with_the_command_that_redoes_it(run, ca
 def test_score_takes_its_runtime_options(run, capsys):
     """`layerinf score` has --device and --chunk-size (how fast, not what: the same score set is reused)."""
     before = li.score_sets(run)[0]["hash"]
-    code, out, err = _cli(["score", run, "--methods", "tracin", "--groups", "CL", "--aggregators", "mean",
+    code, out, err = run_main(["score", run, "--methods", "tracin", "--groups", "CL", "--aggregators", "mean",
                            "--model-baselines", "loss", "--device", "cpu", "--chunk-size", "7"], capsys)
     assert code == 0, err
     assert li.score_sets(run)[0]["hash"] == before and len(li.score_sets(run)) == 1
-    code, _, err = _cli(["score", run, "--device", "gpu"], capsys)
+    code, _, err = run_main(["score", run, "--device", "gpu"], capsys)
     assert code == 2 and "unknown device 'gpu'" in _one_error_line(err)
 
 
 @pytest.mark.slow
 def test_the_console_script_retrains_and_the_report_reads_it(run):
-    from test_bad_inputs import run_cli
 
     res = run_cli("retrain", run, "--configs", CONFIG, "--baselines", "none,random", timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
