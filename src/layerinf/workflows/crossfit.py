@@ -381,7 +381,7 @@ class CrossfitStage(StageBase):
                                       learned=not health, seed=self.seed(cfg))
             rankings = detect.pop("rankings")
             for name, values in rankings.items():
-                scores_table[f"ranking:{name}"] = values
+                scores_table[f"score:{name}"] = values  # as in suspects.csv
             table = build_table(rows, first["label_names"], rankings[detect["ranking"]], None, None, False,
                                 probs=probs / count[:, None], flagged=detect["flagged"], oos_probs=oos,
                                 rankings=rankings)
