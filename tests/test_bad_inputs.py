@@ -189,6 +189,13 @@ CASES = [
       r"stage 'grads' in .* is broken: its stage\.json summary has no 'num_layers' — redo it: `layerinf grads .* --force`",
       state="graded", setup=_drop_summary("grads")),
     C("score-run-missing", "score {ws}/nothing", r"stage 'data' has not finished"),
+    # ---- retrain
+    C("retrain-run-missing", "retrain {ws}/nothing", r"has not finished"),
+    C("retrain-fraction-out-of-range", "retrain {run} --fraction 1.5", r"fraction = 1.5 is out of range",
+      state="finished"),
+    # ---- advise
+    C("advise-no-source", "advise {ws}/out", r"source"),
+    C("advise-probe-rate-out-of-range", "advise {ws}/out --source demo --probe-rate 0.9", r"probe.rate"),
     # ---- run
     C("run-config-missing", "run {in}/none.yaml", r"none\.yaml does not exist"),
     C("run-config-is-a-list", "run {in}/list.yaml", r"must be a mapping"),
