@@ -93,14 +93,14 @@ def test_best_config_breaks_exact_ties_by_the_table_order():
 def make_run(root: Path, accuracies: dict[str, float], n_test: int = 150) -> Path:
     """A run directory with what a report reads: eval results, the data stage's record (test-set size), the
     training split and the score tables (the highest NDR@30 is NOT the best accuracy)."""
-    for sub in ("eval", "data", "scores"):
+    for sub in ("retrain", "data", "scores"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     res = _results(accuracies)
     configs = [k for k in accuracies if "/" in k and not k.startswith("loss")]
     ndr = {c: 0.4 + 0.1 * i for i, c in enumerate(configs)}  # the last configuration detects best
     res["ndr_30"] = [ndr.get(f"{m}/{g}/{a}", r) for m, g, a, r in zip(res["method"], res["group"], res["aggregator"],
                                                                         res["ndr_30"])]
-    res.to_parquet(root / "eval" / "results.parquet", index=False)
+    res.to_parquet(root / "retrain" / "results.parquet", index=False)
     (root / "data" / "stage.json").write_text(json.dumps({"stage": "data", "files": {}, "seed": 0,
                                                            "summary": {"train": N_TRAIN, "test": n_test}}))
     (root / "data" / "meta.json").write_text(json.dumps({"label_names": ["negative", "positive"]}))
