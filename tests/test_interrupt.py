@@ -95,13 +95,13 @@ def test_ctrl_c_during_run_then_a_rerun_resumes(tmp_path):
 
     rc, err = _interrupt(["run", cfg, "--out", out], data_done_and_working, tmp_path)
     _assert_interrupted(rc, err, out)
-    assert not (out / "eval").exists()
+    assert not (out / "retrain").exists()
     data_record = json.loads((out / "data" / STAGE_FILE).read_text())
     again = subprocess.run([layerinf_script(), "run", str(cfg), "--out", str(out)], capture_output=True, text=True,
                            timeout=600, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "160"})
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((out / "data" / STAGE_FILE).read_text()) == data_record  # reused, not redone
-    assert RunDir(out).is_finished("eval") and not _temporaries(out)
+    assert RunDir(out).is_finished("retrain") and not _temporaries(out)
 
 
 def test_ctrl_c_during_demo(tmp_path):
