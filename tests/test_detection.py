@@ -92,9 +92,6 @@ def _sst2_rows(n: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason="../shared/data/glue/SST-2 is absent")
-@pytest.mark.xfail(strict=False, reason="unverified target (docs/detection.md): on a 333-row SST-2 fold with 20 % "
-                   "flips the recipe memorised the rows (held-out accuracy 0.62 vs majority 0.56); this clean-label "
-                   "case was not yet run — CI shows XPASS or XFAIL")
 def test_the_small_data_recipe_learns_a_fold_of_a_500_row_sst2_file(tmp_path):
     """One fold of a 500-row SST-2 file (333 training rows, 167 held out) fine-tuned with suspects' defaults
     (≥ 300 optimiser steps): the health check passes (its accuracy's 95 % interval clears the majority class). With
