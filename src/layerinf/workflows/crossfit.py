@@ -410,10 +410,11 @@ class CrossfitStage(StageBase):
         for run in self.fold_dirs:
             test = load_data(run).test
             path = run.stage_path(FINETUNE) / TEST_LOGITS_FILE
-            if not path.is_file() or len(np.load(path)) != len(test):
+            logits = np.load(path) if path.is_file() else None
+            if logits is None or len(logits) != len(test):
                 raise LayerinfError(f"{run.root} has no out-of-sample logits (made by an older layerinf)",
                                     "rerun with --force")
-            out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = _softmax(np.load(path).astype(np.float64))
+            out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = _softmax(logits.astype(np.float64))
         if np.isnan(out).any():
             raise LayerinfError("some rows have no out-of-sample probabilities", "rerun with --force")
         return out
