@@ -15,10 +15,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/layerinf demo --out runs/demo
 
-# --durations: the 25 slowest tests are listed, so that CI logs show where the time goes
+# --durations: the 25 slowest tests are listed, so that CI logs show where the time goes. -n: one pytest-xdist
+# worker per core (at most 4), a test file per worker (its module fixtures are built once), one torch thread each
 test: $(STAMP)
 	VENV=$(VENV) bash scripts/setup-test.sh
-	$(BIN)/python -m pytest -q -ra --durations=25
+	$(BIN)/python -m pytest -q -ra --durations=25 -n auto --maxprocesses 4 --dist loadfile
 
 # the inner loop: pure math and tiny random models (no real weights, no fine-tuning), under 2 minutes
 test-fast: $(STAMP)

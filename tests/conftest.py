@@ -39,11 +39,21 @@ def glue_dir() -> Path:
     return GLUE_DIR
 
 
+def _threads() -> int:
+    """Torch threads per test process: the cores shared among pytest-xdist's workers (``make test`` runs
+    several), at most 2; the console scripts that tests start get the same through OMP_NUM_THREADS."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, min(2, (os.cpu_count() or 1) // max(1, workers)))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    threads = _threads()
+    torch.set_num_threads(threads)
+    if "PYTEST_XDIST_WORKER" in os.environ:  # subprocesses share the worker's cores, not the whole machine
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     yield
 
 

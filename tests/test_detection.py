@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from helpers import one_error_line, run_cli
+from layerinf.stages.finetune import health_check, retry_decision
+from layerinf.workflows.crossfit import oos_health
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
@@ -92,22 +94,64 @@ def _sst2_rows(n: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason="../shared/data/glue/SST-2 is absent")
-def test_the_small_data_recipe_learns_a_fold_of_a_500_row_sst2_file(tmp_path):
-    """One fold of a 500-row SST-2 file (333 training rows, 167 held out) fine-tuned with suspects' defaults
-    (≥ 300 optimiser steps): the health check passes (its accuracy's 95 % interval clears the majority class). With
-    the old default (3 epochs = 33 steps) it did not."""
-    import layerinf as li
-    from layerinf.workflows.defaults import SUSPECTS_DEFAULTS
+def test_the_small_data_recipe_learns_a_fold_of_a_500_row_sst2_file_with_20_percent_flips(tmp_path):
+    """Fold 0 of ``layerinf suspects`` on a 500-row SST-2 file with 20 % of its labels flipped, as suspects runs it
+    (333 training rows plus the probe's planted flips, 167 held out; suspects' recipe: ≥ 150 optimiser steps at
+    MiniLM's small-data rate 1e-3): the model learned the task, judged on the TRUE labels of its 167 held-out rows
+    (accuracy's 95 % Wilson interval clear of the majority class). Suspects' old recipes failed here: 3 epochs
+    (33 steps) did not learn, and 300 steps at 5e-3 memorised the flips (held-out accuracy 0.58). The fold's own
+    check on its noisy held-out labels is weaker (20 % of them are wrong), which is why suspects judges the folds
+    together (``test_the_folds_are_judged_together``)."""
+    from layerinf.config import DataConfig, ModelConfig, TrainConfig
+    from layerinf.stages.finetune import FinetuneStage
+    from layerinf.store.rundir import RunDir
+    from layerinf.workflows.crossfit import FoldDataStage, plan_folds, plant_probe
+    from layerinf.workflows.defaults import SUSPECTS_DEFAULTS, small_data_recipe
 
     rows = _sst2_rows(500)
-    rows.iloc[:333].to_csv(tmp_path / "train.csv", index=False)
-    rows.iloc[333:].to_csv(tmp_path / "dev.csv", index=False)
-    run = tmp_path / "run"
-    li.prepare(run, source=str(tmp_path / "train.csv"), dev_source=str(tmp_path / "dev.csv"), text_column="sentence",
-               label_column="label", noise_rate=0.0, max_train=None)
-    li.finetune(run, epochs=SUSPECTS_DEFAULTS["epochs"], min_steps=SUSPECTS_DEFAULTS["min_steps"], progress=False)
-    info = json.loads((run / "finetune" / "stage.json").read_text())["summary"]
-    health = info["health"]
-    assert info["epochs"] * -(-333 // 32) >= 300
-    assert health["learned"], health
-    assert health["infl"]["accuracy"] > 0.7
+    truth = rows["label"].to_numpy().copy()
+    flip = np.random.default_rng(1).choice(500, 100, replace=False)
+    rows.loc[flip, "label"] = 1 - truth[flip]
+    rows.to_csv(tmp_path / "planted.csv", index=False)
+    recipe = small_data_recipe(TrainConfig(epochs=SUSPECTS_DEFAULTS["epochs"], min_steps=SUSPECTS_DEFAULTS["min_steps"]),
+                               "minilm", {}, sft=False)
+    assert recipe.lr == 1e-3
+    data = DataConfig(source=str(tmp_path / "planted.csv"), text_column="sentence", label_column="label",
+                      noise_rate=0.0, max_train=None)
+    plan = plan_folds(data, 3)
+    plant_probe(plan, 0.05, 0)
+    run = RunDir(tmp_path / "fold0")
+    FoldDataStage(run, plan, 0).run(data, progress=False)
+    FinetuneStage(run).run(ModelConfig(name="minilm"), recipe, progress=False)
+    info = json.loads((run.root / "finetune" / "stage.json").read_text())["summary"]
+    assert info["epochs"] * -(-333 // 32) >= SUSPECTS_DEFAULTS["min_steps"] and info["lr"] == 1e-3
+    held = plan.rows.loc[plan.fold_of == 0, "source_idx"].to_numpy()
+    test = pd.read_parquet(run.root / "data" / "test.parquet")
+    logits = np.load(run.root / "finetune" / "test_logits.npy")
+    true = truth[test["source_idx"].to_numpy()]
+    true_acc = float((logits.argmax(1) == true).mean())
+    on_truth = health_check(true_acc, true, true_acc, true)
+    assert len(test) == len(held) == 167 and on_truth["learned"], on_truth
+
+
+def test_a_fit_that_did_not_learn_is_retried_only_while_its_loss_was_still_falling():
+    failed, learned = {"learned": False}, {"learned": True}
+    assert retry_decision(failed, 150, best_epoch=14, epochs=14) == "retry"  # still falling: more steps may help
+    assert retry_decision(failed, 150, best_epoch=8, epochs=14) == "memorised"  # rose after epoch 8: no retry
+    assert retry_decision(learned, 150, best_epoch=14, epochs=14) is None
+    assert retry_decision(failed, None, best_epoch=14, epochs=14) is None  # the paper's recipe: exactly --epochs
+    assert retry_decision(None, 150, best_epoch=14, epochs=14) is None  # free-form responses are not judged
+
+
+def test_the_folds_are_judged_together():
+    """suspects decides whether the fold models learned from every row's out-of-sample prediction at once: a
+    third of a 500-row file is too few rows to tell, the whole file is not."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    right = rng.random(500) < 0.62  # 62 % right: a model that learned a little, on noisy labels
+    probs = np.eye(2)[np.where(right, labels, 1 - labels)] * 0.8 + 0.1
+    assert oos_health(probs, labels)["learned"]
+    third = slice(0, 167)
+    assert not health_check(float(right[third].mean()), labels[third], 0.0, labels[third])["learned"]
+    guess = np.eye(2)[rng.integers(0, 2, 500)] * 0.8 + 0.1  # chance
+    assert not oos_health(guess, labels)["learned"]

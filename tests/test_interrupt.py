@@ -41,7 +41,10 @@ def _interrupt(args, ready, tmp_path: Path, debug: bool = False, limit: float = 
                 assert time.monotonic() < deadline, "the command never reached the point to interrupt"
                 time.sleep(0.05)
             os.killpg(proc.pid, signal.SIGINT)
-            rc = proc.wait(timeout=120)
+            try:
+                rc = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running 120 s after Ctrl-C; its stderr: {err_file.read_text()[-3000:]}")
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -12,7 +12,9 @@ import dataclasses
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,7 +23,7 @@ import typer
 from layerinf.config import (SCALE_OUT, DataConfig, FilterConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig,
                              ScoreConfig, TrainConfig, runtime_options_except)
 from layerinf.cli_options import _arg, _opt, _options, given
-from layerinf.errors import LayerinfError
+from layerinf.errors import LayerinfError, on_sigint
 from layerinf.store.layout import RunLayout, SweepLayout
 
 app = typer.Typer(
@@ -290,6 +292,11 @@ def suspects(out: Path, run: Optional[Path] = None, adapter: Optional[Path] = No
     if res.detection:
         d = res.detection
         say(f"ranking: {d['ranking']} ({d['why']})")
+        h = d.get("oos_health")
+        if h:  # the folds judged together: a fold's own warning above may come from too few held-out rows
+            say(f"fold models on all {h['n']:,} rows, out of sample: accuracy {h['accuracy']:.3f} (95 % CI "
+                f"{h['ci95'][0]:.3f}–{h['ci95'][1]:.3f}) vs {h['majority']:.3f} for the majority class"
+                + ("" if d.get("learned") else " — not clearly learned"))
         say(f"{res.n_suspects:,} of {res.n:,} rows flagged: {d['flagged_by']}")
     else:
         say(f"{res.n_suspects:,} of {res.n:,} ranked rows flagged by {res.method}/{res.group}/{res.aggregator}")
@@ -416,6 +423,9 @@ def main(argv: list[str] | None = None) -> None:
         for var in ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):  # ours to print: the
             os.environ.setdefault(var, "error")  # failure becomes one line of our own
     logging.basicConfig(level=os.environ.get("LAYERINF_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    if (threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread, and
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # a caller's own handler stays
+        signal.signal(signal.SIGINT, on_sigint)  # a Ctrl-C swallowed by a destructor is raised again (errors.py)
     try:
         code = app(args=args, standalone_mode=False, prog_name="layerinf")
     except LayerinfError as exc:

@@ -11,3 +11,24 @@ class LayerinfError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(problem if not fix else f"{problem} — {fix}")
+
+
+# ------------------------------------------------------------------------------------------- Ctrl-C, not lost
+# Python raises KeyboardInterrupt in the main thread at the next bytecode; when that lands in a destructor or a
+# callback whose errors are ignored ("Exception ignored in ..."), the interrupt is lost and the command runs on.
+# The CLI's SIGINT handler therefore also sets a flag, and the long loops (training batches, stage commits) call
+# ``raise_if_interrupted`` so that a lost interrupt is raised again at the next step.
+_interrupt_requested = False
+
+
+def on_sigint(signum=None, frame=None) -> None:
+    """SIGINT handler (installed by the CLI): remember the request, then interrupt as Python does."""
+    global _interrupt_requested
+    _interrupt_requested = True
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed, even when the first one was swallowed."""
+    if _interrupt_requested:
+        raise KeyboardInterrupt

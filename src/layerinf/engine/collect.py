@@ -38,7 +38,7 @@ from torch import nn
 from layerinf.engine.batching import EncodedSplit, model_inputs
 from layerinf.engine.memory import free_memory, halve, is_oom
 from layerinf.engine.objectives import CLASSIFICATION, Objective
-from layerinf.errors import LayerinfError
+from layerinf.errors import LayerinfError, raise_if_interrupted
 from layerinf.model import eval_mode, inventory
 from layerinf.spec import ModuleSpec
 from layerinf.store.batch import GradBatch, WERows
@@ -305,6 +305,7 @@ def collect_gradients(
         with eval_mode(model), _checkpointing_in_eval(model), torch.enable_grad():
             start, size = 0, max(1, int(batch_size))
             while start < len(order):
+                raise_if_interrupted()
                 batch_rows = order[start : start + size]
                 result = None
                 try:

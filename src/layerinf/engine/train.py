@@ -31,7 +31,7 @@ from layerinf.config import TrainConfig
 from layerinf.engine.batching import EncodedSplit, model_inputs
 from layerinf.engine.memory import free_memory, halve, is_oom
 from layerinf.engine.objectives import CLASSIFICATION, Classification, Objective
-from layerinf.errors import LayerinfError
+from layerinf.errors import LayerinfError, raise_if_interrupted
 from layerinf.model import set_gradient_checkpointing, trainable_state
 
 
@@ -188,6 +188,7 @@ def fit(
             leave=False,
         )
         for batch in bar:
+            raise_if_interrupted()
             size = len(batch["labels"])
             while True:
                 saved_rng = _rng_state(device)

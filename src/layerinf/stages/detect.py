@@ -1,9 +1,11 @@
 """Which ranking a cross-fitted ``suspects`` result uses, and how many rows it flags (``evaluation.rankings``).
 
 * The rankings side by side (``side_by_side``): influence, out-of-sample confidence, embedding, combined.
-* The choice: ``--ranking`` when given; with ``auto``, the planted probe's winner (``choose_ranking``); when a fold
-  model did not learn even after its retry, the ``embedding`` ranking (it needs no fine-tuned model) and the page
-  says so.
+* The choice: ``--ranking`` when given; with ``auto``, the planted probe's winner (``choose_ranking``); when the
+  fold models did not learn, the ``embedding`` ranking (it needs no fine-tuned model) and the page says so. "Did
+  not learn" is judged on all the ranked rows together (``learned``: the folds' out-of-sample accuracy, its 95 %
+  Wilson interval clear of the majority class; ``CrossfitStage``): one fold's held-out part (a third of a 500-row
+  file, with its labels as noisy as the rest) is too small to tell a model that learned from one that did not.
 * How many rows: ``--top`` × n when given, else the noise rate that confident learning estimates from the same
   out-of-sample probabilities (with its 95 % bootstrap interval) × n.
 """
@@ -30,11 +32,11 @@ def detection_choice(labels: np.ndarray, fits: Sequence[Any], oos_probs: np.ndar
     probe = {k: [float(x) for x in v] for k, v in aucs.items()}
     if not learned:
         ranking = "embedding"
-        why = ("a fold model did not learn the task (see the warnings), so the rankings that need a fine-tuned model "
-               "(influence, confidence, combined) are close to random: the embedding ranking is used, which needs "
-               "none")
+        why = ("the fold models did not learn the task (their out-of-sample accuracy on all the rows does not clearly "
+               "beat the majority class), so the rankings that need a fine-tuned model (influence, confidence, "
+               "combined) are close to random: the embedding ranking is used, which needs none")
         if cfg.ranking not in ("auto", "embedding"):
-            ranking, why = cfg.ranking, f"--ranking {cfg.ranking} was asked for (although a fold model did not learn)"
+            ranking, why = cfg.ranking, f"--ranking {cfg.ranking} was asked for (although the fold models did not learn)"
     elif cfg.ranking != "auto":
         ranking, why = cfg.ranking, f"--ranking {cfg.ranking} was asked for"
     elif probe:

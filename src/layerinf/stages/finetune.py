@@ -126,6 +126,16 @@ def health_check(infl_acc: float, infl_labels: np.ndarray, test_acc: float, test
     return out
 
 
+def retry_decision(health: dict | None, min_steps: int | None, best_epoch: int, epochs: int) -> str | None:
+    """The small-data recipe (``min_steps`` set) retries a fit whose model did not learn once, with twice the
+    steps, when its influence-set loss was still falling at the end (best epoch in the last quarter): ``"retry"``.
+    A loss that was lowest earlier and rose after is memorisation, which more steps only deepen: ``"memorised"``
+    (no retry). None: learned, not judged (free-form responses), or no step budget (the paper's recipe)."""
+    if health is None or health["learned"] or not min_steps:
+        return None
+    return "retry" if best_epoch > 0.75 * epochs else "memorised"
+
+
 def health_warning(run_dir) -> str | None:
     """The warning of a run whose model did not learn (None when it did, or when unknown)."""
     run = StageBase(run_dir).run_dir
@@ -178,7 +188,11 @@ class FinetuneStage(StageBase):
 
         result, health = train_once(train)
         retried = None
-        if health is not None and not health["learned"] and train.min_steps:  # the small-data recipe: one retry
+        decision = retry_decision(health, train.min_steps, result.best_epoch, result.epochs)
+        if decision == "memorised":
+            self._say(f"not retried with more steps: the influence-set loss was lowest at epoch {result.best_epoch} "
+                      f"of {result.epochs} and rose after (the model began to memorise its training labels)")
+        if decision == "retry":
             first = {"epochs": result.epochs, "infl_acc": health["infl"]["accuracy"]}
             stronger = replace(train, min_steps=2 * int(train.min_steps))
             self._say(f"the model did not learn in {first['epochs']} epochs (influence-set accuracy "

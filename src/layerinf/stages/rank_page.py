@@ -75,8 +75,12 @@ def detection_box(result) -> str:
                     for k, v in sorted(probe.items(), key=lambda kv: -kv[1]))
     table = ("<table><thead><tr><th>ranking</th><th>probe ROC-AUC</th><th>what it is</th></tr></thead>"
              f"<tbody>{cells}</tbody></table>") if cells else ""
+    h = d.get("oos_health") or {}
+    learned = (f"The fold models' out-of-sample accuracy on all {int(h['n']):,} rows: {h['accuracy']:.3f} (95 % CI "
+               f"{h['ci95'][0]:.3f}–{h['ci95'][1]:.3f}) against {h['majority']:.3f} for the majority class. "
+               if h else "")
     return (f'<div class="box"><b>Ranking used: {e(d["ranking"])}</b> — {e(RANKING_TEXT.get(d["ranking"], ""))}. '
-            f"Why: {e(d['why'])}. <b>Flagged {int(d['flagged']):,} rows</b>: {e(d['flagged_by'])} (--top overrides). "
+            f"Why: {e(d['why'])}. {e(learned)}<b>Flagged {int(d['flagged']):,} rows</b>: {e(d['flagged_by'])} (--top overrides). "
             "Every ranking is a column of suspects.csv (score:&lt;ranking&gt;), with the out-of-sample class "
             "probabilities (p_oos:&lt;class&gt;; pred_probs.npy for cleanlab)."
             + (f" The probe flipped {d.get('probe_rate', 0):.0%} of each fold's training labels on purpose and "

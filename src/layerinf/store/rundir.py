@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from layerinf.errors import LayerinfError
+from layerinf.errors import LayerinfError, raise_if_interrupted
 from layerinf.store.hints import redo_command, start_command
 from layerinf.store.layout import MANIFEST, RETRAIN, SCORE_SETS_DIR, STAGE_FILE, RunLayout
 
@@ -427,6 +427,7 @@ class RunDir:
             try:
                 st = Stage(name, final, tmp, False, {})
                 yield st
+                raise_if_interrupted()  # an interrupt swallowed inside the stage must not publish it
                 info = {
                     "stage": name,
                     "config": config,

@@ -54,7 +54,7 @@ from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP
                                    RECOMMENDATION_FILE, SCORES, SOURCE_DIR, table_file)
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
-from layerinf.workflows.defaults import ADVISE_DEFAULTS, step_budget
+from layerinf.workflows.defaults import ADVISE_DEFAULTS, small_data_recipe
 from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
@@ -119,7 +119,7 @@ def _configs(source: str | None, options: dict[str, Any]):
         raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
     opts = {**ADVISE_DEFAULTS, **options, "source": source}
     data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise", exclude=NOT_TAKEN)
-    train = step_budget(train, options, task_type(data) == "sft")
+    train = small_data_recipe(train, model.name, options, task_type(data) == "sft")
     return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
 
 

@@ -279,6 +279,15 @@ def _planted(run: RunDir) -> list[int]:
     return list((meta.get("planted") or {}).get("source_idx") or [])
 
 
+def oos_health(oos_probs: np.ndarray, labels: np.ndarray) -> dict:
+    """``health_check`` of the folds' out-of-sample predictions of every ranked row together: did the fold models
+    learn? (One fold's held-out third of a small file is too few rows to tell.)"""
+    from layerinf.stages.finetune import health_check
+
+    acc = float((np.asarray(oos_probs).argmax(1) == labels).mean())
+    return health_check(acc, labels, acc, labels)
+
+
 class CrossfitStage(StageBase):
     """``OUT/suspects``: the folds' rankings combined (mean within-fit percentile rank per row)."""
 
@@ -377,8 +386,11 @@ class CrossfitStage(StageBase):
         else:
             oos = self._oos_probs(position, classes)
             emb_probs = EmbedStage(self.run_dir, rows, classes).load()[1]
-            detect = detection_choice(rows["label"].to_numpy(np.int64), fits, oos, emb_probs, cfg,
-                                      learned=not health, seed=self.seed(cfg))
+            labels = rows["label"].to_numpy(np.int64)
+            pooled = oos_health(oos, labels)
+            detect = detection_choice(labels, fits, oos, emb_probs, cfg, learned=pooled["learned"],
+                                      seed=self.seed(cfg))
+            detect["oos_health"] = pooled["infl"]
             rankings = detect.pop("rankings")
             for name, values in rankings.items():
                 scores_table[f"score:{name}"] = values  # as in suspects.csv

@@ -46,7 +46,7 @@ from layerinf.config import (SCALE_OUT, DataConfig, GradsConfig, ModelConfig, Ra
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import DATA, FINETUNE, GRADS
 from layerinf.store.rundir import RunDir, check_writable_dir
-from layerinf.workflows.defaults import SUSPECTS_DEFAULTS, step_budget
+from layerinf.workflows.defaults import SUSPECTS_DEFAULTS, small_data_recipe
 
 # the stage modules (torch, pandas) are imported when used, so that `layerinf --help` and option errors are quick
 
@@ -253,8 +253,8 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
     from layerinf.stages.data import task_type
 
     sft_raw = None
+    train = small_data_recipe(train, model.name, options, task_type(data) == "sft")
     if task_type(data) == "sft":
-        train = step_budget(train, options, True)
         from layerinf.model.causal import check_causal_adapter, check_causal_model
 
         check_causal_model(model)
