@@ -70,6 +70,16 @@ def _drop_summary(stage: str) -> Callable[[Path], None]:
     return setup
 
 
+def _legacy_eval(run: Path) -> None:
+    """The retrain stage as an older layerinf wrote it: eval/ (and no retrain/)."""
+    (run / "eval").mkdir()
+    (run / "eval" / "stage.json").write_text(json.dumps({"stage": "eval", "files": {}, "config": {
+        "filter": {"fraction": 0.3, "retrain": True, "configs": ["tracin/CL/mean"], "baselines": ["none"]}}}))
+
+
+_legacy_eval.desc = "legacy eval"
+
+
 def _flip(rel: str) -> Callable[[Path], None]:
     def setup(run: Path) -> None:
         path = next(iter(sorted(run.glob(rel))))
@@ -189,13 +199,30 @@ CASES = [
       r"stage 'grads' in .* is broken: its stage\.json summary has no 'num_layers' — redo it: `layerinf grads .* --force`",
       state="graded", setup=_drop_summary("grads")),
     C("score-run-missing", "score {ws}/nothing", r"stage 'data' has not finished"),
+    C("score-device-gpu", "score {run} --device gpu", r"unknown device 'gpu'", state="graded"),
+    C("score-chunk-size-0", "score {run} --chunk-size 0", r"chunk_size = 0 is out of range", state="graded"),
+    C("score-grad-batch-size", "score {run} --grad-batch-size 8", r"no such option", state="graded"),
     # ---- retrain
-    C("retrain-run-missing", "retrain {ws}/nothing", r"has not finished"),
-    C("retrain-fraction-out-of-range", "retrain {run} --fraction 1.5", r"fraction = 1.5 is out of range",
+    C("retrain-before-score", "retrain {run}", r"stage 'scores' has not finished.*layerinf score", state="graded"),
+    C("retrain-run-missing", "retrain {ws}/nothing", r"stage 'data' has not finished"),
+    C("retrain-fraction-1", "retrain {run} --fraction 1", r"fraction = 1\.0 is out of range", state="finished"),
+    C("retrain-repeats-0", "retrain {run} --repeats 0", r"repeats = 0 is out of range", state="finished"),
+    C("retrain-configs-unscored", "retrain {run} --configs datainf/02-03/vote",
+      r"unscored configuration\(s\) datainf/02-03/vote", state="finished"),
+    C("retrain-configs-not-a-key", "retrain {run} --configs datainf-02-03-vote", r"not method/group/aggregator",
       state="finished"),
+    C("retrain-baseline-misspelled", "retrain {run} --baselines none,oracel", r"did you mean 'oracle'",
+      state="finished"),
+    C("retrain-no-retrain", "retrain {run} --no-retrain", r"no such option", state="finished"),
+    C("retrain-chunk-size", "retrain {run} --chunk-size 8", r"no such option", state="finished"),
+    C("retrain-device-gpu", "retrain {run} --device gpu", r"unknown device 'gpu'", state="finished"),
+    C("retrain-device-cuda-no-gpu", "retrain {run} --device cuda", r"no CUDA GPU", state="finished"),
+    C("retrain-corrupted-scores", "retrain {run}", r"aggregated\.parquet is corrupted.*layerinf score",
+      state="finished", setup=_flip("scores/aggregated.parquet")),
+    C("retrain-stale-scores", "retrain {run}", r"made from an older 'grads' stage.*layerinf score",
+      state="finished", setup=_stale("grads")),
     # ---- advise
     C("advise-no-source", "advise {ws}/out", r"source"),
-    C("advise-probe-rate-out-of-range", "advise {ws}/out --source demo --probe-rate 0.9", r"probe.rate"),
     # ---- run
     C("run-config-missing", "run {in}/none.yaml", r"none\.yaml does not exist"),
     C("run-config-is-a-list", "run {in}/list.yaml", r"must be a mapping"),
@@ -209,6 +236,8 @@ CASES = [
     C("run-set-without-equals", "run {in}/c.yaml --set train.epochs", r"--set needs KEY=VALUE"),
     C("run-set-unknown-field", "run {in}/c.yaml --set train.epoch=2", r"unknown config field.*did you mean"),
     C("run-set-kappa-above-1", "run {in}/c.yaml --set score.vote_kappa=1.5", r"vote_kappa = 1\.5 is out of range"),
+    C("run-set-moved-speed-key", "run {in}/c.yaml --set grads.grad_batch_size=8",
+      r"grads\.grad_batch_size moved to runtime\.grad_batch_size"),
     C("run-set-fraction-0", "run {in}/c.yaml --set filter.fraction=0", r"fraction = 0\.0 is out of range"),
     C("run-set-noise-rate-1", "run {in}/c.yaml --set data.noise_rate=1", r"noise_rate = 1\.0 is out of range"),
     C("run-set-max-length-0", "run {in}/c.yaml --set model.max_length=0", r"max_length = 0 is out of range"),
@@ -260,6 +289,8 @@ CASES = [
       state="finished", setup=_flip("finetune/best.safetensors")),
     C("report-stale-scores", "report {run}", r"made from an older 'grads' stage.*layerinf score",
       state="finished", setup=_stale("grads")),
+    C("report-legacy-eval", "report {run}", r"eval was made by an older layerinf version.*layerinf retrain .*"
+      r"--configs tracin/CL/mean --baselines none", state="finished", setup=_legacy_eval),
     # ---- suspects
     C("suspects-source-and-run", "suspects {ws}/out --source demo --run {run}", r"not both", state="finished"),
     C("suspects-neither-source-nor-run", "suspects {ws}/out", r"exactly one of"),
@@ -287,6 +318,10 @@ CASES = [
     C("suspects-run-stale-grads", "suspects {ws}/out --run {run} --method tracin --group CL",
       r"made from an older 'finetune' stage", state="finished", setup=_stale("finetune")),
     C("suspects-run-before-finetune", "suspects {ws}/out --run {run}", r"layerinf finetune", state="prepared"),
+    # ---- advise
+    C("advise-probe-rate-0.9", "advise {ws}/out --source demo --probe-rate 0.9", r"probe_rate=0\.9 is outside"),
+    C("advise-noise-rate", "advise {ws}/out --source demo --noise-rate 0.1", r"no such option"),
+    C("advise-executor", "advise {ws}/out --source demo --executor ray", r"no such option"),
     # ---- demo
     C("demo-epochs-0", "demo --out {ws}/demo --epochs 0", r"epochs = 0 is out of range"),
     C("demo-epochs-abc", "demo --out {ws}/demo --epochs abc", r"epochs.*(valid|integer)"),

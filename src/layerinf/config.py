@@ -325,8 +325,8 @@ class RankConfig(Checked):
 @dataclass(frozen=True)
 class RuntimeConfig(Checked):
     """Where and how fast to compute. Not part of any stage's identity (cache key): a stage made on a GPU, or with
-    other batch or chunk sizes, is reused. The batch and chunk sizes change only the speed, the memory and the
-    rounding of the sums (float32: last bits), not what is computed."""
+    other batch or chunk sizes, is reused. The batch and chunk sizes change the speed and the memory, and at most
+    the floating-point rounding (a batch's padding, the order of a sum), not what is computed."""
 
     device: str = opt("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N | mps.",
                       stages=("finetune", "grads", "score", "retrain"))
