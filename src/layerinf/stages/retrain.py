@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -147,13 +146,13 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
     from layerinf.model import resolve_device
 
     device = str(resolve_device(device))
-    from layerinf.stages import task
+    from layerinf.stages.task import task_of
 
     loaded, enc, init_state, prepared = _retrain_context(run_root, device)
     res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
                         seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False,
                         gradient_checkpointing=bool(gradient_checkpointing),
-                        objective=task.objective(prepared, train), eval_batch_size=int(eval_batch_size))
+                        objective=task_of(prepared).objective(train), eval_batch_size=int(eval_batch_size))
     n = len(enc["train"])
     record = {
         "kept": int(len(kept)), "best_accuracy": res.best_accuracy,
@@ -301,7 +300,7 @@ class RetrainStage(StageBase):
     def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig,
                  repeats: int = 1) -> pd.DataFrame:
         from layerinf.stages.data import load_data
-        from layerinf.stages.task import is_sft
+        from layerinf.stages.task import task_of
 
         prepared = load_data(self.run_dir)
         seed = int(self.run_dir.stage_info(DATA)["seed"] or 0)
@@ -324,11 +323,7 @@ class RetrainStage(StageBase):
                 "aggregator": agg, "kind": kind, **m, "removed": int(n - len(kept)),
                 "best_accuracy": unit["best_accuracy"], "accuracy_at_best_epoch": unit["accuracy_at_best_epoch"],
             }
-            if is_sft(prepared):  # instruction data: accuracy = exact match; and the loss
-                hist = pd.DataFrame(unit["history"])
-                at_best = hist.loc[hist["epoch"] == unit["best_epoch"]]
-                row.update(test_loss_at_best_epoch=float(at_best["test_loss"].iloc[0]) if len(at_best) else math.nan,
-                           best_test_loss=float(hist["test_loss"].min()))
+            row.update(task_of(prepared).retrain_fields(unit))  # instruction data: the loss too
             if repeats > 1:  # one row per repeat; with one repeat the table is the one it always was
                 row.update(repeat=int(r), train_seed=int(unit["train_seed"]))
             rows.append(row)

@@ -389,9 +389,9 @@ class ScoreStage(StageBase):
         grads = GradsStage(self.run_dir)
         train, infl = grads.load()
         checkpoints = checkpoint_stores(grads, cfg, train, infl)
-        from layerinf.stages.task import correct as correct_of
+        from layerinf.stages.task import task_of
 
-        correct = correct_of(prepared, infl.logits, infl.labels)  # SFT: greedy decoding gives the response
+        correct = task_of(prepared).correct(infl.logits, infl.labels)  # SFT: greedy decoding gives the response
         noisy = prepared.train["noisy"].to_numpy(bool)
         res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
                            device=device, checkpoints=checkpoints, chunk_size=self.runtime.chunk_size)

@@ -45,7 +45,8 @@ from layerinf.config import (SCALE_OUT, DataConfig, GradsConfig, ModelConfig, Ra
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
 from layerinf.stages.base import StageBase
-from layerinf.stages.data import DataStage, load_data, task_type
+from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.task import task_for
 from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
 from layerinf.stages.grads import GradsStage
 from layerinf.stages.score import ScoreStage
@@ -119,7 +120,7 @@ def _configs(source: str | None, options: dict[str, Any]):
         raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
     opts = {**ADVISE_DEFAULTS, **options, "source": source}
     data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise", exclude=NOT_TAKEN)
-    train = small_data_recipe(train, model.name, options, task_type(data) == "sft")
+    train = small_data_recipe(train, model.name, options, not task_for(data).step_budget)
     return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
 
 
@@ -134,21 +135,9 @@ def _needs_we(score: ScoreConfig, num_layers: int) -> bool:
 
 
 def _prepare_in_memory(data: DataConfig, sft_raw=None):
-    """The user's data split as the data stage will split them, in memory (``sft_raw``: instruction data already
-    loaded, by ``check_sft``)."""
-    from layerinf import data as data_mod
-    from layerinf.stages.data import task_type
-
-    if task_type(data) == "sft":
-        from layerinf.data.sft_prepared import prepare_sft
-
-        return prepare_sft(sft_raw if sft_raw is not None else data.source, prompt_column=data.prompt_column, response_column=data.response_column,
-                           messages_column=data.messages_column, dev_source=data.dev_source,
-                           max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
-    return data_mod.prepare(
-        data.source, task=data.task, text_column=data.text_column, text_pair_column=data.text_pair_column,
-        label_column=data.label_column, dev_source=data.dev_source, label_names=data.label_names,
-        max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
+    """The user's data split as the data stage will split them, in memory, without noise (``sft_raw``: instruction
+    data already loaded, by ``Task.check_data``)."""
+    return task_for(data).prepare(data, noise_rate=0.0, raw=sft_raw)
 
 
 def check_size(prepared, probe_rate: float, noise_folds: int) -> None:
@@ -406,17 +395,12 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     probe_rate, probes, noise_folds, kappa_factor = check_probe_args(probe_rate, probes, noise_folds, kappa_factor,
                                                                      criterion)
     data, model, train, grads, score, runtime, given = _configs(source, options)
-    from layerinf.stages.data import task_type
     from layerinf.stages.grads import check_tracin_checkpoints, check_tracin_request
 
-    sft, sft_raw = task_type(data) == "sft", None
-    if sft:  # planted response noise (data.noise_kind); no class probabilities, so no noise-rate estimate
-        from layerinf.model.causal import check_causal_model
-
-        from layerinf.workflows.suspects import check_sft
-
-        check_causal_model(model)
-        sft_raw = check_sft(data, model)  # the whole file loaded and tokenised: its errors before anything is written
+    task = task_for(data)
+    task.check_model(model)
+    sft_raw = task.check_data(data, model)  # instruction data: the whole file loaded and tokenised, before any write
+    if not task.class_probabilities:  # planted response noise (data.noise_kind): no noise-rate estimate
         noise_folds = 0  # (--noise-folds is ignored: it cross-fits class probabilities)
     check_tracin_checkpoints(grads)
     check_tracin_request(score.methods, grads)
@@ -434,10 +418,10 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     with out.guard(), out.locked():
         base = DataStage(out).run(data, force=force, progress=progress)
     n = len(base.train)
-    planted = "planted responses" if sft else "planted flips"
+    planted = task.planted
     say(f"[data] {n} training examples, {len(base.infl) + len(base.test)} dev examples; {probes} probe(s) × "
         f"{noise_count(n, probe_rate)} {planted} ({probe_rate:.0%})")
-    if sft:
+    if not task.class_probabilities:
         say("[noise] no noise-rate estimate for instruction data (it needs class probabilities): Vote's κ stays "
             f"{score.vote_kappa:g} (--vote-kappa)")
     with out.locked():
@@ -449,7 +433,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
                 f"{noise_folds}-fold cross-fitted)")
         src = out.root / PROBES_DIR / SOURCE_DIR
         train_file = dev_file = None
-        if not sft:  # classification probes read OUT/data's splits back (instruction data: see probe_data)
+        if task.class_probabilities:  # classification probes read OUT/data's splits back (instruction data: see probe_data)
             train_file, dev_file = write_source(base, None, src / "all.jsonl"), write_source(base, None, src / "dev.jsonl", "dev")
         probe_dirs = []
         for i, s in enumerate(seeds, 1):
@@ -461,7 +445,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
         cfg = AdviceConfig(probe_rate=probe_rate, seeds=tuple(seeds), criterion=criterion, kappa_factor=kappa_factor,
                            vote_kappa=score.vote_kappa, default_key=f"datainf/{default_group(num_layers)}/vote")
         context = {"model": model.name, "source": str(data.source), "n_train": n, "num_layers": int(num_layers),
-                   **({"task": "sft", "noise_kind": load_data(probe_dirs[0]).meta.get("noise_kind")} if sft else {})}
+                   **task.advice_context(lambda: load_data(probe_dirs[0]))}
         stage = AdviseStage(out, probe_dirs, with_noise=noise is not None, context=context)
         rec = stage.run(cfg, force=force, progress=progress)
     best = rec["best"][criterion]
