@@ -62,7 +62,7 @@ class DataStage(StageBase):
     def seed(self, cfg: DataConfig) -> int:
         return cfg.seed
 
-    def compute(self, st, cfg: DataConfig, *, progress: bool = True, device: str = "cpu") -> dict:
+    def compute(self, st, cfg: DataConfig, *, inputs=None, progress: bool = True, device: str = "cpu") -> dict:
         task = task_for(cfg)
         prepared = task.prepare(cfg)
         task.save(prepared, st.tmp)

@@ -164,10 +164,11 @@ class FinetuneStage(StageBase):
     def seed(self, model: ModelConfig, train: TrainConfig) -> int:
         return self.key(model, train)["train"]["train_seed"]
 
-    def compute(self, st, model: ModelConfig, train: TrainConfig, *, progress=True, device="cpu", on_epoch=None):
+    def compute(self, st, model: ModelConfig, train: TrainConfig, *, inputs, progress=True, device="cpu",
+                on_epoch=None):
         from layerinf.engine.train import fit
 
-        prepared = load_data(self.run_dir)
+        prepared = inputs[DATA]
         task = task_of(prepared)
         rec = recipe(self.run_dir, model, train)
         gc = self.gradient_checkpointing
@@ -210,6 +211,29 @@ class FinetuneStage(StageBase):
                 **({"epochs": result.epochs} if train.min_steps else {}),
                 **task.recipe_fields(train.loss_reduction)}
 
+    def model(self, prepared, checkpoint: str = "best", device: str = "cpu", *, gradient_checkpointing: bool = False):
+        """The fine-tuned model of the finished stage with the chosen adapter (init | best | last) loaded, for
+        ``prepared`` (the run's data), and its model config."""
+        summary = self.summary()
+        model = ModelConfig(**summary["model"])
+        path = self.path / adapter_file(checkpoint)
+        if not path.is_file():
+            raise LayerinfError(f"the run has no '{checkpoint}' checkpoint ({path.name} is absent: the adapter was "
+                                "imported)", "use --checkpoint best")
+        loaded = task_of(prepared).load_model(prepared, model, seed=summary["train_seed"], adapter=path, device=device,
+                                              gradient_checkpointing=gradient_checkpointing)
+        return loaded, model
+
+    def test_logits(self):
+        """The best checkpoint's per-example logits (SFT: loss summaries) of the test split; None when absent (an
+        imported adapter, or a stage made by an older layerinf)."""
+        path = self.path / TEST_LOGITS_FILE
+        return np.load(path) if path.is_file() else None
+
+    def objective(self, prepared):
+        """The loss the model was fine-tuned with (``engine.objectives``), for its gradients and retrainings."""
+        return task_of(prepared).objective({"loss_reduction": self.summary().get("loss_reduction", "mean")})
+
     def _say(self, line: str) -> None:
         if self.echo is not None:
             self.echo(line)
@@ -240,11 +264,11 @@ class AdapterStage(FinetuneStage):
     def seed(self, model: ModelConfig, adapter: Path) -> int:
         return int(self.run_dir.stage_info(DATA)["seed"] or 0)
 
-    def compute(self, st, model: ModelConfig, adapter: Path, *, progress=True, device="cpu"):
+    def compute(self, st, model: ModelConfig, adapter: Path, *, inputs, progress=True, device="cpu"):
         from layerinf.engine.train import evaluate
         from layerinf.model import save_adapter, trainable_state
 
-        prepared = load_data(self.run_dir)
+        prepared = inputs[DATA]
         task = task_of(prepared)
         seed = self.seed(model, adapter)
         loaded = task.import_model(prepared, model, adapter, seed=seed, device=device)
@@ -269,22 +293,14 @@ class AdapterStage(FinetuneStage):
 
 def run_objective(run_dir, prepared):
     """The loss the run's model was fine-tuned with (``engine.objectives``), for its gradients and retrainings."""
-    reduction = FinetuneStage(run_dir).summary().get("loss_reduction", "mean")
-    return task_of(prepared).objective({"loss_reduction": reduction})
+    return FinetuneStage(run_dir).objective(prepared)
 
 
 def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu", *, gradient_checkpointing: bool = False):
     """The run's model with the chosen adapter (init | best | last) loaded, its data and model config
     (``gradient_checkpointing``: recompute activations in the backward pass; the same gradients)."""
     stage = FinetuneStage(run_dir)
-    folder = stage.run_dir.require(FINETUNE)
+    stage.run_dir.require(FINETUNE)
     prepared = load_data(run_dir)
-    summary = stage.summary()
-    model = ModelConfig(**summary["model"])
-    path = folder / adapter_file(checkpoint)
-    if not path.is_file():
-        raise LayerinfError(f"the run has no '{checkpoint}' checkpoint ({path.name} is absent: the adapter was imported)",
-                            "use --checkpoint best")
-    loaded = task_of(prepared).load_model(prepared, model, seed=summary["train_seed"], adapter=path, device=device,
-                             gradient_checkpointing=gradient_checkpointing)
+    loaded, model = stage.model(prepared, checkpoint, device, gradient_checkpointing=gradient_checkpointing)
     return loaded, prepared, model

@@ -14,7 +14,7 @@ stages: ``layerinf.workflows.crossfit``.
 Instruction data (SFT, ``task = "sft"``): the table has ``SFT_COLUMNS`` instead of ``COLUMNS`` (``prompt``,
 ``response``, and ``response_loss``: the fine-tuned model's mean response-token loss on that row, from the
 gradient store), the validation filter of Rank/Vote keeps the validation rows that greedy decoding reproduces
-(``stages.task.correct``), and the summary records ``task``.
+(``stages.task``: ``InstructionTask.correct``), and the summary records ``task``.
 """
 
 from __future__ import annotations
@@ -258,16 +258,13 @@ class RankStage(StageBase):
         return int(self.source.stage_info(DATA)["seed"] or 0)
 
     def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
-                progress=True, device="cpu") -> dict:
-        from layerinf.stages.data import load_data
-        from layerinf.stages.grads import GradsStage
+                inputs, progress=True, device="cpu") -> dict:
         from layerinf.stages.score import score_stores
         from layerinf.stages.task import task_of
 
-        prepared = load_data(self.source)
-        grads = GradsStage(self.source)
-        train, infl = grads.load()
-        group = self._group(cfg)
+        prepared, grads = inputs[DATA], inputs.stage(GRADS)
+        train, infl = inputs[GRADS]
+        group = group_members(cfg.group, train.specs, grads.num_layers, cfg.method)[0]
         task = task_of(prepared)
         if not task.labels_match(train.labels, prepared):
             raise LayerinfError(f"the gradients in {self.source.root} do not match its training data",
@@ -313,6 +310,14 @@ class RankStage(StageBase):
 
     def load(self) -> "SuspectsResult":
         return load_result(self.path)
+
+    def scores(self) -> pd.DataFrame:
+        """``scores.parquet``: the chosen method and group under every aggregator, one row per training row."""
+        return pd.read_parquet(self.path / SUSPECT_SCORES_FILE)
+
+    def written_summary(self) -> dict:
+        """``summary.json`` (its group, label names and checkpoint)."""
+        return json.loads((self.path / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
 def load_result(folder: Path) -> SuspectsResult:

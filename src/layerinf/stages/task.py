@@ -200,7 +200,8 @@ class ClassificationTask(Task):
         from layerinf.engine.batching import encode_split
 
         max_length = model if isinstance(model, int) else model.max_length
-        return {name: encode_split(getattr(prepared, name), tokenizer, max_length) for name in ("train", "infl", "test")}
+        return {name: encode_split(getattr(prepared, name), tokenizer, max_length)
+                for name in ("train", "infl", "test")}
 
     def objective(self, train=None):
         from layerinf.engine.objectives import CLASSIFICATION

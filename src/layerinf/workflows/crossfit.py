@@ -51,16 +51,15 @@ import pandas as pd
 
 from layerinf.config import DataConfig, RankConfig
 from layerinf.errors import LayerinfError
-from layerinf.stages.base import StageBase
-from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.base import Inputs, StageBase
+from layerinf.stages.data import DataStage
 from layerinf.evaluation.rankings import FitScores, combine
 from layerinf.evaluation.rankings import percentile_ranks as percentiles
 from layerinf.stages.detect import DEFAULT_TOP, detection_choice
 from layerinf.stages.embed import EmbedStage
 from layerinf.stages.rank import (DEFAULT_KAPPA, RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
                                   load_result, write_result)
-from layerinf.store.layout import (DATA, DATA_META_FILE, EMBED, FINETUNE, GRADS, PRED_PROBS_FILE, SUMMARY_FILE,
-                                   SUSPECT_SCORES_FILE, SUSPECTS, TEST_LOGITS_FILE)
+from layerinf.store.layout import DATA, EMBED, FINETUNE, GRADS, PRED_PROBS_FILE, SUMMARY_FILE, SUSPECTS
 from layerinf.store.rundir import RunDir
 
 FOLDS_DIR = "folds"  # OUT/folds/fold-<k>/ (a candidate for store/layout.py)
@@ -153,7 +152,7 @@ class FoldDataStage(DataStage):
     def key(self, cfg: DataConfig) -> dict:
         return {**super().key(cfg), "crossfit": self._crossfit()}
 
-    def compute(self, st, cfg: DataConfig, *, progress: bool = True, device: str = "cpu") -> dict:
+    def compute(self, st, cfg: DataConfig, *, inputs=None, progress: bool = True, device: str = "cpu") -> dict:
         held = self.plan.fold_of == self.fold
         info = {**self.plan.info, "dev_origin": f"cross-fitting: fold {self.fold} of {self.plan.folds}"}
         train, dev = self.plan.rows[~held].reset_index(drop=True), self.plan.rows[held].reset_index(drop=True)
@@ -173,10 +172,9 @@ class FoldDataStage(DataStage):
         return {**summary, "noisy": 0, "fold": self.fold, "folds": self.plan.folds}
 
 
-def _planted(run: RunDir) -> list[int]:
+def _planted(prepared) -> list[int]:
     """The source rows whose label the probe flipped in this fold's training part (none when it was off)."""
-    meta = json.loads((run.stage_path(DATA) / DATA_META_FILE).read_text(encoding="utf-8"))
-    return list((meta.get("planted") or {}).get("source_idx") or [])
+    return list((prepared.meta.get("planted") or {}).get("source_idx") or [])
 
 
 def oos_health(oos_probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -188,7 +186,7 @@ def oos_health(oos_probs: np.ndarray, labels: np.ndarray) -> dict:
     return health_check(acc, labels, acc, labels)
 
 
-class CrossfitStage(StageBase):
+class CrossfitStage(StageBase, provides=False):
     """``OUT/suspects``: the folds' rankings combined (mean within-fit percentile rank per row)."""
 
     name = SUSPECTS
@@ -211,6 +209,12 @@ class CrossfitStage(StageBase):
             inputs[EMBED] = self.run_dir.fingerprint(EMBED)
         return inputs
 
+    def inputs(self) -> Inputs:
+        """The folds' data, fine-tuning, gradients and rankings (``parts``), and this folder's embeddings."""
+        embed = EmbedStage(self.run_dir, self.plan.rows, len(self.plan.label_names))
+        return Inputs(self.run_dir, (EMBED,) if self.plan.job.class_probabilities else (), stages={EMBED: embed},
+                      parts=[Inputs(run, (DATA, FINETUNE, GRADS, SUSPECTS)) for run in self.fold_dirs])
+
     def _first_fit(self) -> dict:
         """Fit 0's suspects summary (its group, label names and checkpoint are every fit's)."""
         return json.loads((self.fold_dirs[0].stage_path(SUSPECTS) / SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -225,14 +229,13 @@ class CrossfitStage(StageBase):
         return int(self.fold_dirs[0].stage_info(DATA)["seed"] or 0)
 
     def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
-                progress=True, device="cpu") -> dict:
-        from layerinf.stages.grads import GradsStage
-
-        trains = [load_data(run).train for run in self.fold_dirs]
+                inputs, progress=True, device="cpu") -> dict:
+        fits_in = inputs.parts
+        trains = [fit[DATA].train for fit in fits_in]
         rows = pd.concat(trains, ignore_index=True).drop_duplicates("source_idx").sort_values("source_idx")
         rows = rows.reset_index(drop=True).assign(idx=lambda d: np.arange(len(d), dtype=np.int64))
         by_class = self.plan.job.class_probabilities  # else instruction rows: response losses, no class probabilities
-        first = self._first_fit()
+        first = fits_in[0].stage(SUSPECTS).written_summary()
         n, classes = len(rows), len(first["label_names"])
         position = pd.Series(np.arange(n), index=rows["source_idx"].to_numpy())
         if by_class:  # the rows' own labels (a fold's training table holds the probe's planted ones)
@@ -244,18 +247,18 @@ class CrossfitStage(StageBase):
         losses = np.zeros(n)  # SFT: the response loss summed over the fits that trained on the row
         key = f"{cfg.method}/{first['group']}/{cfg.aggregator}"
         fits = []
-        for run, train in zip(self.fold_dirs, trains):
+        for fit, train in zip(fits_in, trains):
             at = position.loc[train["source_idx"].to_numpy()].to_numpy()
-            scores = pd.read_parquet(run.stage_path(SUSPECTS) / SUSPECT_SCORES_FILE).sort_values("idx")
+            scores = fit.stage(SUSPECTS).scores().sort_values("idx")
             if len(scores) != len(train):
-                raise LayerinfError(f"the ranking in {run.root} does not match its training data",
+                raise LayerinfError(f"the ranking in {fit.source.root} does not match its training data",
                                     "rerun with --force")
-            planted = train["source_idx"].isin(_planted(run)).to_numpy()
+            planted = train["source_idx"].isin(_planted(fit[DATA])).to_numpy()
             columns = columns or [c for c in scores.columns if c not in ("idx", "source_idx")]
             for c in columns:  # a row's planted fit is left out of its influence score
                 sums.setdefault(c, np.zeros(n))[at[~planted]] += percentiles(scores[c].to_numpy())[~planted]
             kept[at[~planted]] += 1
-            store = GradsStage(run).load()[0]
+            store = fit[GRADS][0]
             if by_class:
                 probs[at] += _softmax(np.asarray(store.logits, dtype=np.float64))
                 fits.append(FitScores(rows=at, scores=scores[key].to_numpy(np.float64),
@@ -276,7 +279,7 @@ class CrossfitStage(StageBase):
         folds = [str(r.root) for r in self.fold_dirs]
         if not by_class:
             top = cfg.top if cfg.top is not None else DEFAULT_TOP
-            oos_loss = self._oos_losses(position)
+            oos_loss = self._oos_losses(position, fits_in)
             side = {"response_loss_oos": oos_loss, "score:influence": combined[key],
                     "score:loss_oos": -oos_loss, "score:combined": combine([combined[key], -oos_loss])}
             table = build_sft_table(rows, combined[key], losses / count, top, False, extra=side)
@@ -284,8 +287,8 @@ class CrossfitStage(StageBase):
                                     n_suspects=int(table["suspect"].sum()), task=self.plan.kind, **common)
             summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule)
         else:
-            oos = self._oos_probs(position, classes)
-            emb_probs = EmbedStage(self.run_dir, rows, classes).load()[1]
+            oos = self._oos_probs(position, classes, fits_in)
+            emb_probs = inputs[EMBED][1]
             labels = rows["label"].to_numpy(np.int64)
             pooled = oos_health(oos, labels)
             detect = detection_choice(labels, fits, oos, emb_probs, cfg, learned=pooled["learned"],
@@ -304,27 +307,24 @@ class CrossfitStage(StageBase):
             summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule, detection=detect)
         return {k: summary[k] for k in ("config", "n", "n_suspects", "mask_known")} | {"folds": self.plan.folds}
 
-    def _oos_losses(self, position: pd.Series) -> np.ndarray:
+    def _oos_losses(self, position: pd.Series, fits_in) -> np.ndarray:
         """Instruction data: each row's response loss under the fold model that held it out (NaN for a row beyond
         its fold's ``max_dev`` cap, or a fold made by an older layerinf)."""
         out = np.full(len(position), np.nan)
-        for run in self.fold_dirs:
-            test, path = load_data(run).test, run.stage_path(FINETUNE) / TEST_LOGITS_FILE
-            summary = np.load(path) if path.is_file() else None
+        for fit in fits_in:
+            test, summary = fit[DATA].test, fit.stage(FINETUNE).test_logits()
             if summary is not None and len(summary) == len(test):
                 out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = summary[:, 0]
         return out
 
-    def _oos_probs(self, position: pd.Series, classes: int) -> np.ndarray:
+    def _oos_probs(self, position: pd.Series, classes: int, fits_in) -> np.ndarray:
         """Each row's class probabilities from the fold model that held it out (its best checkpoint's logits of
         the fold's test split, which holds every held-out row)."""
         out = np.full((len(position), classes), np.nan)
-        for run in self.fold_dirs:
-            test = load_data(run).test
-            path = run.stage_path(FINETUNE) / TEST_LOGITS_FILE
-            logits = np.load(path) if path.is_file() else None
+        for fit in fits_in:
+            test, logits = fit[DATA].test, fit.stage(FINETUNE).test_logits()
             if logits is None or len(logits) != len(test):
-                raise LayerinfError(f"{run.root} has no out-of-sample logits (made by an older layerinf)",
+                raise LayerinfError(f"{fit.source.root} has no out-of-sample logits (made by an older layerinf)",
                                     "rerun with --force")
             out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = _softmax(logits.astype(np.float64))
         if np.isnan(out).any():

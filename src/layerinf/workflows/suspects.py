@@ -23,8 +23,8 @@ fine-tuning health warning of every fit whose model did not clearly beat the maj
 (``SuspectsResult.health``). Every option is checked, the layer group validated against the model's layer count
 and the folds against the class counts, before anything is written.
 
-Instruction data (SFT: ``layerinf.stages.task.task_for`` gives ``InstructionTask`` — ``demo-sft``, ``--task-type sft``, or a
-file with a response/messages column and no label column) take the same workflow: cross-fitting by default
+Instruction data (SFT: ``layerinf.stages.task.task_for`` gives ``InstructionTask`` — ``demo-sft``, ``--task-type
+sft``, or a file with a response/messages column and no label column) take the same workflow: cross-fitting by default
 (``layerinf.workflows.crossfit``), ``dev_source`` or ``folds=1`` as above. The whole file is loaded and
 tokenised as fine-tuning will tokenise it (``Task.check_data``) before anything is written, so that a missing response
 column, an empty response, ``--chat-template on`` for a tokenizer without one or a response that tokenises to
