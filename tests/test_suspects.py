@@ -430,7 +430,7 @@ def test_crossfit_rerun_reuses_every_fold(crossfit, monkeypatch):
         loads.append(args)
         raise AssertionError("the rerun loaded a model: a stage was recomputed")
 
-    monkeypatch.setattr(task, "load_model", no_model)
+    monkeypatch.setattr(task.ClassificationTask, "load_model", no_model)
     again = find_suspects(out, source=str(folder / "mine.csv"), text_column="review", label_column="sentiment",
                           **TINY_FIT)
     assert _stage_times(out) == before  # nothing retrained, nothing recomputed

@@ -62,7 +62,7 @@ def test_sft_suspects_csv_page_and_console(crossfit_run):
     assert "30 of 30 rows ranked, cross-fitted over 3 folds" in res.stdout
     assert "ranked rows flagged by" in res.stdout
     result = load_result(out / "suspects")
-    assert result.task == "sft" and result.is_sft and result.n == 30 and result.label_names == []
+    assert result.task == "sft" and result.kind.name == "sft" and result.n == 30 and result.label_names == []
     assert result.coverage["how"] == "crossfit" and result.coverage["ranked"] == 30
     assert json.loads((out / "suspects" / "summary.json").read_text())["task"] == "sft"
     table = summary_table(result, k=5)

@@ -42,9 +42,11 @@ def _lrs(run):
 
 def test_lr_rule_follows_the_finetune_schedule(finetuned):
     from layerinf.engine.train import checkpoint_lr, schedule_lrs
+    from layerinf.stages.data import load_data
+    from layerinf.stages.finetune import FinetuneStage
     from layerinf.stages.grads import tracin_lrs
 
-    lrs, rule = tracin_lrs(finetuned, ["init", "best", "last"])
+    lrs, rule = tracin_lrs(FinetuneStage(finetuned), len(load_data(finetuned).train), ["init", "best", "last"])
     summary = json.loads((finetuned / "finetune" / "stage.json").read_text())["summary"]
     steps = -(-40 // 16)  # ceil(n_train / batch_size): one epoch
     sched = schedule_lrs(summary["lr"], steps, 0.1)

@@ -157,13 +157,15 @@ class ResponseLoss:
 CLASSIFICATION = Classification()
 
 
+OBJECTIVES = {"classification": lambda reduction: CLASSIFICATION, "sft": ResponseLoss}  # by task type
+
+
 def objective_for(task: str | None, reduction: str = "mean") -> Objective:
-    """``classification`` (default) or ``sft``."""
-    if task in (None, "classification"):
-        return CLASSIFICATION
-    if task == "sft":
-        return ResponseLoss(reduction)
-    raise LayerinfError(f"unknown task type '{task}'", "use classification or sft")
+    """The objective of a task type (``OBJECTIVES``; None: classification)."""
+    make = OBJECTIVES.get("classification" if task is None else task)
+    if make is None:
+        raise LayerinfError(f"unknown task type '{task}'", f"use one of: {', '.join(OBJECTIVES)}")
+    return make(reduction)
 
 
 __all__ = ["CLASSIFICATION", "Classification", "IGNORE_INDEX", "Objective", "REDUCTIONS", "ResponseLoss",

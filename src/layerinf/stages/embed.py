@@ -46,7 +46,7 @@ class EmbedStage(StageBase):
     def seed(self, model: ModelConfig, seed: int = 0) -> int:
         return int(seed)
 
-    def compute(self, st, model: ModelConfig, seed: int = 0, *, progress=True, device="cpu") -> dict:
+    def compute(self, st, model: ModelConfig, seed: int = 0, *, inputs=None, progress=True, device="cpu") -> dict:
         from layerinf.engine.batching import encode_split
         from layerinf.engine.embed import sentence_embeddings
         from layerinf.evaluation.rankings import embedding_probs

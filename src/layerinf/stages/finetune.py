@@ -25,6 +25,7 @@ from layerinf.config import ModelConfig, TrainConfig
 from layerinf.errors import LayerinfError
 from layerinf.stages.base import StageBase
 from layerinf.stages.data import load_data
+from layerinf.stages.task import task_of
 from layerinf.store.layout import (CHECKPOINTS, DATA, FINETUNE, HISTORY, INFL_LOGITS_FILE, TEST_LOGITS_FILE, adapter_file,
                                    table_file)
 
@@ -68,10 +69,8 @@ def model_key(model: ModelConfig) -> dict:
 
 
 def encode_splits(prepared, tokenizer, model: ModelConfig | int) -> dict:
-    """The run's splits tokenised for its task (``stages.task.encode_splits``)."""
-    from layerinf.stages import task
-
-    return task.encode_splits(prepared, tokenizer, model)
+    """The run's splits tokenised for its task (``stages.task``: ``Task.encode``)."""
+    return task_of(prepared).encode(prepared, tokenizer, model)
 
 
 def lora_metadata(model: ModelConfig) -> dict[str, str]:
@@ -165,22 +164,23 @@ class FinetuneStage(StageBase):
     def seed(self, model: ModelConfig, train: TrainConfig) -> int:
         return self.key(model, train)["train"]["train_seed"]
 
-    def compute(self, st, model: ModelConfig, train: TrainConfig, *, progress=True, device="cpu", on_epoch=None):
+    def compute(self, st, model: ModelConfig, train: TrainConfig, *, inputs, progress=True, device="cpu",
+                on_epoch=None):
         from layerinf.engine.train import fit
-        from layerinf.stages import task
 
-        prepared = load_data(self.run_dir)
+        prepared = inputs[DATA]
+        task = task_of(prepared)
         rec = recipe(self.run_dir, model, train)
         gc = self.gradient_checkpointing
         loaded = task.load_model(prepared, model, seed=rec["train_seed"], device=device, gradient_checkpointing=gc)
-        enc = encode_splits(prepared, loaded.tokenizer, model)
-        judged = not task.is_sft(prepared) or bool(prepared.class_words)  # free-form responses have no majority class
+        enc = task.encode(prepared, loaded.tokenizer, model)
+        judged = task.judged(prepared)
 
         def train_once(recipe_: TrainConfig, init_state=None):
             result = fit(loaded.model, enc["train"], enc["infl"], enc["test"], recipe_, lr=rec["lr"],
                          init_state=init_state,
                          seed=rec["train_seed"], progress=progress, on_epoch=on_epoch, gradient_checkpointing=gc,
-                         objective=task.objective(prepared, recipe_), eval_batch_size=self.runtime.eval_batch_size)
+                         objective=task.objective(recipe_), eval_batch_size=self.runtime.eval_batch_size)
             best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
             health = health_check(float(best["infl_acc"]), enc["infl"].labels, float(best["test_acc"]),
                                   enc["test"].labels) if judged else None
@@ -209,7 +209,30 @@ class FinetuneStage(StageBase):
                 "accuracy_at_best_epoch": result.accuracy_at_best_epoch, "lr": rec["lr"],
                 "model": asdict(model), "train_seed": rec["train_seed"], "health": health,
                 **({"epochs": result.epochs} if train.min_steps else {}),
-                **({"loss_reduction": train.loss_reduction} if task.is_sft(prepared) else {})}
+                **task.recipe_fields(train.loss_reduction)}
+
+    def model(self, prepared, checkpoint: str = "best", device: str = "cpu", *, gradient_checkpointing: bool = False):
+        """The fine-tuned model of the finished stage with the chosen adapter (init | best | last) loaded, for
+        ``prepared`` (the run's data), and its model config."""
+        summary = self.summary()
+        model = ModelConfig(**summary["model"])
+        path = self.path / adapter_file(checkpoint)
+        if not path.is_file():
+            raise LayerinfError(f"the run has no '{checkpoint}' checkpoint ({path.name} is absent: the adapter was "
+                                "imported)", "use --checkpoint best")
+        loaded = task_of(prepared).load_model(prepared, model, seed=summary["train_seed"], adapter=path, device=device,
+                                              gradient_checkpointing=gradient_checkpointing)
+        return loaded, model
+
+    def test_logits(self):
+        """The best checkpoint's per-example logits (SFT: loss summaries) of the test split; None when absent (an
+        imported adapter, or a stage made by an older layerinf)."""
+        path = self.path / TEST_LOGITS_FILE
+        return np.load(path) if path.is_file() else None
+
+    def objective(self, prepared):
+        """The loss the model was fine-tuned with (``engine.objectives``), for its gradients and retrainings."""
+        return task_of(prepared).objective({"loss_reduction": self.summary().get("loss_reduction", "mean")})
 
     def _say(self, line: str) -> None:
         if self.echo is not None:
@@ -241,16 +264,16 @@ class AdapterStage(FinetuneStage):
     def seed(self, model: ModelConfig, adapter: Path) -> int:
         return int(self.run_dir.stage_info(DATA)["seed"] or 0)
 
-    def compute(self, st, model: ModelConfig, adapter: Path, *, progress=True, device="cpu"):
+    def compute(self, st, model: ModelConfig, adapter: Path, *, inputs, progress=True, device="cpu"):
         from layerinf.engine.train import evaluate
         from layerinf.model import save_adapter, trainable_state
-        from layerinf.stages import task
 
-        prepared = load_data(self.run_dir)
+        prepared = inputs[DATA]
+        task = task_of(prepared)
         seed = self.seed(model, adapter)
         loaded = task.import_model(prepared, model, adapter, seed=seed, device=device)
-        enc = encode_splits(prepared, loaded.tokenizer, model)
-        objective = task.objective(prepared)  # SFT: the mean response loss (an imported adapter has no recipe)
+        enc = task.encode(prepared, loaded.tokenizer, model)
+        objective = task.objective()  # SFT: the mean response loss (an imported adapter has no recipe)
         save_adapter(trainable_state(loaded.model), st.out(adapter_file("best")),
                      {"model": model.name, "imported_from": Path(adapter).name, **lora_metadata(loaded.config)})
         infl_loss, infl_acc, infl_logits = evaluate(loaded.model, enc["infl"], self.runtime.eval_batch_size, objective)
@@ -261,35 +284,23 @@ class AdapterStage(FinetuneStage):
         history.to_parquet(st.out(table_file(HISTORY)), index=False)
         history.to_csv(st.out(table_file(HISTORY, "csv")), index=False)
         health = None
-        if not task.is_sft(prepared) or prepared.class_words:  # free-form responses have no majority class
+        if task.judged(prepared):
             health = health_check(infl_acc, enc["infl"].labels, test_acc, enc["test"].labels)
         return {"best_epoch": 0, "best_accuracy": test_acc, "accuracy_at_best_epoch": test_acc, "lr": None,
                 "model": asdict(loaded.config), "train_seed": seed, "imported": True, "health": health,
-                **({"loss_reduction": objective.reduction} if task.is_sft(prepared) else {})}
+                **task.recipe_fields(getattr(objective, "reduction", None))}
 
 
 def run_objective(run_dir, prepared):
     """The loss the run's model was fine-tuned with (``engine.objectives``), for its gradients and retrainings."""
-    from layerinf.stages import task
-
-    reduction = FinetuneStage(run_dir).summary().get("loss_reduction", "mean")
-    return task.objective(prepared, {"loss_reduction": reduction})
+    return FinetuneStage(run_dir).objective(prepared)
 
 
 def load_finetuned(run_dir, checkpoint: str = "best", device: str = "cpu", *, gradient_checkpointing: bool = False):
     """The run's model with the chosen adapter (init | best | last) loaded, its data and model config
     (``gradient_checkpointing``: recompute activations in the backward pass; the same gradients)."""
-    from layerinf.stages import task
-
     stage = FinetuneStage(run_dir)
-    folder = stage.run_dir.require(FINETUNE)
+    stage.run_dir.require(FINETUNE)
     prepared = load_data(run_dir)
-    summary = stage.summary()
-    model = ModelConfig(**summary["model"])
-    path = folder / adapter_file(checkpoint)
-    if not path.is_file():
-        raise LayerinfError(f"the run has no '{checkpoint}' checkpoint ({path.name} is absent: the adapter was imported)",
-                            "use --checkpoint best")
-    loaded = task.load_model(prepared, model, seed=summary["train_seed"], adapter=path, device=device,
-                             gradient_checkpointing=gradient_checkpointing)
+    loaded, model = stage.model(prepared, checkpoint, device, gradient_checkpointing=gradient_checkpointing)
     return loaded, prepared, model

@@ -33,7 +33,7 @@ import numpy as np
 
 from layerinf.config import GradsConfig
 from layerinf.errors import LayerinfError
-from layerinf.stages.base import StageBase, StageSummary
+from layerinf.stages.base import StageBase
 from layerinf.store.layout import CHECKPOINTS, DATA, FINETUNE, GRAD_SPLITS, GRADS, adapter_file, tracin_store
 
 if TYPE_CHECKING:
@@ -75,20 +75,21 @@ class GradsStage(StageBase):
             key.pop("tracin_checkpoints", None)
         return {"grads": key}
 
-    def compute(self, st, cfg: GradsConfig, *, progress=True, device="cpu") -> dict:
+    def compute(self, st, cfg: GradsConfig, *, inputs, progress=True, device="cpu") -> dict:
         if self.shards > 1:
-            return self._compute_sharded(st, cfg, progress=progress, device=device)
+            return self._compute_sharded(st, cfg, inputs=inputs, progress=progress, device=device)
         from layerinf.engine.collect import we_token_counts, write_store
         from layerinf.model import inventory, load_adapter
-        from layerinf.stages.finetune import encode_splits, load_finetuned, run_objective
+        from layerinf.stages.finetune import encode_splits
         from layerinf.store.gradstore import check_free_space, store_nbytes
         from layerinf.store.rundir import sha256_file
 
-        loaded, prepared, model_cfg = load_finetuned(self.run_dir, cfg.checkpoint, device=device,
-                                                     gradient_checkpointing=self.gradient_checkpointing)
-        objective = run_objective(self.run_dir, prepared)
+        prepared, finetuned = inputs[DATA], inputs.stage(FINETUNE)
+        loaded, model_cfg = finetuned.model(prepared, cfg.checkpoint, device,
+                                            gradient_checkpointing=self.gradient_checkpointing)
+        objective = finetuned.objective(prepared)
         enc = encode_splits(prepared, loaded.tokenizer, model_cfg)
-        folder = self.run_dir.stage_path(FINETUNE)
+        folder = finetuned.path
         extra = extra_checkpoints(cfg)
         # every store's size is known before anything is written: check the disk once for all of them
         specs = [s for s in inventory(loaded.model, include_we=cfg.include_we) if cfg.include_we or s.kind != "we"]
@@ -106,21 +107,20 @@ class GradsStage(StageBase):
                             batch_size=self.runtime.grad_batch_size, include_we=cfg.include_we, dtype=cfg.grad_dtype,
                             checkpoint_sha256=ckpt_sha, progress=progress, objective=objective)
         return {"num_layers": loaded.num_layers, "checkpoint": cfg.checkpoint,
-                "n_train": len(enc["train"]), "n_infl": len(enc["infl"]), **self._tracin_summary(cfg)}
+                "n_train": len(enc["train"]), "n_infl": len(enc["infl"]), **self._tracin_summary(cfg, inputs)}
 
-    def _tracin_summary(self, cfg: GradsConfig) -> dict:
+    def _tracin_summary(self, cfg: GradsConfig, inputs) -> dict:
         if not cfg.tracin_checkpoints:
             return {}
-        lrs, rule = tracin_lrs(self.run_dir, tracin_list(cfg))
+        lrs, rule = tracin_lrs(inputs.stage(FINETUNE), len(inputs[DATA].train), tracin_list(cfg))
         return {"tracin": {"checkpoints": tracin_list(cfg), "lrs": lrs, "lr_rule": rule}}
 
-    def _compute_sharded(self, st, cfg: GradsConfig, *, progress: bool, device: str) -> dict:
-        from layerinf.stages.data import load_data
+    def _compute_sharded(self, st, cfg: GradsConfig, *, inputs, progress: bool, device: str) -> dict:
         from layerinf.stages.retrain import run_tasks
         from layerinf.store.gradstore import SHARD_DIR
         from layerinf.store.rundir import sha256_file
 
-        n = len(load_data(self.run_dir).train)
+        n = len(inputs[DATA].train)
         count = max(1, min(self.shards, n))
         bounds = [k * n // count for k in range(count + 1)]
         dev = device if self.executor is None else (self.task_device or device)
@@ -148,13 +148,13 @@ class GradsStage(StageBase):
                                 "fix the cause and rerun the command")
         for checkpoint in (cfg.checkpoint, *extra_checkpoints(cfg)):
             first = results[(checkpoint, "train", 0)]
-            ckpt_sha = sha256_file(self.run_dir.stage_path(FINETUNE) / adapter_file(checkpoint))
+            ckpt_sha = sha256_file(inputs.stage(FINETUNE).path / adapter_file(checkpoint))
             write_shard_index(st.tmp / store_path(cfg, checkpoint, "train"), paths, checkpoint_sha256=ckpt_sha,
                               data_sha256=first["split_sha256"])
         first = results[(cfg.checkpoint, "train", 0)]
         return {"num_layers": first["num_layers"], "checkpoint": cfg.checkpoint,
                 "n_train": n, "n_infl": results[(cfg.checkpoint, "infl")]["n"], "shards": count,
-                **self._tracin_summary(cfg)}
+                **self._tracin_summary(cfg, inputs)}
 
     def load(self):
         from layerinf.store.gradstore import GradStore
@@ -318,17 +318,15 @@ def check_tracin_request(methods, cfg: GradsConfig | None) -> None:
                             "--force (YAML: grads.tracin_checkpoints), or drop the method")
 
 
-def tracin_lrs(run_dir, checkpoints: Sequence[str]) -> tuple[dict[str, float], str]:
-    """η_c for each checkpoint, from the finetune stage's recipe (``engine.train.checkpoint_lr``), and the rule."""
+def tracin_lrs(finetuned, n_train: int, checkpoints: Sequence[str]) -> tuple[dict[str, float], str]:
+    """η_c for each checkpoint, from the finetune stage's recipe (``engine.train.checkpoint_lr``; ``finetuned``: the
+    finished ``FinetuneStage``, ``n_train``: its training rows), and the rule."""
     from layerinf.engine.train import checkpoint_lr
-    from layerinf.stages.data import load_data
-    from layerinf.store.rundir import RunDir
 
-    run = RunDir(run_dir)
-    summary, recipe = StageSummary(run, FINETUNE), (run.stage_info(FINETUNE).get("config") or {}).get("train")
+    summary, recipe = finetuned.summary(), (finetuned.run_dir.stage_info(FINETUNE).get("config") or {}).get("train")
     if summary.get("imported") or summary.get("lr") is None or not recipe:
         return {c: 1.0 for c in checkpoints}, "imported adapter (no training recipe): η = 1"
-    steps = -(-len(load_data(run_dir).train) // int(recipe["batch_size"]))
+    steps = -(-int(n_train) // int(recipe["batch_size"]))
     lrs = {c: checkpoint_lr(c, lr=float(summary["lr"]), steps_per_epoch=steps, epochs=int(recipe["epochs"]),
                             warmup=float(recipe["warmup"]), best_epoch=int(summary["best_epoch"]))
            for c in checkpoints}

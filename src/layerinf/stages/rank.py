@@ -14,13 +14,12 @@ stages: ``layerinf.workflows.crossfit``.
 Instruction data (SFT, ``task = "sft"``): the table has ``SFT_COLUMNS`` instead of ``COLUMNS`` (``prompt``,
 ``response``, and ``response_loss``: the fine-tuned model's mean response-token loss on that row, from the
 gradient store), the validation filter of Rank/Vote keeps the validation rows that greedy decoding reproduces
-(``stages.task.correct``), and the summary records ``task``.
+(``stages.task``: ``InstructionTask.correct``), and the summary records ``task``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from layerinf.evaluation import metrics
 from layerinf.stages.base import StageBase
 from layerinf.stages.detect import DEFAULT_TOP
 from layerinf.stages.rank_page import render_html
+from layerinf.stages.suspects_table import _softmax, build_sft_table, build_table  # noqa: F401 (re-exported)
 from layerinf.store.layout import (DATA, DATA_META_FILE, GRADS, PAGE_FILE, SUMMARY_FILE, SUSPECT_SCORES_FILE,
                                    SUSPECTS, SUSPECTS_TABLE, table_file)
 
@@ -67,7 +67,7 @@ class SuspectsResult:
     info: dict[str, Any] = field(default_factory=dict)
     coverage: dict[str, Any] = field(default_factory=dict)  # ranked, rows, how, folds, text (see coverage_of)
     health: list[str] = field(default_factory=list)  # warnings of fits whose model did not clearly learn
-    task: str = "classification"  # or "sft" (instruction data: prompt / response rows, SFT_COLUMNS)
+    task: str = "classification"  # the task's name (``stages.task``; instruction data: prompt / response rows)
     detection: dict[str, Any] = field(default_factory=dict)  # cross-fitting: rankings' probe, noise estimate, choice
 
     @property
@@ -76,8 +76,11 @@ class SuspectsResult:
         return str(self.detection.get("ranking") or "influence")
 
     @property
-    def is_sft(self) -> bool:
-        return self.task == "sft"
+    def kind(self):
+        """The task (``stages.task.Task``): its table, summary and page parts."""
+        from layerinf.stages.task import task_named
+
+        return task_named(self.task)
 
     @property
     def coverage_text(self) -> str:
@@ -114,77 +117,6 @@ def default_group(num_layers: int) -> str:
     return groups[1][0] if len(groups) > 1 else groups[0][0]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def build_table(train: pd.DataFrame, label_names: list[str], scores: np.ndarray, logits: np.ndarray | None,
-                top: float | None, mask_known: bool, probs: np.ndarray | None = None, *, flagged: int | None = None,
-                oos_probs: np.ndarray | None = None, rankings: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Every training example ranked by ascending score (stable; rank 1 = most suspicious). Class probabilities
-    come from ``logits`` (softmax) or are given as ``probs``. The lowest ``flagged`` rows (else ``top`` × n) are
-    suspects. Cross-fitting adds ``p_given_oos`` and ``p_oos:<class>`` (``oos_probs``: each row predicted by the
-    model that held it out) and ``score:<ranking>`` for every ranking side by side."""
-    n = len(train)
-    order = metrics.filter_order(scores)
-    k = metrics.removal_count(top, n) if flagged is None else int(flagged)
-    given = train["label"].to_numpy(np.int64)
-    probs = _softmax(np.asarray(logits, dtype=np.float64)) if probs is None else np.asarray(probs, np.float64)
-    pred = probs.argmax(1)
-    names = np.asarray(label_names, dtype=object)
-    tp = train["text_pair"].to_numpy(object)
-    out = pd.DataFrame({
-        "rank": np.arange(1, n + 1, dtype=np.int64),
-        "index": train["idx"].to_numpy(np.int64)[order],
-        "source_idx": train["source_idx"].to_numpy(np.int64)[order],
-        "text": train["text"].to_numpy(object)[order],
-        "text_pair": [None if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in tp[order]],
-        "given_label": names[given[order]],
-        "predicted_label": names[pred[order]],
-        "probability": probs[order, given[order]],
-        "score": np.asarray(scores, dtype=np.float64)[order],
-        "suspect": np.arange(n) < k,
-    })
-    if oos_probs is not None:
-        oos = np.asarray(oos_probs, dtype=np.float64)
-        out["predicted_oos"] = names[oos.argmax(1)[order]]
-        out["p_given_oos"] = oos[order, given[order]]
-        for j, name in enumerate(label_names):
-            out[f"p_oos:{name}"] = oos[order, j]
-    for name, values in (rankings or {}).items():
-        out[f"score:{name}"] = np.asarray(values, dtype=np.float64)[order]
-    if mask_known:
-        out["noisy"] = train["noisy"].to_numpy(bool)[order]
-    return out
-
-
-def build_sft_table(train: pd.DataFrame, scores: np.ndarray, losses: np.ndarray, top: float,
-                    mask_known: bool, extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Every instruction example (an SFT split: ``prompt``, ``response``) ranked by ascending score (stable; rank 1
-    = most suspicious), with ``losses``: each row's response loss under the fine-tuned model, and ``extra`` columns
-    (row order as ``train``)."""
-    n = len(train)
-    order = metrics.filter_order(scores)
-    k = metrics.removal_count(top, n)
-    out = pd.DataFrame({
-        "rank": np.arange(1, n + 1, dtype=np.int64),
-        "index": train["idx"].to_numpy(np.int64)[order],
-        "source_idx": train["source_idx"].to_numpy(np.int64)[order],
-        "prompt": train["prompt"].astype(str).to_numpy(object)[order],
-        "response": train["response"].astype(str).to_numpy(object)[order],
-        "response_loss": np.asarray(losses, dtype=np.float64)[order],
-        "score": np.asarray(scores, dtype=np.float64)[order],
-        "suspect": np.arange(n) < k,
-    })
-    for name, values in (extra or {}).items():
-        out[name] = np.asarray(values, dtype=np.float64)[order]
-    if mask_known:
-        out["noisy"] = train["noisy"].to_numpy(bool)[order]
-    return out
-
-
 CSV_FLOAT = "%.6g"  # the CSV's one number format (6 significant digits); the JSONL keeps full precision
 
 
@@ -201,7 +133,6 @@ def _write_outputs(folder: Path, result: SuspectsResult) -> None:
 def write_result(folder: Path, result: SuspectsResult, scores: pd.DataFrame, **extra: Any) -> dict[str, Any]:
     """Write a ranking into ``folder``: ``scores.parquet`` (``scores``), ``summary.json`` (returned), the table
     (CSV, JSONL) and the page."""
-    t = result.table
     summary: dict[str, Any] = {
         "config": result.config_key, "method": result.method, "group": result.group, "aggregator": result.aggregator,
         "kappa": result.kappa, "top": result.top, "n": result.n, "n_suspects": result.n_suspects,
@@ -209,10 +140,7 @@ def write_result(folder: Path, result: SuspectsResult, scores: pd.DataFrame, **e
         "run_dir": str(result.run_dir), "mask_known": result.mask_known,
         "coverage": result.coverage, "health": result.health, **extra,
     }
-    if result.is_sft:  # classification summaries stay as they were (no task key: a missing one means classification)
-        summary["task"] = result.task
-    else:
-        summary["suspects_disagreeing"] = int((t["suspect"] & (t["given_label"] != t["predicted_label"])).sum())
+    summary.update(result.kind.suspects_summary(result))
     scores.to_parquet(folder / SUSPECT_SCORES_FILE, index=False)
     (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     _write_outputs(folder, result)
@@ -249,27 +177,7 @@ def summary_table(result: SuspectsResult, k: int = 10, width: int = 70) -> pd.Da
         return s if len(s) <= width else s[: width - 1] + "…"
 
     head = result.table.head(int(k))
-    if getattr(result, "is_sft", False):
-        out = pd.DataFrame({
-            "rank": head["rank"].to_numpy(),
-            "row": head["source_idx"].to_numpy(),  # the row in the user's file
-            "loss": head["response_loss"].round(3).to_numpy(),
-            "score": head["score"].to_numpy(),
-            "prompt": [short(p, None) for p in head["prompt"]],
-            "response": [short(r, None, max(width // 2, 10)) for r in head["response"]],
-        })
-        if result.mask_known and "noisy" in head.columns:
-            out["noisy"] = head["noisy"].to_numpy()
-        return out
-    out = pd.DataFrame({
-        "rank": head["rank"].to_numpy(),
-        "row": head["source_idx"].to_numpy(),  # the row in the user's file
-        "given": head["given_label"].to_numpy(),
-        "predicted": head["predicted_label"].to_numpy(),
-        "p(given)": head["probability"].round(3).to_numpy(),
-        "score": head["score"].to_numpy(),
-        "text": [short(a, b) for a, b in zip(head["text"], head["text_pair"])],
-    })
+    out = result.kind.summary_rows(head, short, width)
     if result.mask_known and "noisy" in head.columns:
         out["noisy"] = head["noisy"].to_numpy()
     return out
@@ -350,26 +258,21 @@ class RankStage(StageBase):
         return int(self.source.stage_info(DATA)["seed"] or 0)
 
     def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
-                progress=True, device="cpu") -> dict:
-        from layerinf.stages.data import load_data
-        from layerinf.stages.grads import GradsStage
-        from layerinf.stages import task
+                inputs, progress=True, device="cpu") -> dict:
         from layerinf.stages.score import score_stores
+        from layerinf.stages.task import task_of
 
-        prepared = load_data(self.source)
-        grads = GradsStage(self.source)
-        train, infl = grads.load()
-        group = self._group(cfg)
-        sft = task.is_sft(prepared)
-        # SFT stores hold no class labels to compare (zeros, or class-word ids): the row count must match
-        if len(train.labels) != len(prepared.train) or (not sft and not np.array_equal(
-                np.asarray(train.labels), prepared.train["label"].to_numpy())):
+        prepared, grads = inputs[DATA], inputs.stage(GRADS)
+        train, infl = inputs[GRADS]
+        group = group_members(cfg.group, train.specs, grads.num_layers, cfg.method)[0]
+        task = task_of(prepared)
+        if not task.labels_match(train.labels, prepared):
             raise LayerinfError(f"the gradients in {self.source.root} do not match its training data",
                                 f"redo them: `layerinf grads {self.source.root} --force`")
         aggregators = list(dict.fromkeys([cfg.aggregator, *PAPER_AGGREGATORS]))
         score_cfg = ScoreConfig(methods=[cfg.method], groups=[group], aggregators=aggregators,
                                 vote_kappa=vote_kappa)
-        correct = np.asarray(task.correct(prepared, infl.logits, infl.labels), dtype=bool)
+        correct = np.asarray(task.correct(infl.logits, infl.labels), dtype=bool)
         scratch = st.tmp / ".scratch"
         try:
             res = score_stores(train, infl, None, correct, grads.num_layers, score_cfg, scratch, progress=progress,
@@ -385,10 +288,7 @@ class RankStage(StageBase):
         noisy = prepared.train["noisy"].to_numpy(bool)
         mask_known = bool(noisy.any())
         top = DEFAULT_TOP if cfg.top is None else cfg.top  # one fit: no out-of-sample probabilities to estimate from
-        if sft:
-            table = build_sft_table(prepared.train, s, np.asarray(train.loss, dtype=np.float64), top, mask_known)
-        else:
-            table = build_table(prepared.train, prepared.label_names, s, train.logits, top, mask_known)
+        table = task.suspects_table(prepared.train, prepared.label_names, s, train, top, mask_known)
         foreign = self.source.root.resolve() != self.run_dir.root.resolve()
         result = SuspectsResult(
             folder=st.tmp, run_dir=self.source.root, table=table, method=cfg.method, group=group,
@@ -396,7 +296,7 @@ class RankStage(StageBase):
             n_suspects=int(table["suspect"].sum()), label_names=list(prepared.label_names), mask_known=mask_known,
             model=model_name, checkpoint=str(grads.summary().get("checkpoint", "best")),
             coverage=coverage_of(prepared.meta, len(table), self.source.root if foreign else None),
-            health=health_of([self.source]), task="sft" if sft else "classification",
+            health=health_of([self.source]), task=task.name,
         )
         extra: dict[str, Any] = {}
         if mask_known:
@@ -410,6 +310,14 @@ class RankStage(StageBase):
 
     def load(self) -> "SuspectsResult":
         return load_result(self.path)
+
+    def scores(self) -> pd.DataFrame:
+        """``scores.parquet``: the chosen method and group under every aggregator, one row per training row."""
+        return pd.read_parquet(self.path / SUSPECT_SCORES_FILE)
+
+    def written_summary(self) -> dict:
+        """``summary.json`` (its group, label names and checkpoint)."""
+        return json.loads((self.path / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
 def load_result(folder: Path) -> SuspectsResult:

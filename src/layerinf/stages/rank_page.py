@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
+from typing import Callable
 
 HTML_LIMIT = 300  # rows listed on the HTML page (the CSV / JSONL hold every example)
 TEXT_LIMIT = 400  # characters of an SFT prompt / response shown on the page (the CSV / JSONL hold the whole text)
@@ -45,7 +47,7 @@ def _noisy_cell(result, row) -> str:
     return "<td>" + ('<span class="tag">noisy</span>' if row.noisy else "") + "</td>"
 
 
-def _sft_rows(result, shown) -> list[str]:
+def _instruction_rows(result, shown) -> list[str]:
     return [f"<tr><td class=\"num\">{r.rank}</td><td class=\"num\">{r.source_idx}</td>"
             f"<td class=\"prompt\">{_cut(r.prompt)}</td><td class=\"response\">{_cut(r.response)}</td>"
             f"<td class=\"num\">{html.escape(_fmt(r.response_loss))}</td>"
@@ -112,8 +114,8 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
     e = html.escape
     t = result.table
     shown = t[t["suspect"]].head(limit)
-    sft = bool(getattr(result, "is_sft", False))
-    rows = (_sft_rows if sft else _classification_rows)(result, shown)
+    page = result.kind.page  # the task's parts of the page (``stages.task``)
+    rows = page.rows(result, shown)
     method_names = {"datainf": "DataInf", "tracin": "TracIn", "cosine": "Cosine (gradient similarity)"}
     agg_names = {"vote": f"Vote (κ = {result.kappa:g})", "rank": "Rank", "mean": "Mean"}
     cover = getattr(result, "coverage", None) or {}
@@ -134,16 +136,15 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
         f"fine-tuned model <b>{e(result.model)}</b>, helps the model on held-out validation examples. "
         "The per-module, per-validation-example scores were combined by "
         f"<b>{e(agg_names.get(result.aggregator, result.aggregator))}</b>. "
-        + ("For instruction data the model's loss is its mean loss on the response tokens (the prompt is context). "
-           if sft else "")
+        + page.loss_note
         + "Sign convention: <b>higher score = more helpful</b>; an example with a low score pushes the model away from "
         "what the validation data teach, which is typical of a wrong "
-        + ("response (one that does not answer its prompt)" if sft else "label")
+        + page.wrong
         + ". The page lists the lowest-scoring "
         f"{result.n_suspects / max(result.n, 1):.0%} of the training set ({result.n_suspects:,} of {result.n:,}), "
         "most suspicious first. "
         "This is a ranking, not a verdict: read the suspects, "
-        + ("<b>fix the responses</b> that are wrong" if sft else "<b>relabel</b> the ones that are wrong")
+        + page.fix
         + " (or <b>drop</b> "
         "them when unsure), then <b>retrain</b> and run this again on the cleaned data."
     )
@@ -160,21 +161,10 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
                 "every example is in suspects.csv.</p>")
     noisy_head = "<th>known</th>" if result.mask_known else ""
     src_head = '<th title="row number in your file, counting from 0 (header not counted)">source_idx</th>'
-    if sft:
-        head = (f"<th>rank</th>{src_head}<th>prompt</th><th>response</th>"
-                '<th title="the fine-tuned model\'s mean loss on the response tokens">response loss</th>'
-                f"<th>score</th>{noisy_head}")
-        what = ("instruction data (prompt → response)" + (f"; class words: {', '.join(result.label_names)}"
-                                                          if result.label_names else ""))
-    else:
-        p_head = ("<th title=\"from the fold model that did not train on the row\">p(given), out of sample</th>"
-                  if "p_given_oos" in t.columns else "<th>p(given)</th>")
-        head = (f"<th>rank</th>{src_head}<th>text</th><th>given label</th><th>predicted</th>{p_head}\n"
-                f"<th>score</th>{noisy_head}")
-        what = "labels: " + ", ".join(result.label_names)
+    head, what = page.head(result, src_head, noisy_head)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>layerinf suspects</title>
-<style>{_CSS}{_SFT_CSS if sft else ""}</style></head>
+<style>{_CSS}{page.css}</style></head>
 <body>
 <h1>Training examples most likely to be wrong</h1>
 <p class="sub">{e(result.config_key)} · {result.n:,} rows ranked · {e(what)}</p>
@@ -193,3 +183,40 @@ def render_html(result, limit: int = HTML_LIMIT) -> str:
 Vitel &amp; Chhabra, arXiv 2511.04715).</p>
 </body></html>
 """
+
+
+def _classification_head(result, src_head: str, noisy_head: str) -> tuple[str, str]:
+    p_head = ("<th title=\"from the fold model that did not train on the row\">p(given), out of sample</th>"
+              if "p_given_oos" in result.table.columns else "<th>p(given)</th>")
+    head = (f"<th>rank</th>{src_head}<th>text</th><th>given label</th><th>predicted</th>{p_head}\n"
+            f"<th>score</th>{noisy_head}")
+    return head, "labels: " + ", ".join(result.label_names)
+
+
+def _instruction_head(result, src_head: str, noisy_head: str) -> tuple[str, str]:
+    head = (f"<th>rank</th>{src_head}<th>prompt</th><th>response</th>"
+            '<th title="the fine-tuned model\'s mean loss on the response tokens">response loss</th>'
+            f"<th>score</th>{noisy_head}")
+    what = ("instruction data (prompt → response)" + (f"; class words: {', '.join(result.label_names)}"
+                                                      if result.label_names else ""))
+    return head, what
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A task's parts of the page: its rows and header, and the words that differ (``stages.task``: ``Task.page``)."""
+
+    rows: Callable  # (result, shown rows) → one <tr> per row
+    head: Callable  # (result, source_idx header, noisy header) → (header cells, what the data are)
+    loss_note: str  # how the model's loss is read, or ""
+    wrong: str  # what is wrong in a harmful example
+    fix: str  # what to do with the suspects
+    css: str = ""
+
+
+CLASSIFICATION_PAGE = TaskPage(_classification_rows, _classification_head, "", "label",
+                               "<b>relabel</b> the ones that are wrong")
+INSTRUCTION_PAGE = TaskPage(
+    _instruction_rows, _instruction_head,
+    "For instruction data the model's loss is its mean loss on the response tokens (the prompt is context). ",
+    "response (one that does not answer its prompt)", "<b>fix the responses</b> that are wrong", _SFT_CSS)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -38,9 +37,9 @@ import pandas as pd
 from layerinf.config import BASELINES, FilterConfig, ModelConfig, TrainConfig
 from layerinf.errors import LayerinfError
 from layerinf.evaluation import metrics
-from layerinf.stages.base import StageBase
-from layerinf.store.layout import (AGGREGATED_FILE, DATA, FINETUNE, RECORDS_DIR, RESULTS, RETRAIN, SCORE_TABLE, SCORES,
-                                   adapter_file, record_file, table_file)
+from layerinf.stages.base import Inputs, StageBase
+from layerinf.store.layout import (DATA, FINETUNE, RECORDS_DIR, RESULTS, RETRAIN, SCORES, adapter_file, record_file,
+                                   table_file)
 from layerinf.store.rundir import RunDir, atomic_write_json, config_hash
 
 METRIC_COLUMNS = ["ndr_30", "auc_ndr", "roc_auc", "cancellation"]
@@ -147,13 +146,13 @@ def retrain_task(run_root: str, kept: np.ndarray, first_config: str, train: Trai
     from layerinf.model import resolve_device
 
     device = str(resolve_device(device))
-    from layerinf.stages import task
+    from layerinf.stages.task import task_of
 
     loaded, enc, init_state, prepared = _retrain_context(run_root, device)
     res = train_mod.fit(loaded.model, enc["train"], enc["infl"], enc["test"], train, lr=rec["lr"],
                         seed=rec["train_seed"], rows=kept, init_state=init_state, progress=False,
                         gradient_checkpointing=bool(gradient_checkpointing),
-                        objective=task.objective(prepared, train), eval_batch_size=int(eval_batch_size))
+                        objective=task_of(prepared).objective(train), eval_batch_size=int(eval_batch_size))
     n = len(enc["train"])
     record = {
         "kept": int(len(kept)), "best_accuracy": res.best_accuracy,
@@ -208,16 +207,17 @@ class RetrainStage(StageBase):
     def seed(self, filt, model, train) -> int:
         return int(self.run_dir.stage_info(DATA)["seed"] or 0)
 
-    def plan(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig):
+    def plan(self, filt: FilterConfig, model: ModelConfig, train: TrainConfig, inputs=None):
         """(kind, name, scores, kept rows, record path, repeat) per configuration and baseline, repeats
-        0..R−1 of each in turn (R = ``filter.repeats``; repeat r trains with seed ``train_seed + r``)."""
-        from layerinf.stages.data import load_data
-
+        0..R−1 of each in turn (R = ``filter.repeats``; repeat r trains with seed ``train_seed + r``), the score
+        table and the noise mask (``inputs``: the upstream results; default: this run's, verified first)."""
+        if inputs is None:
+            inputs = Inputs(self.source, self.upstream, verify=True)
         run = self.run_dir
-        noisy = load_data(run).train["noisy"].to_numpy(bool)
+        noisy = inputs[DATA].train["noisy"].to_numpy(bool)
         n = len(noisy)
-        table = pd.read_parquet(run.stage_path(SCORES) / table_file(SCORE_TABLE))
-        aggregated = pd.read_parquet(run.stage_path(SCORES) / AGGREGATED_FILE)
+        table = inputs[SCORES]
+        aggregated = inputs.stage(SCORES).aggregated()
         keys = [config_key(r.method, r.group, r.aggregator) for r in table.itertuples()]
         if filt.configs is not None:
             unknown = sorted(set(filt.configs) - set(keys))
@@ -231,7 +231,7 @@ class RetrainStage(StageBase):
         removed = metrics.removal_count(filt.fraction, n)
         self._n = n
         # a retraining is reused only for the same kept subset, initial checkpoint and recipe (seed included)
-        init = run.stage_info(FINETUNE)["files"][adapter_file("init")]
+        init = inputs.stage(FINETUNE).files()[adapter_file("init")]
         rec = self.key(filt, model, train)["train"]
         salts = [config_hash({"init": init, "train": _seeded(rec, r)}) for r in range(filt.repeats)]
         plan = []
@@ -241,11 +241,11 @@ class RetrainStage(StageBase):
                 plan.append((kind, name, s, kept, run.layout.record(_unit_key(kept, salt)), r))
         return plan, table, noisy
 
-    def compute(self, st, filt: FilterConfig, model: ModelConfig, train: TrainConfig, *, progress=True,
+    def compute(self, st, filt: FilterConfig, model: ModelConfig, train: TrainConfig, *, inputs, progress=True,
                 device="cpu") -> dict:
-        plan, table, noisy = self.plan(filt, model, train)
+        plan, table, noisy = self.plan(filt, model, train, inputs)
         self._retrain(plan, model, train, progress=progress, device=device)
-        results = self._results(plan, table, noisy, model, repeats=filt.repeats)
+        results = self._results(plan, table, noisy, model, inputs[DATA], repeats=filt.repeats)
         results.to_parquet(st.out(table_file(RESULTS)), index=False)
         results.to_csv(st.out(table_file(RESULTS, "csv")), index=False)
         for path in sorted(self.run_dir.layout.records.glob("*.json")):  # every intact record, these options' and
@@ -298,12 +298,10 @@ class RetrainStage(StageBase):
             raise LayerinfError(f"{len(failures)} of {len(tasks)} retrainings failed (first: {failures[0]})",
                                 "fix the cause and rerun the same command: finished retrainings are reused")
 
-    def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig,
+    def _results(self, plan, table: pd.DataFrame, noisy: np.ndarray, model: ModelConfig, prepared,
                  repeats: int = 1) -> pd.DataFrame:
-        from layerinf.stages.data import load_data
-        from layerinf.stages.task import is_sft
+        from layerinf.stages.task import task_of
 
-        prepared = load_data(self.run_dir)
         seed = int(self.run_dir.stage_info(DATA)["seed"] or 0)
         task = prepared.task or self.run_dir.stage_info(DATA)["config"]["data"]["source"]
         by_key = {config_key(r.method, r.group, r.aggregator): r for r in table.itertuples()}
@@ -324,11 +322,7 @@ class RetrainStage(StageBase):
                 "aggregator": agg, "kind": kind, **m, "removed": int(n - len(kept)),
                 "best_accuracy": unit["best_accuracy"], "accuracy_at_best_epoch": unit["accuracy_at_best_epoch"],
             }
-            if is_sft(prepared):  # instruction data: accuracy = exact match; and the loss
-                hist = pd.DataFrame(unit["history"])
-                at_best = hist.loc[hist["epoch"] == unit["best_epoch"]]
-                row.update(test_loss_at_best_epoch=float(at_best["test_loss"].iloc[0]) if len(at_best) else math.nan,
-                           best_test_loss=float(hist["test_loss"].min()))
+            row.update(task_of(prepared).retrain_fields(unit))  # instruction data: the loss too
             if repeats > 1:  # one row per repeat; with one repeat the table is the one it always was
                 row.update(repeat=int(r), train_seed=int(unit["train_seed"]))
             rows.append(row)

@@ -381,17 +381,13 @@ class ScoreStage(StageBase):
 
         return {"score": asdict(cfg)}
 
-    def compute(self, st, cfg: ScoreConfig, *, progress=True, device="cpu") -> dict:
-        from layerinf.stages.data import load_data
-        from layerinf.stages.grads import GradsStage
-
-        prepared = load_data(self.run_dir)
-        grads = GradsStage(self.run_dir)
-        train, infl = grads.load()
+    def compute(self, st, cfg: ScoreConfig, *, inputs, progress=True, device="cpu") -> dict:
+        prepared, grads = inputs[DATA], inputs.stage(GRADS)
+        train, infl = inputs[GRADS]
         checkpoints = checkpoint_stores(grads, cfg, train, infl)
-        from layerinf.stages.task import correct as correct_of
+        from layerinf.stages.task import task_of
 
-        correct = correct_of(prepared, infl.logits, infl.labels)  # SFT: greedy decoding gives the response
+        correct = task_of(prepared).correct(infl.logits, infl.labels)  # SFT: greedy decoding gives the response
         noisy = prepared.train["noisy"].to_numpy(bool)
         res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
                            device=device, checkpoints=checkpoints, chunk_size=self.runtime.chunk_size)
@@ -419,7 +415,8 @@ class ScoreStage(StageBase):
                 with self.run_dir.stage(self.name, key, seed=self.seed(cfg), force=force, inputs=inputs,
                                         device=str(device)) as st:
                     if not st.done:
-                        st.info["summary"] = self.compute(st, cfg, progress=progress, device=device)
+                        st.info["summary"] = self.compute(st, cfg, inputs=self.inputs(), progress=progress,
+                                                          device=device)
                 score_sets.drop(self.run_dir, want)  # a kept copy of what is current now is superseded
         table = self.load()
         table.attrs["score_set"] = want

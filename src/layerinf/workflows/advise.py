@@ -44,9 +44,10 @@ from layerinf.config import (SCALE_OUT, DataConfig, GradsConfig, ModelConfig, Ra
                              TrainConfig, runtime_options_except, split_options)
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
-from layerinf.stages.base import StageBase
-from layerinf.stages.data import DataStage, load_data, task_type
-from layerinf.stages.finetune import FinetuneStage, encode_splits, load_finetuned
+from layerinf.stages.base import Inputs, StageBase
+from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.task import task_for
+from layerinf.stages.finetune import FinetuneStage, encode_splits
 from layerinf.stages.grads import GradsStage
 from layerinf.stages.score import ScoreStage
 from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP_FILE, NOISE, NOISE_ESTIMATE_FILE,
@@ -119,7 +120,7 @@ def _configs(source: str | None, options: dict[str, Any]):
         raise LayerinfError("advise needs source= (your training data)", "e.g. layerinf advise OUT --source my_data.csv")
     opts = {**ADVISE_DEFAULTS, **options, "source": source}
     data, model, train, grads, score, runtime = split_options(opts, *SECTIONS, where="advise", exclude=NOT_TAKEN)
-    train = small_data_recipe(train, model.name, options, task_type(data) == "sft")
+    train = small_data_recipe(train, model.name, options, not task_for(data).step_budget)
     return dataclasses.replace(data, noise_rate=0.0), model, train, grads, score, runtime, set(options)
 
 
@@ -134,21 +135,9 @@ def _needs_we(score: ScoreConfig, num_layers: int) -> bool:
 
 
 def _prepare_in_memory(data: DataConfig, sft_raw=None):
-    """The user's data split as the data stage will split them, in memory (``sft_raw``: instruction data already
-    loaded, by ``check_sft``)."""
-    from layerinf import data as data_mod
-    from layerinf.stages.data import task_type
-
-    if task_type(data) == "sft":
-        from layerinf.data.sft_prepared import prepare_sft
-
-        return prepare_sft(sft_raw if sft_raw is not None else data.source, prompt_column=data.prompt_column, response_column=data.response_column,
-                           messages_column=data.messages_column, dev_source=data.dev_source,
-                           max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
-    return data_mod.prepare(
-        data.source, task=data.task, text_column=data.text_column, text_pair_column=data.text_pair_column,
-        label_column=data.label_column, dev_source=data.dev_source, label_names=data.label_names,
-        max_train=data.max_train, max_dev=data.max_dev, noise_rate=0.0, seed=data.seed)
+    """The user's data split as the data stage will split them, in memory, without noise (``sft_raw``: instruction
+    data already loaded, by ``Task.check_data``)."""
+    return task_for(data).prepare(data, noise_rate=0.0, raw=sft_raw)
 
 
 def check_size(prepared, probe_rate: float, noise_folds: int) -> None:
@@ -185,11 +174,11 @@ def run_probe(probe_dir: Path, data: DataConfig, model: ModelConfig, train: Trai
     return pr
 
 
-def probe_rows(probe: RunDir, seed: int) -> pd.DataFrame:
-    """Planted-flip metrics of every scored configuration of one probe (a row per configuration)."""
-    planted = load_data(probe).train["noisy"].to_numpy(bool)
-    probe.require(SCORES)
-    aggregated = ScoreStage(probe).aggregated()
+def probe_rows(prepared, scores: ScoreStage, seed: int) -> pd.DataFrame:
+    """Planted-flip metrics of every scored configuration of one probe (a row per configuration; ``prepared``: its
+    data, ``scores``: its finished score stage)."""
+    planted = prepared.train["noisy"].to_numpy(bool)
+    aggregated = scores.aggregated()
     rows = []
     for col in (c for c in aggregated.columns if c != "idx"):
         method, group, aggregator = col.split("/", 2)
@@ -211,11 +200,12 @@ def fold_ids(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def held_out_probs(fold_dir: Path, prepared, rows: np.ndarray, device: str, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of ``prepared.train`` rows by the best checkpoint of the fold run ``fold_dir``."""
+def held_out_probs(finetuned, fold_data, prepared, rows: np.ndarray, device: str, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of ``prepared.train`` rows by the best checkpoint of a fold run (``finetuned``: its
+    finished ``FinetuneStage``, ``fold_data``: its prepared data)."""
     import torch
 
-    loaded, _, model_cfg = load_finetuned(fold_dir, "best", device=device)
+    loaded, model_cfg = finetuned.model(fold_data, "best", device)
     enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)["train"]
     model = loaded.model.eval()
     dev = next(model.parameters()).device
@@ -247,13 +237,18 @@ class NoiseStage(StageBase):
     def key(self, n_boot: int) -> dict:
         return {"folds": len(self.fold_dirs), "n_boot": int(n_boot)}
 
-    def compute(self, st, n_boot: int, *, progress=True, device="cpu") -> dict:
-        prepared = load_data(self.run_dir)
+    def inputs(self) -> Inputs:
+        """This folder's data, and each fold run's data and fine-tuned model (``parts``)."""
+        return Inputs(self.run_dir, self.upstream,
+                      parts=[Inputs(p, (DATA, FINETUNE), verify=True) for p in self.fold_dirs])
+
+    def compute(self, st, n_boot: int, *, inputs, progress=True, device="cpu") -> dict:
+        prepared = inputs[DATA]
         labels = prepared.train["label"].to_numpy(np.int64)
         probs = np.full((len(labels), prepared.num_classes), np.nan)
-        for f, fold_dir in enumerate(self.fold_dirs):
+        for f, fold in enumerate(inputs.parts):
             held = np.flatnonzero(self.fold_of == f)
-            probs[held] = held_out_probs(fold_dir, prepared, held, device)
+            probs[held] = held_out_probs(fold.stage(FINETUNE), fold[DATA], prepared, held, device)
         est = estimate_noise_rate(probs, labels, n_boot=n_boot, seed=int(prepared.meta.get("seed", 0)))
         est.extra = {"folds": len(self.fold_dirs), "accuracy_vs_given_labels": float((probs.argmax(1) == labels).mean()),
                      "majority_share": float(np.bincount(labels).max() / len(labels))}
@@ -333,11 +328,16 @@ class AdviseStage(StageBase):
     def key(self, cfg: AdviceConfig) -> dict:
         return {"advice": cfg.to_dict(), "context": self.context}
 
-    def compute(self, st, cfg: AdviceConfig, *, progress=True, device="cpu") -> dict:
-        per_probe = pd.concat([probe_rows(RunDir(p), s) for p, s in zip(self.probe_dirs, cfg.seeds)],
-                              ignore_index=True)
+    def inputs(self) -> Inputs:
+        """The noise estimate (when asked for), and each probe's data and scores (``parts``)."""
+        return Inputs(self.run_dir, (NOISE,) if self.with_noise else (), stages={NOISE: NoiseStage(self.run_dir)},
+                      parts=[Inputs(p, (DATA, SCORES)) for p in self.probe_dirs])
+
+    def compute(self, st, cfg: AdviceConfig, *, inputs, progress=True, device="cpu") -> dict:
+        per_probe = pd.concat([probe_rows(probe[DATA], probe.stage(SCORES), s)
+                               for probe, s in zip(inputs.parts, cfg.seeds)], ignore_index=True)
         table = summarize(per_probe, cfg.criterion, cfg.level)
-        noise = NoiseStage(self.run_dir).load() if self.with_noise else None
+        noise = inputs[NOISE] if self.with_noise else None
         rec = recommend(table, per_probe, cfg, noise, self.context)
         for name, df in ((ADVISE_TABLE, table), (PROBE_TABLE, per_probe)):
             df.to_parquet(st.out(table_file(name)), index=False)
@@ -406,17 +406,12 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     probe_rate, probes, noise_folds, kappa_factor = check_probe_args(probe_rate, probes, noise_folds, kappa_factor,
                                                                      criterion)
     data, model, train, grads, score, runtime, given = _configs(source, options)
-    from layerinf.stages.data import task_type
     from layerinf.stages.grads import check_tracin_checkpoints, check_tracin_request
 
-    sft, sft_raw = task_type(data) == "sft", None
-    if sft:  # planted response noise (data.noise_kind); no class probabilities, so no noise-rate estimate
-        from layerinf.model.causal import check_causal_model
-
-        from layerinf.workflows.suspects import check_sft
-
-        check_causal_model(model)
-        sft_raw = check_sft(data, model)  # the whole file loaded and tokenised: its errors before anything is written
+    task = task_for(data)
+    task.check_model(model)
+    sft_raw = task.check_data(data, model)  # instruction data: the whole file loaded and tokenised, before any write
+    if not task.class_probabilities:  # planted response noise (data.noise_kind): no noise-rate estimate
         noise_folds = 0  # (--noise-folds is ignored: it cross-fits class probabilities)
     check_tracin_checkpoints(grads)
     check_tracin_request(score.methods, grads)
@@ -434,10 +429,10 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     with out.guard(), out.locked():
         base = DataStage(out).run(data, force=force, progress=progress)
     n = len(base.train)
-    planted = "planted responses" if sft else "planted flips"
+    planted = task.planted
     say(f"[data] {n} training examples, {len(base.infl) + len(base.test)} dev examples; {probes} probe(s) × "
         f"{noise_count(n, probe_rate)} {planted} ({probe_rate:.0%})")
-    if sft:
+    if not task.class_probabilities:
         say("[noise] no noise-rate estimate for instruction data (it needs class probabilities): Vote's κ stays "
             f"{score.vote_kappa:g} (--vote-kappa)")
     with out.locked():
@@ -449,7 +444,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
                 f"{noise_folds}-fold cross-fitted)")
         src = out.root / PROBES_DIR / SOURCE_DIR
         train_file = dev_file = None
-        if not sft:  # classification probes read OUT/data's splits back (instruction data: see probe_data)
+        if task.class_probabilities:  # labels to flip: probes read OUT/data's splits back (else: see probe_data)
             train_file, dev_file = write_source(base, None, src / "all.jsonl"), write_source(base, None, src / "dev.jsonl", "dev")
         probe_dirs = []
         for i, s in enumerate(seeds, 1):
@@ -461,7 +456,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
         cfg = AdviceConfig(probe_rate=probe_rate, seeds=tuple(seeds), criterion=criterion, kappa_factor=kappa_factor,
                            vote_kappa=score.vote_kappa, default_key=f"datainf/{default_group(num_layers)}/vote")
         context = {"model": model.name, "source": str(data.source), "n_train": n, "num_layers": int(num_layers),
-                   **({"task": "sft", "noise_kind": load_data(probe_dirs[0]).meta.get("noise_kind")} if sft else {})}
+                   **task.advice_context(lambda: load_data(probe_dirs[0]))}
         stage = AdviseStage(out, probe_dirs, with_noise=noise is not None, context=context)
         rec = stage.run(cfg, force=force, progress=progress)
     best = rec["best"][criterion]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from layerinf.errors import LayerinfError
 from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, adaptive_kappa, mean_ci
+from layerinf.stages.task import task_named
 from layerinf.evaluation.names import AGG_NAMES, METHOD_NAMES, agg_order, group_order, method_order
 
 CONFIG = ["method", "group", "aggregator"]
@@ -137,7 +138,7 @@ def recommend(table: pd.DataFrame, per_probe: pd.DataFrame, cfg: AdviceConfig, n
     trusted = noise_trusted(noise)
     kappa = adaptive_kappa(noise.rate, cfg.kappa_factor) if trusted else cfg.vote_kappa
     if noise is None:
-        why = "instruction data" if (context or {}).get("task") == "sft" else "noise_folds=0"
+        why = task_named((context or {}).get("task")).no_noise_estimate or "noise_folds=0"
         rule = f"no noise estimate ({why}): the configured vote_kappa {cfg.vote_kappa:g}"
     elif not trusted:
         rule = (f"the configured vote_kappa {cfg.vote_kappa:g}: the noise estimate is not used, its cross-fitted "
@@ -296,8 +297,9 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
             if not rec.get("noise_trusted", True):
                 noise_html += (" <b>The cross-fitted models barely beat the majority class: the estimate is not "
                                "trustworthy and does not set κ</b> — train longer or on more data.")
-    elif rec.get("task") == "sft":
-        noise_html = "The noise rate is not estimated for instruction data (it needs class probabilities)."
+    elif task_named(rec.get("task")).no_noise_estimate:
+        noise_html = (f"The noise rate is not estimated for {task_named(rec.get('task')).no_noise_estimate} (it needs "
+                      "class probabilities).")
     else:
         noise_html = "The noise rate was not estimated (noise_folds = 0)."
     kappa_html = (f"Vote's κ for your data: <b>{rec['vote_kappa']:.2f}</b> ({e(rec['kappa_rule'])}). "
@@ -317,12 +319,7 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
         f"--method {e(best['method'])} --group {e(best['group'])} --aggregator {e(best['aggregator'])} "
         f"--vote-kappa {rec['vote_kappa']:.2f}</code></p>"
     )
-    planted = (f"Each probe flipped {rec['probe_rate']:.0%} of the training labels (uniformly among the training "
-               "examples, whatever their label)")
-    if rec.get("task") == "sft":
-        how = {"label": "the answer word replaced by another class's", "swap": "another training example's response"}
-        planted = (f"Each probe re-prepared your instruction data with its own seed and replaced {rec['probe_rate']:.0%} "
-                   f"of the training responses ({e(how.get(rec.get('noise_kind'), str(rec.get('noise_kind'))))})")
+    planted = e(task_named(rec.get("task")).probe_text(rec["probe_rate"], rec.get("noise_kind")))
     caveat = (
         f"{planted} and the metrics count <b>only these planted flips</b> as noisy: examples that were "
         "already mislabelled in your data count as clean, so a configuration that also finds them is not rewarded "

@@ -41,7 +41,6 @@ its response loss averaged over the K − 1 models that trained on it.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,16 +51,15 @@ import pandas as pd
 
 from layerinf.config import DataConfig, RankConfig
 from layerinf.errors import LayerinfError
-from layerinf.stages.base import StageBase
-from layerinf.stages.data import DataStage, load_data
+from layerinf.stages.base import Inputs, StageBase
+from layerinf.stages.data import DataStage
 from layerinf.evaluation.rankings import FitScores, combine
 from layerinf.evaluation.rankings import percentile_ranks as percentiles
 from layerinf.stages.detect import DEFAULT_TOP, detection_choice
 from layerinf.stages.embed import EmbedStage
 from layerinf.stages.rank import (DEFAULT_KAPPA, RankStage, SuspectsResult, _softmax, build_sft_table, build_table, health_of,
                                   load_result, write_result)
-from layerinf.store.layout import (DATA, DATA_META_FILE, EMBED, FINETUNE, GRADS, PRED_PROBS_FILE, SUMMARY_FILE,
-                                   SUSPECT_SCORES_FILE, SUSPECTS, TEST_LOGITS_FILE)
+from layerinf.store.layout import DATA, EMBED, FINETUNE, GRADS, PRED_PROBS_FILE, SUMMARY_FILE, SUSPECTS
 from layerinf.store.rundir import RunDir
 
 FOLDS_DIR = "folds"  # OUT/folds/fold-<k>/ (a candidate for store/layout.py)
@@ -83,9 +81,16 @@ class FoldPlan:
     task: str | None = None
     source: str = ""
     info: dict[str, Any] = field(default_factory=dict)
-    kind: str = "classification"  # or "sft"
+    kind: str = "classification"  # the task's name (``stages.task``)
     probe_rate: float = 0.0
     planted: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # fold → (positions, labels)
+
+    @property
+    def job(self):
+        """The task (``stages.task.Task``) whose rows these are."""
+        from layerinf.stages.task import task_named
+
+        return task_named(self.kind)
 
     @property
     def ranked(self) -> int:
@@ -98,14 +103,6 @@ class FoldPlan:
         return {"ranked": self.ranked, "rows": self.total, "how": "crossfit", "folds": self.folds, "text": text}
 
 
-def _min_per_class(folds: int) -> int:
-    """The fewest rows of a class that every fold's training part keeps 2 of (and every fold gets one of)."""
-    c = max(folds, 2)
-    while c - math.ceil(c / folds) < 2:
-        c += 1
-    return c
-
-
 def plant_probe(plan: FoldPlan, rate: float, seed: int) -> FoldPlan:
     """Choose the probe's planted flips (``evaluation.rankings``): in fold k's training part, ``round(rate × its
     rows)`` labels flipped to another class, each row planted in at most one fit (so the other fits that train on
@@ -115,7 +112,7 @@ def plant_probe(plan: FoldPlan, rate: float, seed: int) -> FoldPlan:
     if plan.folds < 3:  # with 2 folds a row trains only one fit: planted there, it would have no own-label score
         rate = 0.0
     plan.probe_rate = float(rate)
-    if rate <= 0 or plan.kind != "classification":
+    if rate <= 0 or not plan.job.class_probabilities:
         return plan
     labels = plan.rows["label"].to_numpy(np.int64)
     taken = np.zeros(len(labels), dtype=bool)
@@ -129,93 +126,14 @@ def plant_probe(plan: FoldPlan, rate: float, seed: int) -> FoldPlan:
 
 
 def plan_folds(data: DataConfig, folds: int, sft_raw=None) -> FoldPlan | None:
-    """Load the source and cut its rows into folds; None when the source brings its own dev part (then one fit
-    on its training part ranks every training row). Raises ``LayerinfError`` before anything is written.
-    Instruction data (``stages.data.task_type``) is planned by ``plan_sft_folds`` (``sft_raw``: its loaded
-    ``SFTRaw``, to save loading it again)."""
-    from sklearn.model_selection import StratifiedKFold
+    """Load the source and cut its rows into folds (``Task.plan_folds``: ``stages.task_folds``); None when the source
+    brings its own dev part (then one fit on its training part ranks every training row). Raises
+    ``LayerinfError`` before anything is written. ``sft_raw``: instruction data already loaded."""
+    from layerinf.stages.task import task_for
 
-    from layerinf.data import load_source, stratified_subset
-    from layerinf.stages.data import task_type
-
-    if task_type(data) == "sft":
-        return plan_sft_folds(data, folds, sft_raw)
-
-    raw = load_source(data.source, task=data.task, text_column=data.text_column,
-                      text_pair_column=data.text_pair_column, label_column=data.label_column,
-                      label_names=data.label_names, seed=data.seed)
-    if not str(raw.info.get("dev_origin") or "").startswith("carved"):
-        return None
-    rows = pd.concat([raw.train, raw.dev], ignore_index=True).sort_values("source_idx", kind="stable")
-    rows = rows.reset_index(drop=True)
-    total = len(rows)
-    keep = stratified_subset(rows["label"].to_numpy(), data.max_train, np.random.default_rng(data.seed), "train",
-                             name="max_train")
-    rows = rows.iloc[keep].reset_index(drop=True)
-    labels = rows["label"].to_numpy(np.int64)
-    counts = np.bincount(labels, minlength=len(raw.label_names))
-    need = _min_per_class(folds)
-    small = [i for i, c in enumerate(counts) if 0 < c < need]
-    if small:
-        i = small[0]
-        raise LayerinfError(
-            f"class '{raw.label_names[i]}' has {int(counts[i])} row(s): too few for folds={folds} (each fold's "
-            f"model needs 2 rows of every class to train on; {need} rows per class needed)",
-            "use fewer folds (--folds 2), add rows of that class, or --folds 1 (one carved-out validation set)")
-    fold_of = np.full(len(rows), -1, dtype=np.int64)
-    split = StratifiedKFold(folds, shuffle=True, random_state=int(data.seed)).split(labels, labels)
-    for k, (_, held) in enumerate(split):
-        fold_of[held] = k
-    return FoldPlan(rows=rows, fold_of=fold_of, folds=int(folds), total=total, label_names=list(raw.label_names),
-                    task=raw.task, source=raw.source, info=dict(raw.info))
-
-
-def load_sft_raw(data: DataConfig):
-    """The SFT source of ``data`` loaded whole (``layerinf.data.sft.load_sft``: one-line errors for bad input)."""
-    from layerinf.data.sft import load_sft
-    from layerinf.stages.data import SFT_SOURCES
-
-    source = "demo-sft" if data.source in SFT_SOURCES else data.source
-    return load_sft(source, prompt_column=data.prompt_column, response_column=data.response_column,
-                    messages_column=data.messages_column, dev_source=data.dev_source, seed=data.seed)
-
-
-def plan_sft_folds(data: DataConfig, folds: int, raw=None) -> FoldPlan | None:
-    """``plan_folds`` for instruction data (module docstring): K folds of the rows, None when the source brings
-    its own dev part."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    from layerinf.data.sft import MIN_ROWS
-    from layerinf.data.sft_prepared import class_words
-
-    raw = load_sft_raw(data) if raw is None else raw
-    if not str(raw.info.get("dev_origin") or "").startswith("carved"):
-        return None
-    rows = pd.concat([raw.train, raw.dev], ignore_index=True).sort_values("source_idx", kind="stable")
-    rows = rows.reset_index(drop=True)
-    total = len(rows)
-    if data.max_train is not None and data.max_train < total:
-        keep = np.sort(np.random.default_rng(int(data.seed)).choice(total, size=int(data.max_train), replace=False))
-        rows = rows.iloc[keep].reset_index(drop=True)
-    n, k = len(rows), int(folds)
-    if n < max(2 * k, MIN_ROWS):
-        capped = f" (of {total:,}, after --max-train)" if n < total else ""
-        raise LayerinfError(f"{n} row(s){capped} are too few for folds={k} (every fold needs 2 rows as a validation "
-                            f"set; {max(2 * k, MIN_ROWS)} rows needed)",
-                            "use fewer folds (--folds 2), add rows, or --folds 1 (one carved-out validation set)")
-    responses = rows["response"].astype(str).tolist()
-    words = class_words(responses)
-    lookup = {w: i for i, w in enumerate(words or [])}
-    ids = np.array([lookup[r] for r in responses], dtype=np.int64) if words else None
-    if ids is not None and np.bincount(ids).min() >= k:
-        split = StratifiedKFold(k, shuffle=True, random_state=int(data.seed)).split(ids, ids)
-    else:
-        split = KFold(k, shuffle=True, random_state=int(data.seed)).split(np.arange(n))
-    fold_of = np.full(n, -1, dtype=np.int64)
-    for i, (_, held) in enumerate(split):
-        fold_of[held] = i
-    return FoldPlan(rows=rows, fold_of=fold_of, folds=k, total=total, label_names=list(words or []), task="sft",
-                    source=raw.source, info=dict(raw.info), kind="sft")
+    task = task_for(data)
+    fields = task.plan_folds(data, folds, sft_raw)
+    return None if fields is None else FoldPlan(**fields, kind=task.name)
 
 
 class FoldDataStage(DataStage):
@@ -234,49 +152,29 @@ class FoldDataStage(DataStage):
     def key(self, cfg: DataConfig) -> dict:
         return {**super().key(cfg), "crossfit": self._crossfit()}
 
-    def compute(self, st, cfg: DataConfig, *, progress: bool = True, device: str = "cpu") -> dict:
-        from layerinf import data as data_mod
-        from layerinf.data import RawData
-
+    def compute(self, st, cfg: DataConfig, *, inputs=None, progress: bool = True, device: str = "cpu") -> dict:
         held = self.plan.fold_of == self.fold
         info = {**self.plan.info, "dev_origin": f"cross-fitting: fold {self.fold} of {self.plan.folds}"}
         train, dev = self.plan.rows[~held].reset_index(drop=True), self.plan.rows[held].reset_index(drop=True)
-        extra = {}
-        if self.plan.kind == "sft":
-            from layerinf.data.sft import SFTRaw
-            from layerinf.data.sft_prepared import prepare_sft_fold, save_sft_prepared
-
-            prepared = prepare_sft_fold(SFTRaw(train=train, dev=dev, source=self.plan.source, info=info),
-                                        max_dev=cfg.max_dev, seed=cfg.seed)
-            save, extra = save_sft_prepared, {"task_type": "sft"}
-        else:
-            raw = RawData(train=train, dev=dev, label_names=self.plan.label_names, task=self.plan.task,
-                          source=self.plan.source, info=info)
-            prepared = data_mod.prepare(raw, max_train=None, max_dev=cfg.max_dev, noise_rate=0.0, seed=cfg.seed,
-                                        infl_equals_test=True)
-            if len(prepared.test) < len(dev):  # the test split holds every held-out row: out-of-sample probabilities
-                prepared.test = data_mod.prepare(raw, max_train=None, max_dev=None, noise_rate=0.0, seed=cfg.seed,
-                                                 infl_equals_test=True).test
-            if self.fold in self.plan.planted:
-                at, new = self.plan.planted[self.fold]
-                planted_idx = self.plan.rows["source_idx"].to_numpy()[at]
-                where = pd.Series(np.arange(len(prepared.train)), index=prepared.train["source_idx"].to_numpy())
-                labels = prepared.train["label"].to_numpy(np.int64).copy()
-                labels[where.loc[planted_idx].to_numpy()] = new
-                prepared.train["label"] = labels
-                prepared.meta["planted"] = {"source_idx": [int(v) for v in planted_idx], "label": [int(v) for v in new]}
-            save = data_mod.save_prepared
+        task = self.plan.job
+        prepared = task.prepare_fold(self.plan, train, dev, info, cfg)
+        if self.fold in self.plan.planted:  # the probe's flips (classification: ``plant_probe``)
+            at, new = self.plan.planted[self.fold]
+            planted_idx = self.plan.rows["source_idx"].to_numpy()[at]
+            where = pd.Series(np.arange(len(prepared.train)), index=prepared.train["source_idx"].to_numpy())
+            labels = prepared.train["label"].to_numpy(np.int64).copy()
+            labels[where.loc[planted_idx].to_numpy()] = new
+            prepared.train["label"] = labels
+            prepared.meta["planted"] = {"source_idx": [int(v) for v in planted_idx], "label": [int(v) for v in new]}
         prepared.meta["crossfit"] = self._crossfit()
-        save(prepared, st.tmp)
-        return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
-                "noisy": 0, "labels": list(prepared.label_names), **extra, "fold": self.fold,
-                "folds": self.plan.folds}
+        task.save(prepared, st.tmp)
+        summary = {k: v for k, v in task.data_summary(prepared).items() if k != "noise_kind"}  # as folds always were
+        return {**summary, "noisy": 0, "fold": self.fold, "folds": self.plan.folds}
 
 
-def _planted(run: RunDir) -> list[int]:
+def _planted(prepared) -> list[int]:
     """The source rows whose label the probe flipped in this fold's training part (none when it was off)."""
-    meta = json.loads((run.stage_path(DATA) / DATA_META_FILE).read_text(encoding="utf-8"))
-    return list((meta.get("planted") or {}).get("source_idx") or [])
+    return list((prepared.meta.get("planted") or {}).get("source_idx") or [])
 
 
 def oos_health(oos_probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -288,7 +186,7 @@ def oos_health(oos_probs: np.ndarray, labels: np.ndarray) -> dict:
     return health_check(acc, labels, acc, labels)
 
 
-class CrossfitStage(StageBase):
+class CrossfitStage(StageBase, provides=False):
     """``OUT/suspects``: the folds' rankings combined (mean within-fit percentile rank per row)."""
 
     name = SUSPECTS
@@ -306,10 +204,16 @@ class CrossfitStage(StageBase):
             for up in (DATA, FINETUNE, GRADS, SUSPECTS):
                 run.require(up)
                 inputs[self.run_dir.layout.input_key(run.layout, up)] = run.fingerprint(up)
-        if self.plan.kind == "classification":
+        if self.plan.job.class_probabilities:  # the embedding ranking's input
             self.run_dir.require(EMBED)
             inputs[EMBED] = self.run_dir.fingerprint(EMBED)
         return inputs
+
+    def inputs(self) -> Inputs:
+        """The folds' data, fine-tuning, gradients and rankings (``parts``), and this folder's embeddings."""
+        embed = EmbedStage(self.run_dir, self.plan.rows, len(self.plan.label_names))
+        return Inputs(self.run_dir, (EMBED,) if self.plan.job.class_probabilities else (), stages={EMBED: embed},
+                      parts=[Inputs(run, (DATA, FINETUNE, GRADS, SUSPECTS)) for run in self.fold_dirs])
 
     def _first_fit(self) -> dict:
         """Fit 0's suspects summary (its group, label names and checkpoint are every fit's)."""
@@ -325,17 +229,16 @@ class CrossfitStage(StageBase):
         return int(self.fold_dirs[0].stage_info(DATA)["seed"] or 0)
 
     def compute(self, st, cfg: RankConfig, model_name: str = "", vote_kappa: float = DEFAULT_KAPPA, *,
-                progress=True, device="cpu") -> dict:
-        from layerinf.stages.grads import GradsStage
-
-        trains = [load_data(run).train for run in self.fold_dirs]
+                inputs, progress=True, device="cpu") -> dict:
+        fits_in = inputs.parts
+        trains = [fit[DATA].train for fit in fits_in]
         rows = pd.concat(trains, ignore_index=True).drop_duplicates("source_idx").sort_values("source_idx")
         rows = rows.reset_index(drop=True).assign(idx=lambda d: np.arange(len(d), dtype=np.int64))
-        sft = self.plan.kind == "sft"
-        first = self._first_fit()
+        by_class = self.plan.job.class_probabilities  # else instruction rows: response losses, no class probabilities
+        first = fits_in[0].stage(SUSPECTS).written_summary()
         n, classes = len(rows), len(first["label_names"])
         position = pd.Series(np.arange(n), index=rows["source_idx"].to_numpy())
-        if not sft:  # the rows' own labels (a fold's training table holds the probe's planted ones)
+        if by_class:  # the rows' own labels (a fold's training table holds the probe's planted ones)
             own = self.plan.rows.set_index("source_idx")["label"]
             rows["label"] = own.loc[rows["source_idx"].to_numpy()].to_numpy(np.int64)
         columns: list[str] | None = None
@@ -344,24 +247,24 @@ class CrossfitStage(StageBase):
         losses = np.zeros(n)  # SFT: the response loss summed over the fits that trained on the row
         key = f"{cfg.method}/{first['group']}/{cfg.aggregator}"
         fits = []
-        for run, train in zip(self.fold_dirs, trains):
+        for fit, train in zip(fits_in, trains):
             at = position.loc[train["source_idx"].to_numpy()].to_numpy()
-            scores = pd.read_parquet(run.stage_path(SUSPECTS) / SUSPECT_SCORES_FILE).sort_values("idx")
+            scores = fit.stage(SUSPECTS).scores().sort_values("idx")
             if len(scores) != len(train):
-                raise LayerinfError(f"the ranking in {run.root} does not match its training data",
+                raise LayerinfError(f"the ranking in {fit.source.root} does not match its training data",
                                     "rerun with --force")
-            planted = train["source_idx"].isin(_planted(run)).to_numpy()
+            planted = train["source_idx"].isin(_planted(fit[DATA])).to_numpy()
             columns = columns or [c for c in scores.columns if c not in ("idx", "source_idx")]
             for c in columns:  # a row's planted fit is left out of its influence score
                 sums.setdefault(c, np.zeros(n))[at[~planted]] += percentiles(scores[c].to_numpy())[~planted]
             kept[at[~planted]] += 1
-            store = GradsStage(run).load()[0]
-            if sft:
-                losses[at] += np.asarray(store.loss, dtype=np.float64)
-            else:
+            store = fit[GRADS][0]
+            if by_class:
                 probs[at] += _softmax(np.asarray(store.logits, dtype=np.float64))
                 fits.append(FitScores(rows=at, scores=scores[key].to_numpy(np.float64),
                                       labels=train["label"].to_numpy(np.int64), planted=planted))
+            else:
+                losses[at] += np.asarray(store.loss, dtype=np.float64)
             count[at] += 1
         if (count != self.plan.folds - 1).any() or (kept == 0).any():
             raise LayerinfError(f"{int((count != self.plan.folds - 1).sum())} row(s) are not in exactly "
@@ -374,18 +277,18 @@ class CrossfitStage(StageBase):
         scores_table = pd.DataFrame({"idx": rows["idx"], "source_idx": rows["source_idx"], **combined})
         rule = "mean within-fit percentile rank (0 = lowest score of a fit, 1 = highest)"
         folds = [str(r.root) for r in self.fold_dirs]
-        if sft:
+        if not by_class:
             top = cfg.top if cfg.top is not None else DEFAULT_TOP
-            oos_loss = self._oos_losses(position)
+            oos_loss = self._oos_losses(position, fits_in)
             side = {"response_loss_oos": oos_loss, "score:influence": combined[key],
                     "score:loss_oos": -oos_loss, "score:combined": combine([combined[key], -oos_loss])}
             table = build_sft_table(rows, combined[key], losses / count, top, False, extra=side)
             result = SuspectsResult(folder=st.tmp, run_dir=self.run_dir.root, table=table, top=top,
-                                    n_suspects=int(table["suspect"].sum()), task="sft", **common)
+                                    n_suspects=int(table["suspect"].sum()), task=self.plan.kind, **common)
             summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule)
         else:
-            oos = self._oos_probs(position, classes)
-            emb_probs = EmbedStage(self.run_dir, rows, classes).load()[1]
+            oos = self._oos_probs(position, classes, fits_in)
+            emb_probs = inputs[EMBED][1]
             labels = rows["label"].to_numpy(np.int64)
             pooled = oos_health(oos, labels)
             detect = detection_choice(labels, fits, oos, emb_probs, cfg, learned=pooled["learned"],
@@ -404,27 +307,24 @@ class CrossfitStage(StageBase):
             summary = write_result(st.tmp, result, scores_table, folds=folds, rule=rule, detection=detect)
         return {k: summary[k] for k in ("config", "n", "n_suspects", "mask_known")} | {"folds": self.plan.folds}
 
-    def _oos_losses(self, position: pd.Series) -> np.ndarray:
+    def _oos_losses(self, position: pd.Series, fits_in) -> np.ndarray:
         """Instruction data: each row's response loss under the fold model that held it out (NaN for a row beyond
         its fold's ``max_dev`` cap, or a fold made by an older layerinf)."""
         out = np.full(len(position), np.nan)
-        for run in self.fold_dirs:
-            test, path = load_data(run).test, run.stage_path(FINETUNE) / TEST_LOGITS_FILE
-            summary = np.load(path) if path.is_file() else None
+        for fit in fits_in:
+            test, summary = fit[DATA].test, fit.stage(FINETUNE).test_logits()
             if summary is not None and len(summary) == len(test):
                 out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = summary[:, 0]
         return out
 
-    def _oos_probs(self, position: pd.Series, classes: int) -> np.ndarray:
+    def _oos_probs(self, position: pd.Series, classes: int, fits_in) -> np.ndarray:
         """Each row's class probabilities from the fold model that held it out (its best checkpoint's logits of
         the fold's test split, which holds every held-out row)."""
         out = np.full((len(position), classes), np.nan)
-        for run in self.fold_dirs:
-            test = load_data(run).test
-            path = run.stage_path(FINETUNE) / TEST_LOGITS_FILE
-            logits = np.load(path) if path.is_file() else None
+        for fit in fits_in:
+            test, logits = fit[DATA].test, fit.stage(FINETUNE).test_logits()
             if logits is None or len(logits) != len(test):
-                raise LayerinfError(f"{run.root} has no out-of-sample logits (made by an older layerinf)",
+                raise LayerinfError(f"{fit.source.root} has no out-of-sample logits (made by an older layerinf)",
                                     "rerun with --force")
             out[position.loc[test["source_idx"].to_numpy()].to_numpy()] = _softmax(logits.astype(np.float64))
         if np.isnan(out).any():

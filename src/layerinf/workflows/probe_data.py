@@ -51,11 +51,11 @@ def probe_config(base, data: DataConfig, train_file: Path | None, dev_file: Path
                  seed: int) -> DataConfig:
     """The DataConfig of probe ``seed``: OUT/data's copies with ``noise_rate`` of the training labels flipped, or
     for instruction data the user's source with the probe's seed and ``noise_rate`` response noise."""
-    from layerinf.stages.task import is_sft
+    from layerinf.stages.task import task_of
 
-    if is_sft(base):
-        return dataclasses.replace(data, noise_rate=float(noise_rate), seed=int(seed))
-    return source_config(base, train_file, dev_file, noise_rate=noise_rate, seed=seed)
+    if task_of(base).class_probabilities:  # labels to flip in a copy of the splits
+        return source_config(base, train_file, dev_file, noise_rate=noise_rate, seed=seed)
+    return dataclasses.replace(data, noise_rate=float(noise_rate), seed=int(seed))
 
 
 __all__ = ["probe_config", "probe_seeds", "source_config", "write_source"]

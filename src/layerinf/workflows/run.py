@@ -61,15 +61,11 @@ def check_config(cfg: ExperimentConfig) -> None:
 
     check_tracin_checkpoints(cfg.grads)
     check_tracin_request(cfg.score.methods, cfg.grads)
-    from layerinf.stages.data import task_type
+    from layerinf.stages.task import task_for
 
-    if task_type(cfg.data) == "sft":
-        from layerinf.model.causal import check_causal_model
-
-        check_causal_model(cfg.model)
-    if cfg.model.quantization != "none" and task_type(cfg.data) == "sft":
-        raise LayerinfError("model.quantization is not supported for instruction (SFT) data yet",
-                            "use --quantization none (and --precision bf16 to save memory)")
+    task = task_for(cfg.data)
+    task.check_model(cfg.model)
+    task.check_quantization(cfg.model)
     groups = set(cfg.score.groups) if cfg.score.groups is not None else set(layer_groups(specs, num_layers))
     for key in cfg.filter.configs or []:
         method, group, aggregator = key.split("/")

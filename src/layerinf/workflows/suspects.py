@@ -23,10 +23,10 @@ fine-tuning health warning of every fit whose model did not clearly beat the maj
 (``SuspectsResult.health``). Every option is checked, the layer group validated against the model's layer count
 and the folds against the class counts, before anything is written.
 
-Instruction data (SFT: ``layerinf.stages.data.task_type`` says ``sft`` — ``demo-sft``, ``--task-type sft``, or a
-file with a response/messages column and no label column) take the same workflow: cross-fitting by default
+Instruction data (SFT: ``layerinf.stages.task.task_for`` gives ``InstructionTask`` — ``demo-sft``, ``--task-type
+sft``, or a file with a response/messages column and no label column) take the same workflow: cross-fitting by default
 (``layerinf.workflows.crossfit``), ``dev_source`` or ``folds=1`` as above. The whole file is loaded and
-tokenised as fine-tuning will tokenise it (``check_sft``) before anything is written, so that a missing response
+tokenised as fine-tuning will tokenise it (``Task.check_data``) before anything is written, so that a missing response
 column, an empty response, ``--chat-template on`` for a tokenizer without one or a response that tokenises to
 nothing is one line, not a half-made output folder. The table then holds ``prompt``, ``response``,
 ``response_loss`` and ``score`` (``layerinf.stages.rank.SFT_COLUMNS``). ``adapter=`` takes a layerinf adapter of an
@@ -155,7 +155,7 @@ def check_group(rank: RankConfig, num_layers: int) -> bool:
 
 def check_probe(plan, rank: RankConfig) -> None:
     """The probe needs planted rows to score: at least 2 per fold (and some unplanted rows of each class)."""
-    if plan.kind != "classification" or rank.probe_rate <= 0 or plan.folds < 3:
+    if not plan.job.class_probabilities or rank.probe_rate <= 0 or plan.folds < 3:
         return
     per_fold = min(int((plan.fold_of != k).sum()) for k in range(plan.folds))
     if round(rank.probe_rate * per_fold) < 2:
@@ -167,22 +167,10 @@ def check_probe(plan, rank: RankConfig) -> None:
 
 
 def check_sft(data: DataConfig, model: ModelConfig):
-    """Instruction data checked before anything is written: the source loaded whole (``load_sft``'s one-line
-    errors: no response column, empty responses …) and every row tokenised as fine-tuning will (a chat template
-    asked for but missing, a response that tokenises to nothing). Returns the loaded ``SFTRaw``."""
-    import pandas as pd
+    """Instruction data checked before anything is written (``stages.task.InstructionTask.check_data``)."""
+    from layerinf.stages.task import INSTRUCTION
 
-    from layerinf.data.sft import SFTRaw
-    from layerinf.data.sft_prepared import prepare_sft_fold
-    from layerinf.model import load_tokenizer
-    from layerinf.stages.task import encode_splits
-    from layerinf.workflows.crossfit import load_sft_raw
-
-    raw = load_sft_raw(data)
-    rows = pd.concat([raw.train, raw.dev], ignore_index=True)
-    whole = prepare_sft_fold(SFTRaw(train=rows, dev=raw.dev, source=raw.source, info=raw.info), max_dev=None)
-    encode_splits(whole, load_tokenizer(model.name, trust_remote_code=model.trust_remote_code), model)
-    return raw
+    return INSTRUCTION.check_data(data, model)
 
 
 def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str | os.PathLike | None = None,
@@ -250,17 +238,12 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
                                                                     progress=progress)
 
     needs_we = check_group(rank, num_layers_of(model))  # fail before training, not after (resolves the model name)
-    from layerinf.stages.data import task_type
+    from layerinf.stages.task import task_for
 
-    sft_raw = None
-    train = small_data_recipe(train, model.name, options, task_type(data) == "sft")
-    if task_type(data) == "sft":
-        from layerinf.model.causal import check_causal_adapter, check_causal_model
-
-        check_causal_model(model)
-        if adapter_path is not None:
-            check_causal_adapter(adapter_path)
-        sft_raw = check_sft(data, model)
+    task = task_for(data)
+    train = small_data_recipe(train, model.name, options, not task.step_budget)
+    task.check_model(model, adapter_path)
+    sft_raw = task.check_data(data, model)  # instruction data: loaded whole and tokenised (None: classification)
     plan = None
     if rank.folds >= 2 and data.dev_source is None and adapter_path is None:  # an adapter saw every row: one fit
         from layerinf.workflows.crossfit import plan_folds
@@ -268,7 +251,7 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
         plan = plan_folds(data, rank.folds, sft_raw)  # None: the source has its own dev part (one fit ranks its train rows)
         if plan is not None:
             check_probe(plan, rank)
-    if rank.ranking not in ("auto", "influence") and (plan is None or plan.kind != "classification"):
+    if rank.ranking not in ("auto", "influence") and (plan is None or not plan.job.class_probabilities):
         raise LayerinfError(f"--ranking {rank.ranking} needs cross-fitted classification data (out-of-sample "
                             "probabilities for every row)", "drop --ranking (one fit ranks by influence), or use "
                             "--folds 3 without --dev-source / --adapter on a labelled file")
@@ -289,7 +272,7 @@ def find_suspects(out_dir, *, source: str | None = None, run=None, adapter: str 
             fit_and_rank(fold, FoldDataStage(fold, plan, k), data, **fit)
         folds.append(fold.root)
     with out.guard():
-        if plan.kind == "classification":  # the embedding ranking: the base model's sentence embeddings
+        if plan.job.class_probabilities:  # the embedding ranking: the base model's sentence embeddings
             from layerinf.stages.embed import EmbedStage
 
             EmbedStage(out, plan.rows, len(plan.label_names)).run(model, int(data.seed), progress=progress,
