@@ -36,7 +36,7 @@ def source_fingerprint(*sources: str | None) -> str | None:
     return config_hash(parts) if parts else None
 
 
-SFT_FIELDS = ("task_type", "prompt_column", "response_column", "messages_column", "noise_kind")
+SFT_FIELDS = ("task_type", "prompt_column", "response_column", "messages_column", "noise_kind", "noise_rates")
 SFT_SOURCES = ("demo-sft", "demo_sft")
 
 
@@ -122,6 +122,7 @@ class DataStage(StageBase):
             cfg.source, task=cfg.task, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column,
             label_column=cfg.label_column, dev_source=cfg.dev_source, label_names=cfg.label_names,
             max_train=cfg.max_train, max_dev=cfg.max_dev, noise_rate=cfg.noise_rate, seed=cfg.seed,
+            noise_kind=cfg.noise_kind, noise_rates=cfg.noise_rates,
         )
         data_mod.save_prepared(prepared, st.tmp)
         return {"train": len(prepared.train), "infl": len(prepared.infl), "test": len(prepared.test),
