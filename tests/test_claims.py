@@ -86,7 +86,7 @@ def test_runs_that_did_not_learn_are_left_out_and_counted():
     df = synthetic(+0.05)
     df["collapsed"] = (df["task"] == "mrpc") & (df["seed"] == 1)
     study = make_study(df)
-    assert len(study.runs) == 5 and study.excluded == ["minilm/mrpc/1"]
+    assert len(study.runs) == 5 and study.excluded == ["task=mrpc,seed=1"]
     assert claims_table(study, B=100).set_index("claim").loc["1", "n"] == "2 tasks × 3 seeds = 5 runs"
 
 
@@ -124,7 +124,15 @@ def test_end_to_end_sweep_report_and_claims_md(tmp_path):
         changed["best_accuracy"] = 0.6 + jitter + np.where(changed["aggregator"] == "vote", gain, 0.0)
         v = claims_table(make_study(changed), B=200).set_index("claim").loc["1", "verdict"]
         assert v == verdict, (gain, v)
-    md = write_claims_md([out], tmp_path / "docs" / "claims.md", command="make claims", elapsed="1 min", B=100)
+    md = write_claims_md({"Tiny BERT": [out, out.parent / "sweep-2"], "Not run": [tmp_path / "none"]},
+                         tmp_path / "docs" / "claims.md", command="make claims", elapsed="1 min", B=100)
     text = md.read_text()
     assert text.splitlines()[0].startswith("# ") and "`make claims`" in text and "time: 1 min" in text
-    assert "| 1 |" in text and (tmp_path / "docs" / "claims" / "sweep" / "tables" / "claims_verdicts.csv").exists()
+    assert "| 1 |" in text and "3 run(s) left out" in text and "## Not run" in text
+    assert (tmp_path / "docs" / "claims" / "tiny-bert" / "tables" / "claims_verdicts.csv").exists()
+    # two sweeps pooled: their runs are named by sweep, so that nothing is merged by accident
+    import shutil
+
+    shutil.copytree(out, out.parent / "sweep-2")
+    study2, _ = claims_from_dir([out, out.parent / "sweep-2"], B=50)
+    assert len(study2.excluded) == 6 and study2.excluded[0].startswith("sweep-2/")

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from layerinf.reporting.common import BASELINES, CONFIG, attention_groups, fmt, group_order, paper_groups, run_key
+from layerinf.reporting.common import BASELINES, CONFIG, attention_groups, fmt, group_order, paper_groups
 from layerinf.reporting.results import load_results, read_units, unit_dirs
 from layerinf.store.rundir import atomic_write_bytes
 
@@ -55,7 +55,7 @@ CL_METHODS = ("confident_learning", "confidence")  # a confident-learning rankin
 class Study:
     """The per-run inputs of the claims, one entry per healthy run (in the same order everywhere)."""
 
-    runs: list[tuple]  # run keys
+    runs: list[str]  # run names (run_ids)
     tasks: list[str]
     seeds: list[str]
     acc: pd.DataFrame  # configurations (MultiIndex method, group, aggregator) × runs: best accuracy
@@ -66,15 +66,23 @@ class Study:
     excluded: list[str]  # runs left out (did not learn)
 
 
+def run_ids(df: pd.DataFrame) -> list[str]:
+    """A run's name: its sweep ``unit`` (unique within a sweep; pooled sweeps prefix it with the sweep's name),
+    else ``model/task/seed``."""
+    if "unit" in df.columns:
+        return df["unit"].astype(str).tolist()
+    return ["/".join(t) for t in zip(*(df[c].astype(str) for c in ("model", "task", "seed")))]
+
+
 def _per_run(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """One row per (run, configuration), repeats averaged; runs whose ``none`` retraining collapsed left out."""
     df = results.copy()
-    df["_run"] = list(zip(*(df[c].astype(str) for c in run_key(df))))
+    df["_run"] = run_ids(df)
     excluded: list[str] = []
     if "collapsed" in df.columns:
         base = df[df["method"] == "none"].groupby("_run")["collapsed"].all()
         bad = set(base[base].index)
-        excluded = sorted("/".join(r) for r in bad)
+        excluded = sorted(bad)
         df = df[~df["_run"].isin(bad)]
     num = ["best_accuracy", "ndr_30", "cancellation"]
     for c in num:
@@ -87,7 +95,7 @@ def _per_run(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def make_study(results: pd.DataFrame, modules: pd.DataFrame | None = None, advise: pd.DataFrame | None = None
                ) -> Study:
     """The claims' inputs from a results table (``load_results``; ``collapsed`` optional), the stacked
-    ``modules`` frames (column ``_run`` = the run key as in results, or ``unit``) and advise's picks."""
+    ``modules`` frames (column ``_run``: the run's name, :func:`run_ids`) and advise's picks."""
     df, excluded = _per_run(results)
     runs = list(dict.fromkeys(df["_run"]))
     first = df.drop_duplicates("_run").set_index("_run")
@@ -98,11 +106,10 @@ def make_study(results: pd.DataFrame, modules: pd.DataFrame | None = None, advis
 
     mods: dict[int, pd.Series] = {}
     if modules is not None and len(modules):
-        keys = [tuple(r) if isinstance(r, (list, tuple)) else (r,) for r in modules["_run"]]
+        per = modules.groupby(["_run", "kind"])["ndr_30"].mean()
         for i, r in enumerate(runs):
-            sub = modules[[k == r for k in keys]]
-            if len(sub):
-                mods[i] = sub.groupby("kind")["ndr_30"].mean()
+            if r in per.index.get_level_values("_run"):
+                mods[i] = per.loc[r]
     picks = None
     if advise is not None and len(advise):
         picks = {}
@@ -273,7 +280,8 @@ def _claims(st: Study) -> list[Claim]:
     out.append(c)
 
     # 3. NDR@30 predicts accuracy, more under Vote than Mean
-    has_rho = {"vote", "mean"} <= aggs and _influence(st.ndr).notna().any().any()
+    has_rho = ({"vote", "mean"} <= aggs and _influence(st.ndr).notna().any().any()
+               and _influence(st.acc).notna().any().any())
     rho_vote, rho_mean = (_Rho(st.ndr, st.acc, a) if has_rho else None for a in ("vote", "mean"))
     c = Claim("3a", "NDR@30 predicts post-filtering accuracy under Vote (Spearman ρ, pooled per method, mean)",
               "ρ 0.8–0.9 under Vote", rho_vote, margin=0.1,
@@ -285,7 +293,7 @@ def _claims(st: Study) -> list[Claim]:
     out.append(c)
 
     # 4. cancellation predicts accuracy only weakly
-    has_c = _influence(st.canc).notna().any().any()
+    has_c = _influence(st.canc).notna().any().any() and _influence(st.acc).notna().any().any()
     out.append(Claim("4", "The cancellation effect C predicts accuracy only weakly (Spearman ρ within ±0.3)",
                      "ρ −0.3 to 0.2", _Rho(st.canc, st.acc, None) if has_c else None,
                      kind="within", threshold=-0.3, upper=0.3, reason="no cancellation values", fmt="{:+.2f}"))
@@ -424,7 +432,7 @@ def win_rate_table(study: Study) -> pd.DataFrame:
 
 def layerwise_table(study: Study) -> pd.DataFrame:
     """Mean layer-wise NDR@30 per module kind and run."""
-    rows = [{"run": "/".join(study.runs[i]), "kind": k, "ndr_30": float(v)}
+    rows = [{"run": study.runs[i], "kind": k, "ndr_30": float(v)}
             for i, s in study.modules.items() for k, v in s.items()]
     return pd.DataFrame(rows, columns=["run", "kind", "ndr_30"])
 
@@ -436,7 +444,7 @@ def points_table(study: Study) -> pd.DataFrame:
     rows = []
     for cfg in frames["best_accuracy"].index:
         for j, run in enumerate(study.runs):
-            rows.append({**dict(zip(CONFIG, cfg)), "run": "/".join(run),
+            rows.append({**dict(zip(CONFIG, cfg)), "run": run,
                          **{k: float(f.loc[cfg].iloc[j]) if cfg in f.index else np.nan for k, f in frames.items()}})
     df = pd.DataFrame(rows, columns=[*CONFIG, "run", *frames])
     return df
@@ -494,29 +502,51 @@ def _figures(study: Study, out: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------ reading, writing
 
 
-def claims_from_dir(path: str | os.PathLike, results: pd.DataFrame | None = None, B: int = B_DEFAULT,
-                    seed: int = 0) -> tuple[Study, pd.DataFrame]:
-    """The study and its claims table for a run or sweep folder (``results``: the report's frame, if loaded)."""
+def load_study_inputs(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results (``collapsed`` flagged; for sweeps scored but not retrained, their score tables) and the
+    stacked ``modules`` frames of one or more runs / sweeps. With several, each run's name is prefixed with its
+    sweep folder's name, so that the runs of all of them are pooled."""
+    from layerinf.errors import LayerinfError
+    from layerinf.reporting.results import load_detection
     from layerinf.reporting.uncertainty import flag_collapsed
 
-    root = Path(path)
+    frames, mods = [], []
+    for path in map(Path, paths):
+        try:
+            res = flag_collapsed(load_results(path), path)
+        except LayerinfError:  # detection only (filter.retrain: false)
+            res = load_detection(path)
+            if res.empty:
+                raise
+        units = unit_dirs(path)
+        m = read_units(units, "modules")
+        names = run_ids(res)
+        if "unit" in res.columns:
+            if len(m):
+                m["_run"] = m["_unit"].map({i: u.name for i, u in enumerate(units)})
+        elif len(m):
+            m["_run"] = names[0]
+        if len(paths) > 1:
+            res["unit"] = [f"{path.name}/{r}" for r in names]
+            if len(m):
+                m["_run"] = f"{path.name}/" + m["_run"].astype(str)
+        frames.append(res)
+        if len(m):
+            mods.append(m)
+    results = pd.concat(frames, ignore_index=True)
+    return results, (pd.concat(mods, ignore_index=True) if mods else pd.DataFrame())
+
+
+def claims_from_dir(path: str | os.PathLike | Sequence[str | os.PathLike], results: pd.DataFrame | None = None,
+                    B: int = B_DEFAULT, seed: int = 0) -> tuple[Study, pd.DataFrame]:
+    """The study and its claims table for a run or sweep folder, or several pooled (``results``: the report's
+    frame of a single folder, if already loaded). Advise's picks are read from ``ADVISE_PICKS`` in a folder."""
+    paths = [Path(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
+    loaded, mods = load_study_inputs(paths)
     if results is None:
-        results = flag_collapsed(load_results(root), root)
-    units = unit_dirs(root)
-    mods = read_units(units, "modules")
-    if len(mods):
-        names = {i: u.name for i, u in enumerate(units)}
-        mods["_run"] = mods["_unit"].map(names)
-        if "unit" not in results.columns:  # a single run: its only key
-            mods["_run"] = [tuple(results[c].astype(str).iloc[0] for c in run_key(results))] * len(mods)
-        else:
-            key = run_key(results)
-            lookup = {str(u): tuple(g[c].astype(str).iloc[0] for c in key)
-                      for u, g in results.groupby("unit")}
-            mods["_run"] = mods["_run"].map(lambda u: lookup.get(u, (u,)))
-    picks = root / ADVISE_PICKS
-    advise = pd.read_csv(picks) if picks.is_file() else None
-    study = make_study(results, mods, advise)
+        results = loaded
+    picks = [pd.read_csv(p / ADVISE_PICKS) for p in paths if (p / ADVISE_PICKS).is_file()]
+    study = make_study(results, mods, pd.concat(picks, ignore_index=True) if picks else None)
     return study, claims_table(study, B=B, seed=seed)
 
 
@@ -532,10 +562,14 @@ def _write(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_claims_page(path: str | os.PathLike, folder: str | os.PathLike, results: pd.DataFrame | None = None,
-                      B: int = B_DEFAULT, seed: int = 0) -> Path:
-    """``folder/claims.html`` + ``folder/tables/claims_*.csv`` + ``folder/figures/claims_*.png`` for a sweep."""
+def write_claims_page(path, folder: str | os.PathLike, results: pd.DataFrame | None = None,
+                      B: int = B_DEFAULT, seed: int = 0, title: str | None = None) -> Path:
+    """``folder/claims.html`` + ``folder/tables/claims_*.csv`` + ``folder/figures/claims_*.png`` for a run or
+    sweep folder (or a list of them, pooled)."""
     folder = Path(folder)
+    if title is None:
+        title = (Path(path).resolve().name if isinstance(path, (str, os.PathLike))
+                 else ", ".join(Path(p).name for p in path))
     study, table = claims_from_dir(path, results, B=B, seed=seed)
     tables = {"claims_verdicts": table, "claims_win_rates": win_rate_table(study),
               "claims_layerwise": layerwise_table(study), "claims_points": points_table(study)}
@@ -549,7 +583,7 @@ def write_claims_page(path: str | os.PathLike, folder: str | os.PathLike, result
     page = ("<!doctype html><meta charset='utf-8'><title>layerinf — the paper's claims</title>"
             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px;font-size:13px;vertical-align:top}</style>"
-            f"<h1>The paper's claims on {html.escape(Path(path).resolve().name)}</h1>"
+            f"<h1>The paper's claims on {html.escape(title)}</h1>"
             f"<p>{len(study.runs)} run(s): {len(set(study.tasks))} task(s) × {len(set(study.seeds))} seed(s). "
             f"Intervals: 95 % percentile bootstrap over runs ({B} resamples, seed {seed}).</p>{excl}"
             + _html_table(shown)
@@ -566,28 +600,44 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_claims_md(sweeps: Sequence[str | os.PathLike], out: str | os.PathLike, command: str,
+def write_claims_md(groups: dict[str, Sequence[str | os.PathLike]], out: str | os.PathLike, command: str,
                     elapsed: str | None = None, tables_dir: str | os.PathLike | None = None, B: int = B_DEFAULT,
-                    seed: int = 0) -> Path:
-    """``docs/claims.md`` from the sweeps' results (the command and time at the top; one verdict table per
-    sweep); each sweep's CSV tables and figures go to ``tables_dir/<sweep>/`` (default ``docs/claims/``)."""
+                    seed: int = 0, notes: str = "") -> Path:
+    """``docs/claims.md`` from sweeps' results: the command and time at the top, then one verdict table per
+    group of sweeps (``{title: [sweep folders]}``, their runs pooled); each group's CSV tables, figures and page
+    go to ``tables_dir/<n>/`` (default ``docs/claims/``). ``notes``: Markdown appended at the end."""
+    import re
+
     out = Path(out)
     tables_dir = Path(tables_dir) if tables_dir is not None else out.parent / "claims"
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = ["# The paper's claims, tested\n", "Generated by `layerinf.reporting.claims.write_claims_md` — do not "
-             "edit by hand.\n", f"- command: `{command}`", f"- generated: {now}"]
+    parts = ["# The paper's claims, tested\n", "Generated from the sweeps' result tables by "
+             "`layerinf.reporting.claims.write_claims_md`; do not edit by hand.\n", f"- command: `{command}`",
+             f"- generated: {now}"]
     if elapsed:
         parts.append(f"- time: {elapsed}")
-    parts.append(f"\nVerdicts come from the 95 % bootstrap interval over runs ({B} resamples): "
-                 + _rule(Claim("", "", "", None, margin=0.05)).replace("0.05", "the margin") + ".\n")
-    for sweep in sweeps:
-        name = Path(sweep).name
-        sub = tables_dir / name
-        page = write_claims_page(sweep, sub, B=B, seed=seed)
+    parts.append(f"\nEach interval is a 95 % percentile bootstrap over runs ({B} resamples, drawn with "
+                 "replacement). A claim \"X > t\" holds when the interval lies above t, does not hold when it lies "
+                 "below t + margin (an effect of at least the margin is ruled out), and is otherwise inconclusive "
+                 "at this power; the row's rule gives t and the margin. Runs whose unfiltered retraining did not "
+                 "beat the majority class are left out, and counted.\n")
+    for title, sweeps in groups.items():
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "claims"
+        sub = tables_dir / slug
+        present = [s_ for s_ in sweeps if Path(s_).is_dir()]
+        parts.append(f"\n## {title}\n")
+        if not present:
+            parts.append("Not run yet: " + ", ".join(f"`{s_}`" for s_ in sweeps) + "\n")
+            continue
+        page = write_claims_page(present, sub, B=B, seed=seed, title=title)
         table = pd.read_csv(sub / "tables" / "claims_verdicts.csv")
         rel = os.path.relpath(sub, out.parent)
-        parts += [f"\n## {name}\n", markdown_table(table.fillna("")), ""]
+        excluded = page.read_text(encoding="utf-8").split("</h1>", 1)[1].split("<table>", 1)[0]
+        parts += [re.sub(r"<[^>]+>", "", excluded).replace("  ", " ").strip() + "\n", markdown_table(table.fillna("")), ""]
         parts += [f"![{f.stem}]({rel}/figures/{f.name})" for f in sorted((sub / "figures").glob("*.png"))]
-        parts.append(f"\nTables: `{rel}/tables/`; page: `{os.path.relpath(page, out.parent)}`.")
+        parts.append(f"\nSweeps: {', '.join(f'`{s_}`' for s_ in present)}; tables: `{rel}/tables/`; page: "
+                     f"`{os.path.relpath(page, out.parent)}`.")
+    if notes:
+        parts.append("\n" + notes.strip())
     _write(out, "\n".join(parts) + "\n")
     return out
