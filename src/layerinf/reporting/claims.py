@@ -562,8 +562,20 @@ def _write(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def summary_lines(study: Study, B: int, seed: int) -> list[str]:
+    """What the verdicts rest on: runs, tasks × seeds, the bootstrap, and the runs left out."""
+    lines = [f"{len(study.runs)} run(s): {len(set(study.tasks))} task(s) × {len(set(study.seeds))} seed(s). "
+             f"Intervals: 95 % percentile bootstrap over runs ({B} resamples, seed {seed})."]
+    if study.excluded:
+        lines.append(f"{len(study.excluded)} run(s) left out because their unfiltered retraining did not beat the "
+                     f"majority class (the model did not learn): {', '.join(study.excluded)}.")
+    else:
+        lines.append("No run was left out (no unfiltered retraining stayed at the majority class).")
+    return lines
+
+
 def write_claims_page(path, folder: str | os.PathLike, results: pd.DataFrame | None = None,
-                      B: int = B_DEFAULT, seed: int = 0, title: str | None = None) -> Path:
+                      B: int = B_DEFAULT, seed: int = 0, title: str | None = None, with_study: bool = False):
     """``folder/claims.html`` + ``folder/tables/claims_*.csv`` + ``folder/figures/claims_*.png`` for a run or
     sweep folder (or a list of them, pooled)."""
     folder = Path(folder)
@@ -577,19 +589,16 @@ def write_claims_page(path, folder: str | os.PathLike, results: pd.DataFrame | N
         _write(folder / "tables" / f"{name}.csv", df.to_csv(index=False))
     figs = _figures(study, folder / "figures")
     shown = table[["claim", "statement", "paper", "ours", "n", "verdict", "rule", "detail"]]
-    excl = (f"<p>{len(study.excluded)} run(s) left out because their unfiltered retraining did not beat the "
-            f"majority class: {html.escape(', '.join(study.excluded))}.</p>" if study.excluded else
-            "<p>Every run learned (its unfiltered retraining beat the majority class).</p>")
+    lines = summary_lines(study, B, seed)
     page = ("<!doctype html><meta charset='utf-8'><title>layerinf — the paper's claims</title>"
             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px;font-size:13px;vertical-align:top}</style>"
             f"<h1>The paper's claims on {html.escape(title)}</h1>"
-            f"<p>{len(study.runs)} run(s): {len(set(study.tasks))} task(s) × {len(set(study.seeds))} seed(s). "
-            f"Intervals: 95 % percentile bootstrap over runs ({B} resamples, seed {seed}).</p>{excl}"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in lines)
             + _html_table(shown)
             + "".join(f"<p><img src='figures/{f.name}' style='max-width:100%'></p>" for f in figs))
     _write(folder / "claims.html", page)
-    return folder / "claims.html"
+    return (folder / "claims.html", study) if with_study else folder / "claims.html"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -629,11 +638,10 @@ def write_claims_md(groups: dict[str, Sequence[str | os.PathLike]], out: str | o
         if not present:
             parts.append("Not run yet: " + ", ".join(f"`{s_}`" for s_ in sweeps) + "\n")
             continue
-        page = write_claims_page(present, sub, B=B, seed=seed, title=title)
+        page, study = write_claims_page(present, sub, B=B, seed=seed, title=title, with_study=True)
         table = pd.read_csv(sub / "tables" / "claims_verdicts.csv")
         rel = os.path.relpath(sub, out.parent)
-        excluded = page.read_text(encoding="utf-8").split("</h1>", 1)[1].split("<table>", 1)[0]
-        parts += [re.sub(r"<[^>]+>", "", excluded).replace("  ", " ").strip() + "\n", markdown_table(table.fillna("")), ""]
+        parts += ["\n\n".join(summary_lines(study, B, seed)) + "\n", markdown_table(table.fillna("")), ""]
         parts += [f"![{f.stem}]({rel}/figures/{f.name})" for f in sorted((sub / "figures").glob("*.png"))]
         parts.append(f"\nSweeps: {', '.join(f'`{s_}`' for s_ in present)}; tables: `{rel}/tables/`; page: "
                      f"`{os.path.relpath(page, out.parent)}`.")
