@@ -35,4 +35,4 @@ clean:
 
 # the claims study (examples/claims/README.md): every sweep, resumably, then docs/claims.md (many CPU hours)
 claims: $(STAMP)
-	$(BIN)/python examples/claims/run.py
+	$(BIN)/python scripts/claims_study.py

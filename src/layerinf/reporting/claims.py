@@ -638,6 +638,9 @@ def write_claims_md(groups: dict[str, Sequence[str | os.PathLike]], out: str | o
         if not present:
             parts.append("Not run yet: " + ", ".join(f"`{s_}`" for s_ in sweeps) + "\n")
             continue
+        missing = [s_ for s_ in sweeps if s_ not in present]
+        if missing:
+            parts.append("Not run yet (left out of this table): " + ", ".join(f"`{s_}`" for s_ in missing) + "\n")
         page, study = write_claims_page(present, sub, B=B, seed=seed, title=title, with_study=True)
         table = pd.read_csv(sub / "tables" / "claims_verdicts.csv")
         rel = os.path.relpath(sub, out.parent)

@@ -1,8 +1,8 @@
 """The claims study (issue #22), resumable: every sweep through the ordinary commands, then docs/claims.md.
 
-    python examples/claims/run.py                 # everything (or: make claims), from the repository root
-    python examples/claims/run.py --only minilm-sst2 --seeds 0   # a part
-    python examples/claims/run.py --md-only       # rewrite docs/claims.md from the finished sweeps
+    python scripts/claims_study.py                 # everything (or: make claims)
+    python scripts/claims_study.py --only minilm-sst2 --seeds 0   # a part
+    python scripts/claims_study.py --md-only       # rewrite docs/claims.md from the finished sweeps
 
 Each sweep is ``layerinf sweep examples/claims/<name>.yaml --grid data.seed=0,1,2 --out runs/claims/<name>``
 followed by ``layerinf report runs/claims/<name>``; a finished stage or retraining is reused, so an interrupted
@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).absolute().parent  # examples/ links to src/layerinf/examples: not resolved
-ROOT = HERE.parent.parent if (HERE.parent.parent / "pyproject.toml").is_file() else Path.cwd()
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "examples" / "claims"  # the sweep configs (examples/ is src/layerinf/examples)
 SWEEPS = ["minilm-sst2", "minilm-mrpc", "minilm-qnli", "minilm-rte", "minilm-mrpc-class-conditional",
           "minilm-sst2-ambiguous", "smollm2-sst2", "smollm2-sft"]
 # docs/claims.md: one verdict table per group, the runs of its sweeps pooled
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ([] if args.md_only else (args.only or SWEEPS)):
         if name not in SWEEPS:
             ap.error(f"unknown sweep {name}; choose from {', '.join(SWEEPS)}")
-        cmd = [*_layerinf(), "sweep", str(HERE / f"{name}.yaml"), "--grid", f"data.seed={args.seeds}",
+        cmd = [*_layerinf(), "sweep", f"examples/claims/{name}.yaml", "--grid", f"data.seed={args.seeds}",
                "--out", str(out / name), "--workers", str(args.workers)]
         for s in args.set:
             cmd += ["--grid", s]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     per = ", ".join(f"{k} {_fmt(v)}" for k, v in times.items())
     elapsed = f"{_fmt(total)} of wall-clock time on this machine ({per})" if times else None
     notes = NOTES.read_text(encoding="utf-8") if NOTES.is_file() else ""
-    md = write_claims_md(groups, args.md, command="python examples/claims/run.py (make claims)", elapsed=elapsed,
+    md = write_claims_md(groups, args.md, command="python scripts/claims_study.py (make claims)", elapsed=elapsed,
                          notes=notes)
     print(f"wrote {md}")
     return 0
