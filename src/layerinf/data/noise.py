@@ -59,10 +59,11 @@ def inject_noise(labels, rate: float, num_classes: int | None = None, seed: int 
 
 # ------------------------------------------------------------------------------------------------ noise kinds
 #
-# ``data.noise_kind`` for classification: ``uniform`` (above: ⌊rate·n⌋ rows chosen uniformly), ``class_conditional``
-# (per-class rates or a transition matrix, ``data.noise_rates``) and ``ambiguous`` (the rows a model trained on the
-# clean labels finds least certain). ``auto`` is ``uniform``. Each returns ``(noisy_labels, mask)`` like
-# :func:`inject_noise`, with an exact, documented count, and is deterministic given its seed.
+# ``data.noise_kind`` for classification: ``uniform`` (above: ⌊rate·n⌋ rows chosen uniformly),
+# ``class_conditional`` (per-class rates or a transition matrix, ``data.noise_rates``) and ``ambiguous`` (the rows
+# a model trained on the clean labels finds least certain). ``auto`` is ``uniform``. Each returns
+# ``(noisy_labels, mask)`` like :func:`inject_noise`, with an exact, documented count, and is deterministic given
+# its seed.
 
 CLASSIFICATION_NOISE_KINDS = ("uniform", "class_conditional", "ambiguous")
 AMBIGUOUS_FOLDS = 5

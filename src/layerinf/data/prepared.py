@@ -138,7 +138,8 @@ def prepare(
         extra_meta = {"noise_kind": noise_kind, "noise_rates": [f"{k_}:{r:g}" for k_, r in rate_entries(noise_rates)]}
     else:
         part = raw.train.iloc[idx.train]
-        texts = [t if not isinstance(p_, str) else f"{t} || {p_}" for t, p_ in zip(part["text"].astype(str), part["text_pair"])]
+        texts = [t if not isinstance(pair, str) else f"{t} || {pair}"
+                 for t, pair in zip(part["text"].astype(str), part["text_pair"])]
         noisy_labels, mask, _ = ambiguous_noise(clean, texts, noise_rate, k, seed=seed)
         extra_meta = {"noise_kind": noise_kind, "noise_model": f"TF-IDF 1-2-grams + logistic regression, "
                       f"{AMBIGUOUS_FOLDS}-fold out of sample on the clean labels"}
@@ -151,7 +152,9 @@ def prepare(
         "task": raw.task,
         "label_names": list(raw.label_names),
         "seed": int(seed),
-        "noise_rate": float(noise_rate) if noise_kind != "class_conditional" else float(mask.mean()) if mask.size else 0.0,
+        # class_conditional: the realised overall rate (noise_rates replaces noise_rate)
+        "noise_rate": (float(mask.mean() if mask.size else 0) if noise_kind == "class_conditional"
+                       else float(noise_rate)),
         **extra_meta,
         "max_train": max_train,
         "max_dev": max_dev,

@@ -110,16 +110,17 @@ def make_study(results: pd.DataFrame, modules: pd.DataFrame | None = None, advis
         for i, r in enumerate(runs):
             if r in per.index.get_level_values("_run"):
                 mods[i] = per.loc[r]
+    tasks = [str(first.loc[[r], "task"].iloc[0]) for r in runs]
+    seeds = [str(first.loc[[r], "seed"].iloc[0]) for r in runs]
     picks = None
     if advise is not None and len(advise):
         picks = {}
         a = advise.astype(str)
-        for i, r in enumerate(runs):
-            hit = a[(a["task"] == str(first.loc[[r], "task"].iloc[0])) & (a["seed"] == str(first.loc[[r], "seed"].iloc[0]))]
+        for i in range(len(runs)):
+            hit = a[(a["task"] == tasks[i]) & (a["seed"] == seeds[i])]
             if len(hit):
                 picks[i] = tuple(hit["config"].iloc[0].split("/"))
-    return Study(runs=runs, tasks=[str(first.loc[[r], "task"].iloc[0]) for r in runs],
-                 seeds=[str(first.loc[[r], "seed"].iloc[0]) for r in runs], acc=wide("best_accuracy"),
+    return Study(runs=runs, tasks=tasks, seeds=seeds, acc=wide("best_accuracy"),
                  ndr=wide("ndr_30"), canc=wide("cancellation"), modules=mods, advise=picks, excluded=excluded)
 
 
@@ -288,7 +289,8 @@ def _claims(st: Study) -> list[Claim]:
               reason="needs Vote configurations with NDR@30 and accuracy", fmt="{:+.2f}")
     out.append(c)
     c = Claim("3b", "… and more strongly under Vote than under Mean (ρ Vote − ρ Mean)",
-              "0.8–0.9 vs 0.5–0.7 (Δ ≈ +0.2)", (lambda cols: rho_vote(cols) - rho_mean(cols)) if has_rho else None,
+              "0.8–0.9 vs 0.5–0.7 (Δ ≈ +0.2)",
+              (lambda cols: rho_vote(cols) - rho_mean(cols)) if has_rho else None,
               margin=0.1, reason="needs Mean and Vote configurations", fmt="{:+.2f}")
     out.append(c)
 
@@ -347,7 +349,8 @@ def _claims(st: Study) -> list[Claim]:
     cl = next((m for m in CL_METHODS if m in set(st.ndr.index.get_level_values("method"))), None)
     d = versus(st.ndr, cl) if cl else None
     out.append(Claim("7c", f"Influence ({label}) beats confident learning: NDR@30 (influence − confident learning)",
-                     "– (ours)", (lambda cols: _row_mean(d, cols)) if d is not None and np.isfinite(d).any() else None,
+                     "– (ours)",
+                     (lambda cols: _row_mean(d, cols)) if d is not None and np.isfinite(d).any() else None,
                      margin=0.02, reason="the runs hold no confident-learning ranking (sweep runs score loss and "
                      "self-influence; confident learning is computed by `layerinf suspects`)"))
 
@@ -481,7 +484,8 @@ def _figures(study: Study, out: Path) -> list[Path]:
             sub = pts[pts["aggregator"] == agg]
             for method, s in sub.groupby("method"):
                 ax.scatter(s["ndr_30"], s["best_accuracy"], s=12, alpha=0.7, label=method)
-            ax.set_title(f"{agg.capitalize()}: ρ = {fmt(_spearman(sub['ndr_30'].to_numpy(float), sub['best_accuracy'].to_numpy(float)), 2)}")
+            rho = _spearman(sub["ndr_30"].to_numpy(float), sub["best_accuracy"].to_numpy(float))
+            ax.set_title(f"{agg.capitalize()}: ρ = {fmt(rho, 2)} (pooled)")
             ax.set_xlabel("NDR@30")
             ax.grid(alpha=0.3)
         axes[0, 0].set_ylabel("test accuracy after filtering")
