@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sweep {name} stopped (exit {rc}); rerun the same command to continue", file=sys.stderr)
             return rc
         subprocess.call([*_layerinf(), "report", str(out / name)])
-    from layerinf.reporting.claims import write_claims_md
+    from layerinf.reporting.claims_page import write_claims_md
 
     groups = {title: [str(out / s) for s in sweeps] for title, sweeps in GROUPS.items()}
     total = sum(times.values())

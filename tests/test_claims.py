@@ -12,7 +12,8 @@ import pytest
 import layerinf as li
 from layerinf.config import ExperimentConfig
 from layerinf.reporting.claims import (CLAIM_COLUMNS, HOLDS, INCONCLUSIVE, NOT_HOLDS, NOT_MEASURED, claims_from_dir,
-                                       claims_table, make_study, write_claims_md)
+                                       claims_table, make_study)
+from layerinf.reporting.claims_page import write_claims_md
 
 GROUPS = ["WE", "00-01", "02-03", "04-04", "05-05", "CL"]
 CLAIMS = ["1", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "7c", "8"]

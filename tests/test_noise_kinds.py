@@ -94,7 +94,7 @@ def test_prepare_with_each_kind_keeps_the_mask():
 def test_yaml_api_and_cli_share_the_names(tmp_path, capsys):
     cfg = ExperimentConfig.from_dict({"data": {"source": "demo", "noise_kind": "class_conditional",
                                                "noise_rates": {0: 0.35, 1: 0.05}}})
-    assert cfg.data.noise_rates == ["0:0.35", "1:0.05"]
+    assert cfg.data.noise_rates == ["0:0.35", "1:0.05"]  # the YAML mapping as the CLI's CLASS:RATE texts
     run = tmp_path / "r"
     li.prepare(run, source="demo", max_train=60, max_dev=20, noise_kind="class_conditional",
                noise_rates=["0:0.2", "1:0.1"])
@@ -111,8 +111,8 @@ def test_yaml_api_and_cli_share_the_names(tmp_path, capsys):
     (["--noise-kind", "class_conditional", "--noise-rates", "0:1.2"], r"rate 1\.2 is outside \[0, 1\)"),
     (["--noise-kind", "class_conditional", "--noise-rates", "0:-0.1"], r"outside \[0, 1\)"),
     (["--noise-kind", "class_conditional", "--noise-rates", "7:0.1"], r"class '7' does not exist"),
-    (["--noise-kind", "class_conditional"], r"class_conditional needs data.noise_rates"),
-    (["--noise-rates", "0:0.1"], r"noise_rates is given but data.noise_kind is auto"),
+    (["--noise-kind", "class_conditional"], r"class_conditional needs noise_rates"),
+    (["--noise-rates", "0:0.1"], r"noise_rates is given but noise_kind is uniform"),
     (["--noise-kind", "swap"], r"noise_kind 'swap' is not a classification noise kind"),
 ])
 def test_bad_noise_values_give_one_error_line(tmp_path, capsys, args, match):
@@ -129,5 +129,7 @@ def test_api_errors_are_layerinf_errors():
         transition_matrix({"0>0": 0.1}, NAMES)
     with pytest.raises(LayerinfError, match="would lose"):
         transition_matrix({"0>1": 0.6, "0>2": 0.5}, ["a", "b", "c"])
-    with pytest.raises(LayerinfError, match="is for instruction"):
-        DataConfig(source="demo", task_type="classification", noise_kind="label")
+    with pytest.raises(LayerinfError, match="not a classification noise kind"):
+        prepare("demo", max_train=40, max_dev=20, noise_kind="label")
+    with pytest.raises(LayerinfError, match="data.noise_kind: unknown value"):
+        DataConfig(source="demo", noise_kind="gaussian")

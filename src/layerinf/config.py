@@ -108,8 +108,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
     if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (str, dict)):  # "a,b" (the CLI); a mapping {k: v} is ["k:v", …] (data.noise_rates)
+            value = ([v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str)
+                     else [f"{k}:{v}" for k, v in value.items()])
         if not isinstance(value, (list, tuple)):
             raise LayerinfError(f"{where} must be a list, got {value!r}", f"e.g. {where.split('.')[-1]}: [a, b]")
         return [_coerce(v, args[0], where) for v in value]
@@ -187,43 +188,9 @@ class DataConfig(Checked):
     prompt_column: str | None = opt(None, "SFT: prompt column (default prompt, or instruction plus input).")
     response_column: str | None = opt(None, "SFT: response column (default response, or output).")
     messages_column: str | None = opt(None, "SFT: chat messages column (the last turn, an assistant's, is the response).")
-    noise_kind: str = opt("auto", "Classification: uniform (auto; noise_rate of the rows, chosen uniformly) | "
-                          "class_conditional (per-class rates, noise_rates) | ambiguous (the noise_rate of the rows "
-                          "a clean-label TF-IDF classifier finds least certain). SFT: label (the answer word becomes "
-                          "another class's) | swap (another example's response) | auto (label when the responses "
-                          "are a few class words).",
+    noise_kind: str = opt("auto", "uniform (auto) | class_conditional | ambiguous; SFT: label | swap (layerinf.data).",
                           choices=("auto", "uniform", "class_conditional", "ambiguous", "label", "swap"))
-    noise_rates: list[str] | None = opt(None, "class_conditional: per-class flip rates CLASS:RATE (0:0.35,1:0.05; a "
-                                        "class by index or name; YAML also {0: 0.35, 1: 0.05}) or transitions "
-                                        "FROM>TO:RATE (0>1:0.3); replaces noise_rate.")
-
-    def __post_init__(self):
-        rates = self.noise_rates  # YAML / API mappings and plain numbers, as the CLI's CLASS:RATE texts
-        if isinstance(rates, dict):
-            rates = [f"{k}:{v}" for k, v in rates.items()]
-        if isinstance(rates, (list, tuple)):
-            rates = [f"{i}:{v}" if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-                     for i, v in enumerate(rates)]
-        object.__setattr__(self, "noise_rates", rates)
-        super().__post_init__()
-
-    def check(self) -> None:
-        from layerinf.data.noise import CLASSIFICATION_NOISE_KINDS, rate_entries
-
-        if self.noise_rates is not None:
-            rate_entries(self.noise_rates)
-            if self.noise_kind != "class_conditional":
-                raise LayerinfError(f"data.noise_rates is given but data.noise_kind is {self.noise_kind}",
-                                    "set noise_kind: class_conditional, or drop noise_rates")
-        elif self.noise_kind == "class_conditional":
-            raise LayerinfError("data.noise_kind class_conditional needs data.noise_rates",
-                                "e.g. noise_rates: {0: 0.35, 1: 0.05} (CLI --noise-rates 0:0.35,1:0.05)")
-        if self.task_type == "sft" and self.noise_kind in CLASSIFICATION_NOISE_KINDS:
-            raise LayerinfError(f"data.noise_kind {self.noise_kind} is for classification data, not sft",
-                                "use label or swap (or auto) for instruction data")
-        if self.task_type == "classification" and self.noise_kind in ("label", "swap"):
-            raise LayerinfError(f"data.noise_kind {self.noise_kind} is for instruction (sft) data",
-                                "use uniform, class_conditional or ambiguous for classification")
+    noise_rates: list[str] | None = opt(None, "class_conditional: CLASS:RATE,… (0:0.35,1:0.05) or FROM>TO:RATE (0>1:0.3).")
 
     def require_source(self, yaml: bool = False) -> None:
         """Error when no source is given: layerinf never falls back to the demo data on its own."""

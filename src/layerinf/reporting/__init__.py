@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from layerinf.errors import LayerinfError
-from layerinf.reporting.claims import write_claims_page
+from layerinf.reporting.claims_page import write_claims_page
 from layerinf.reporting.common import run_key
 from layerinf.reporting.formatting import write_tables
 from layerinf.reporting.page import write_html
