@@ -13,7 +13,7 @@ import layerinf as li
 from layerinf.config import ExperimentConfig
 from layerinf.reporting.claims import (CLAIM_COLUMNS, HOLDS, INCONCLUSIVE, NOT_HOLDS, NOT_MEASURED, claims_from_dir,
                                        claims_table, make_study)
-from layerinf.reporting.claims_page import write_claims_md
+from layerinf.reporting.claims_page import _figures, write_claims_md
 
 GROUPS = ["WE", "00-01", "02-03", "04-04", "05-05", "CL"]
 CLAIMS = ["1", "2a", "2b", "3a", "3b", "4", "5", "6", "7a", "7b", "7c", "8"]
@@ -54,7 +54,7 @@ def synthetic(vote_gain: float, seeds=(0, 1, 2), tasks=("sst2", "mrpc"), noise=0
     return pd.DataFrame(rows)
 
 
-def test_the_verdict_follows_the_numbers_and_flips_with_them():
+def test_the_verdict_follows_the_numbers_and_flips_with_them(tmp_path):
     wins = claims_table(make_study(synthetic(+0.05)), B=300).set_index("claim")
     loses = claims_table(make_study(synthetic(-0.05)), B=300).set_index("claim")
     assert list(wins.index) == CLAIMS and list(wins.reset_index().columns) == CLAIM_COLUMNS
@@ -70,6 +70,16 @@ def test_the_verdict_follows_the_numbers_and_flips_with_them():
     # absent inputs: not measured, with the reason
     for key in ("5", "7c", "8"):
         assert wins.loc[key, "verdict"] == NOT_MEASURED and wins.loc[key, "detail"]
+    # layer-wise NDR: Value-B best (or worst) on every run → claim 5 follows; the three figures are drawn
+    for vb, verdict in ((0.6, HOLDS), (0.2, NOT_HOLDS)):
+        runs = sorted(synthetic(0.0)["unit"].unique())
+        kinds = ("we", "query_A", "query_B", "value_A", "value_B", "cl")
+        mods = pd.DataFrame([{"_run": r, "kind": k, "ndr_30": (vb if k == "value_B" else 0.4) + 0.01 * i}
+                             for i, r in enumerate(runs) for k in kinds])
+        study = make_study(synthetic(+0.05), modules=mods)
+        assert claims_table(study, B=200).set_index("claim").loc["5", "verdict"] == verdict
+    figs = _figures(study, tmp_path)
+    assert sorted(f.name for f in figs) == ["claims_layerwise.png", "claims_ndr_vs_accuracy.png", "claims_winrate.png"]
     # advise's picks on held-out seeds turn claim 8 on
     picks = pd.DataFrame({"task": ["sst2", "mrpc"] * 3, "seed": [0, 0, 1, 1, 2, 2],
                           "config": ["tracin/02-03/vote"] * 6})

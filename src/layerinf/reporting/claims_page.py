@@ -95,7 +95,8 @@ def _figures(study: Study, out: Path) -> list[Path]:
     if len(lw):
         order = [k for k in ("we", "query_A", "query_B", "value_A", "value_B", "cl") if k in set(lw["kind"])]
         fig, ax = plt.subplots(figsize=(6, 3.4))
-        ax.boxplot([lw.loc[lw["kind"] == k, "ndr_30"] for k in order], labels=order)
+        ax.boxplot([lw.loc[lw["kind"] == k, "ndr_30"].to_numpy(float) for k in order])
+        ax.set_xticks(range(1, len(order) + 1), order)
         ax.axhline(0.30, color="#7f7f7f", lw=0.8, ls=":")
         ax.set_ylabel("layer-wise NDR@30 (mean per run)")
         ax.set_title("Layer-wise NDR@30 by module type (one point per run)")
