@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2", help="data seeds (the sweep grid data.seed)")
     ap.add_argument("--out", default="runs/claims", help="where the sweeps go")
     ap.add_argument("--workers", type=int, default=1, help="layerinf sweep --workers")
+    ap.add_argument("--device", default=None, help="layerinf sweep --device (e.g. cuda)")
     ap.add_argument("--md", default="docs/claims.md", help="the generated page")
     ap.add_argument("--md-only", action="store_true", help="only rewrite the page from finished sweeps")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown sweep {name}; choose from {', '.join(SWEEPS)}")
         cmd = [*_layerinf(), "sweep", f"examples/claims/{name}.yaml", "--grid", f"data.seed={args.seeds}",
                "--out", str(out / name), "--workers", str(args.workers)]
+        cmd += ["--device", args.device] if args.device else []
         for s in args.set:
             cmd += ["--grid", s]
         print("+", " ".join(cmd), flush=True)
