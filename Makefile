@@ -32,3 +32,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache build dist
+
+# the claims study (examples/claims/README.md): every sweep, resumably, then docs/claims.md (many CPU hours)
+claims: $(STAMP)
+	$(BIN)/python scripts/claims_study.py

@@ -108,8 +108,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where)
     if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (str, dict)):  # "a,b" (the CLI); a mapping {k: v} is ["k:v", …] (data.noise_rates)
+            value = ([v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str)
+                     else [f"{k}:{v}" for k, v in value.items()])
         if not isinstance(value, (list, tuple)):
             raise LayerinfError(f"{where} must be a list, got {value!r}", f"e.g. {where.split('.')[-1]}: [a, b]")
         return [_coerce(v, args[0], where) for v in value]
@@ -187,9 +188,9 @@ class DataConfig(Checked):
     prompt_column: str | None = opt(None, "SFT: prompt column (default prompt, or instruction plus input).")
     response_column: str | None = opt(None, "SFT: response column (default response, or output).")
     messages_column: str | None = opt(None, "SFT: chat messages column (the last turn, an assistant's, is the response).")
-    noise_kind: str = opt("auto", "SFT noise: label (the answer word becomes another class's) | swap (another "
-                          "example's response) | auto (label when the responses are a few class words).",
-                          choices=("auto", "label", "swap"))
+    noise_kind: str = opt("auto", "uniform (auto) | class_conditional | ambiguous; SFT: label | swap (layerinf.data).",
+                          choices=("auto", "uniform", "class_conditional", "ambiguous", "label", "swap"))
+    noise_rates: list[str] | None = opt(None, "class_conditional: CLASS:RATE,… (0:0.35,1:0.05) or FROM>TO:RATE (0>1:0.3).")
 
     def require_source(self, yaml: bool = False) -> None:
         """Error when no source is given: layerinf never falls back to the demo data on its own."""

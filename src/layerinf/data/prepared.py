@@ -17,7 +17,8 @@ import pandas as pd
 from layerinf.data.checks import bool_arg, count_arg, fraction_arg, names_arg
 from layerinf.data.labels import check_raw
 from layerinf.data.loaders import load_source
-from layerinf.data.noise import inject_noise
+from layerinf.data.noise import (AMBIGUOUS_FOLDS, ambiguous_noise, class_conditional_noise,
+                                  classification_noise_kind, inject_noise, rate_entries)
 from layerinf.data.raw import RawData
 from layerinf.data.splits import make_splits
 from layerinf.errors import LayerinfError
@@ -84,6 +85,8 @@ def prepare(
     noise_rate: float = 0.2,
     seed: int = 0,
     max_length: int | None = None,
+    noise_kind: str = "uniform",
+    noise_rates: Any = None,
     infl_equals_test: bool = False,
     dev_fraction: float = 0.2,
 ) -> PreparedData:
@@ -93,11 +96,22 @@ def prepare(
     ``clean_label`` keeps the truth). Dev: stratified, at most ``max_dev``, halved into ``infl`` and ``test``
     (both the whole dev set with ``infl_equals_test``, the paper's RTE quirk). ``max_length``, if given,
     truncates texts to that many whitespace-separated words (tokenisation truncates again later).
+
+    ``noise_kind`` (``layerinf.data.noise``): ``uniform`` (``auto``; the above), ``class_conditional`` (exactly
+    ⌊r_c·n_c⌋ rows of each class ``c`` by ``noise_rates``, which replaces ``noise_rate``) or ``ambiguous`` (the
+    ⌊noise_rate·n⌋ rows a cross-fitted TF-IDF classifier trained on the clean labels finds least certain).
     """
     # every option is checked before a large source is loaded
     if isinstance(noise_rate, (bool, np.bool_)) or not isinstance(noise_rate, (int, float, np.number)):
         raise LayerinfError(f"noise_rate={noise_rate!r} is not a number", "use a fraction in [0, 1), e.g. 0.2")
     inject_noise(np.zeros(1, np.int64), noise_rate)  # the range check (noise rate … outside [0, 1))
+    noise_kind = classification_noise_kind(noise_kind)
+    if noise_kind == "class_conditional" and noise_rates is None:
+        raise LayerinfError("noise_kind class_conditional needs noise_rates", "e.g. noise_rates: {0: 0.35, 1: 0.05}")
+    if noise_kind != "class_conditional" and noise_rates is not None:
+        raise LayerinfError(f"noise_rates is given but noise_kind is {noise_kind}",
+                            "set noise_kind: class_conditional, or drop noise_rates")
+    rate_entries(noise_rates)  # syntax and ranges, before the source is loaded
     max_train = count_arg("max_train", max_train, example="4500")
     max_dev = count_arg("max_dev", max_dev, example="1000")
     max_length = count_arg("max_length", max_length, example="128")
@@ -116,7 +130,19 @@ def prepare(
     idx = make_splits(raw.train["label"].to_numpy(), raw.dev["label"].to_numpy(), max_train=max_train,
                       max_dev=max_dev, seed=seed, infl_equals_test=infl_equals_test)
     clean = raw.train["label"].to_numpy(dtype=np.int64)[idx.train]
-    noisy_labels, mask = inject_noise(clean, noise_rate, num_classes=k, seed=seed)
+    extra_meta: dict = {}
+    if noise_kind == "uniform":
+        noisy_labels, mask = inject_noise(clean, noise_rate, num_classes=k, seed=seed)
+    elif noise_kind == "class_conditional":
+        noisy_labels, mask = class_conditional_noise(clean, noise_rates, list(raw.label_names), seed=seed)
+        extra_meta = {"noise_kind": noise_kind, "noise_rates": [f"{k_}:{r:g}" for k_, r in rate_entries(noise_rates)]}
+    else:
+        part = raw.train.iloc[idx.train]
+        texts = [t if not isinstance(pair, str) else f"{t} || {pair}"
+                 for t, pair in zip(part["text"].astype(str), part["text_pair"])]
+        noisy_labels, mask, _ = ambiguous_noise(clean, texts, noise_rate, k, seed=seed)
+        extra_meta = {"noise_kind": noise_kind, "noise_model": f"TF-IDF 1-2-grams + logistic regression, "
+                      f"{AMBIGUOUS_FOLDS}-fold out of sample on the clean labels"}
     train = _table(raw.train, idx.train, noisy_labels, mask, max_length)
     infl = _table(raw.dev, idx.infl, max_words=max_length)
     test = _table(raw.dev, idx.test, max_words=max_length)
@@ -126,7 +152,10 @@ def prepare(
         "task": raw.task,
         "label_names": list(raw.label_names),
         "seed": int(seed),
-        "noise_rate": float(noise_rate),
+        # class_conditional: the realised overall rate (noise_rates replaces noise_rate)
+        "noise_rate": (float(mask.mean() if mask.size else 0) if noise_kind == "class_conditional"
+                       else float(noise_rate)),
+        **extra_meta,
         "max_train": max_train,
         "max_dev": max_dev,
         "max_length": max_length,

@@ -7,6 +7,8 @@ directories) and writes, atomically, the report folder (``RunLayout.report``)::
     PAGE_FILE           one self-contained page (inline CSS, no JavaScript, no external URLs)
     tables/*.csv|.md    every table, machine-readable and as Markdown
     figures/*.png       NDR curves, layer-wise NDR@30, accuracy box plots, noise ranks, NDR@30 heat map
+    claims.html         the paper's claims with 95 % bootstrap intervals over runs and verdicts (:mod:`.claims`;
+                        tables/claims*.csv, figures/claims_*.png)
 
 A run that was scored but not retrained (``filter.retrain: false``) gets the detection side only: the NDR
 table of its score tables, the curves, layer-wise NDR and noise ranks. The texts state the parameters the runs
@@ -33,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from layerinf.errors import LayerinfError
+from layerinf.reporting.claims_page import write_claims_page
 from layerinf.reporting.common import run_key
 from layerinf.reporting.formatting import write_tables
 from layerinf.reporting.page import write_html
@@ -133,6 +136,8 @@ def report(path: str | os.PathLike, out: str | os.PathLike | None = None, tau: f
             meta["top_suspects_config"] = top[0]
             meta["top_suspects_is_best"] = best is not None and top[0] == "/".join(best[0])
         meta["answer"] = answer(frame, params, retrained=results is not None, table=table, best=best)
+        if results is not None:  # the paper's claims with bootstrap intervals over runs (reporting.claims)
+            meta["claims_page"] = write_claims_page(base, tmp, results=results, seed=int(bootstrap_seed)).name
         write_html(tmp, tabs, figs, meta, params=params)
         (tmp / ANSWER_FILE).write_text("\n".join(meta["answer"]) + "\n", encoding="utf-8")
         if target.exists():

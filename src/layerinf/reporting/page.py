@@ -242,6 +242,9 @@ def write_html(out_dir: str | os.PathLike, tables: dict[str, pd.DataFrame], figu
                      + "".join(f"<p>{html.escape(str(line))}</p>" for line in meta["answer"]) + "</section>")
     if meta.get("note"):
         parts.append(f'<div class="caveat">{html.escape(str(meta["note"]))}</div>')
+    if meta.get("claims_page"):
+        parts.append(f'<p>The paper\'s claims, tested on these runs: <a href="{html.escape(meta["claims_page"])}">'
+                     "verdicts with 95 % intervals</a>.</p>")
     parts += ["<h2>How to read this report</h2>", '<div class="guide">' + guide(p, groups, retrained) + "</div>"]
     if retrained:
         parts.append(

@@ -36,7 +36,7 @@ def source_fingerprint(*sources: str | None) -> str | None:
     return config_hash(parts) if parts else None
 
 
-SFT_FIELDS = ("task_type", "prompt_column", "response_column", "messages_column", "noise_kind")
+SFT_FIELDS = ("task_type", "prompt_column", "response_column", "messages_column", "noise_kind", "noise_rates")
 
 
 def data_key(cfg: DataConfig) -> dict:

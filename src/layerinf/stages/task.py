@@ -155,7 +155,9 @@ class ClassificationTask(Task):
             cfg.source if raw is None else raw, task=cfg.task, text_column=cfg.text_column,
             text_pair_column=cfg.text_pair_column, label_column=cfg.label_column, dev_source=cfg.dev_source,
             label_names=cfg.label_names, max_train=cfg.max_train, max_dev=cfg.max_dev,
-            noise_rate=cfg.noise_rate if noise_rate is None else noise_rate, seed=cfg.seed)
+            noise_rate=cfg.noise_rate if noise_rate is None else noise_rate, seed=cfg.seed,
+            # an explicit noise_rate (a probe's planted flips) is uniform; the data section's kind otherwise
+            **({"noise_kind": cfg.noise_kind, "noise_rates": cfg.noise_rates} if noise_rate is None else {}))
 
     def save(self, prepared, folder) -> None:
         from layerinf import data as data_mod

@@ -59,7 +59,7 @@ from layerinf.workflows.defaults import ADVISE_DEFAULTS, small_data_recipe
 from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
-NOT_OPTIONS = {"noise_rate"}  # the advisor plants its own flips (probe_rate); runtime: what its stages use
+NOT_OPTIONS = {"noise_rate", "noise_rates"}  # the advisor plants its own flips (probe_rate); runtime: what its stages use
 NOT_TAKEN = SCALE_OUT | runtime_options_except("finetune", "grads", "score")
 MIN_PLANTED = 10  # planted flips per probe below which NDR is too coarse to compare configurations
 MAX_PROBE_RATE = 0.5

@@ -51,7 +51,7 @@ from layerinf.workflows.defaults import SUSPECTS_DEFAULTS, small_data_recipe
 # the stage modules (torch, pandas) are imported when used, so that `layerinf --help` and option errors are quick
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, RankConfig, ScoreConfig, RuntimeConfig)
-NOT_OPTIONS = {"noise_rate"}  # suspects never injects noise
+NOT_OPTIONS = {"noise_rate", "noise_rates"}  # suspects never injects noise
 RUN_RUNTIME = runtime_options("grads", "score") - SCALE_OUT  # what applies to ranking another run (run=)
 # of the score section only Vote's κ (the ranking is one configuration); of the runtime section what its stages use
 NOT_TAKEN = frozenset({f.name for f in dataclasses.fields(ScoreConfig)} - {"vote_kappa"}) | SCALE_OUT | (
