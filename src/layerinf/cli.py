@@ -70,7 +70,7 @@ def command(name: str, fixed: list[inspect.Parameter], sections: tuple[type, ...
 
 FORCE = _opt("force", bool, False, "Redo the stage even if it finished.")
 # suspects and advise: their stages' runtime options but the Ray ones; suspects: of the score section only κ
-WORKFLOW_EXCLUDE = {"noise_rate"} | SCALE_OUT | runtime_options_except("finetune", "grads", "score")
+WORKFLOW_EXCLUDE = {"noise_rate", "noise_rates"} | SCALE_OUT | runtime_options_except("finetune", "grads", "score")
 NOT_KAPPA = {f.name for f in dataclasses.fields(ScoreConfig)} - {"vote_kappa"}
 
 
