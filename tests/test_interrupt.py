@@ -25,6 +25,13 @@ def _temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*") if p.name.endswith((".tmp", ".old"))] if root.exists() else []
 
 
+def _as_a_terminal_starts_it() -> None:
+    """The child's Ctrl-C disposition as a shell gives it (default), whatever this process has: pytest-xdist's
+    workers ignore SIGINT, and an ignored signal stays ignored across exec (the CLI then, rightly, cannot be
+    interrupted)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(args, ready, tmp_path: Path, debug: bool = False, limit: float = 300) -> tuple[int, str]:
     """Start ``layerinf ARGS`` in a new process group; once ``ready()`` (real work under way), SIGINT the group.
     Returns (exit status, stderr). Output goes to files, so that a full pipe never stalls the child."""
@@ -32,7 +39,7 @@ def _interrupt(args, ready, tmp_path: Path, debug: bool = False, limit: float = 
     err_file = tmp_path / "stderr.txt"
     with open(tmp_path / "stdout.txt", "w") as out, open(err_file, "w") as err:
         proc = subprocess.Popen([layerinf_script(), *map(str, args)], stdout=out, stderr=err, env=env, cwd=tmp_path,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_as_a_terminal_starts_it)
         try:
             deadline = time.monotonic() + limit
             while not ready():
@@ -53,7 +60,7 @@ def _interrupt(args, ready, tmp_path: Path, debug: bool = False, limit: float = 
 
 
 def _assert_interrupted(rc: int, err: str, out: Path) -> None:
-    assert rc == EXIT_INTERRUPTED, err
+    assert rc == EXIT_INTERRUPTED, f"exit status {rc}: {err[-2000:]}"
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines and lines[-1] == INTERRUPTED, err
     assert sum("interrupted" in ln for ln in lines) == 1 and "Traceback" not in err, err
