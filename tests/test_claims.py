@@ -4,6 +4,7 @@ its verdicts follow from its own intervals by the stated rule, and changing the 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,21 @@ def test_end_to_end_sweep_report_and_claims_md(tmp_path):
     assert measured.loc["5", "verdict"] != NOT_MEASURED and measured.loc["1", "n_runs"] == 3
     for row in measured.reset_index().itertuples():
         assert row.verdict == _expected(row), row
+    # the committed form of the same runs (the study across sessions): the same numbers and verdicts from it
+    from layerinf.reporting.claims import export_study_inputs, inputs_manifest, read_study_inputs
+
+    inputs = export_study_inputs(out, tmp_path / "inputs" / "tiny", seconds=12.5)
+    kept, _ = read_study_inputs(inputs)
+    study_k, from_kept = claims_from_dir(inputs, results=kept.drop(columns="collapsed"), B=200)
+    pd.testing.assert_frame_equal(from_kept.set_index("claim"), measured)
+    assert study_k.runs == study.runs and study_k.modules.keys() == study.modules.keys()
+    pd.testing.assert_frame_equal(claims_from_dir(inputs, B=200)[1], claims_from_dir(out, B=200)[1])
+    assert sorted(inputs_manifest(inputs)["units"]) == sorted(study.runs)
+    assert inputs_manifest(inputs)["units"]["seed=0"]["seconds"] == 12.5
+    export_study_inputs(out, inputs)  # again: its runs are replaced, not added twice
+    assert len(read_study_inputs(inputs)[0]) == len(kept)
+    with pytest.raises(ValueError, match="3 runs"):
+        export_study_inputs(out, inputs, unit="seed=9")
     # change the inputs: Vote clearly better (or worse) on every run → the verdict of claim 1 follows
     for gain, verdict in ((+0.2, HOLDS), (-0.2, NOT_HOLDS)):
         changed = results.copy()
@@ -147,3 +163,37 @@ def test_end_to_end_sweep_report_and_claims_md(tmp_path):
     shutil.copytree(out, out.parent / "sweep-2")
     study2, _ = claims_from_dir([out, out.parent / "sweep-2"], B=50)
     assert len(study2.excluded) == 6 and study2.excluded[0].startswith("sweep-2/")
+
+
+@pytest.mark.slow
+def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue_dir, tmp_path, capsys):
+    """scripts/claims_study.py on a tiny stand-in of one sweep: the finished run lands in the inputs folder (what
+    a later session finds committed), the page is written from it, and a second invocation runs nothing."""
+    import importlib.util
+
+    from layerinf.reporting.claims import inputs_manifest, read_study_inputs
+
+    if not (Path(__file__).parents[2] / "shared" / "data" / "glue" / "SST-2").is_dir():
+        pytest.skip("the study's configs name ../shared/data/glue/SST-2, which is absent")
+    spec = importlib.util.spec_from_file_location("claims_study", Path(__file__).parents[1] / "scripts" /
+                                                  "claims_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    inputs, md = tmp_path / "inputs", tmp_path / "claims.md"
+    argv = ["--only", "minilm-sst2", "--seeds", "0", "--out", str(tmp_path / "runs"), "--inputs", str(inputs),
+            "--md", str(md), "--set", "model.name=shape:tiny-bert", "--set", "data.max_train=40",
+            "--set", "data.max_dev=30", "--set", "train.epochs=1", "--set", "train.min_steps=null"]
+    assert study.main(argv) == 0
+    units = inputs_manifest(inputs / "minilm-sst2")["units"]
+    (unit, info), = units.items()  # one run: the sweep at seed 0
+    assert unit.startswith("seed=0,") and "max_train=40" in unit
+    assert info["seconds"] > 0 and "sweep" in info["command"]
+    res, mods = read_study_inputs(inputs / "minilm-sst2")
+    assert set(res["unit"]) == {unit} and {"none", "random", "oracle"} <= set(res["method"]) and len(mods)
+    text = md.read_text()
+    assert "## MiniLM, 20 % uniform flips, four GLUE tasks" in text and "| 1 |" in text
+    assert "Not run yet" in text  # the other sweeps
+    capsys.readouterr()
+    assert study.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "not run again" in out and "+ " not in out  # nothing was run
