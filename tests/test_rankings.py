@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from layerinf.config import RankConfig
 from layerinf.errors import LayerinfError
+from layerinf.evaluation.noise_rate import count_label_issues, estimate_noise_rate
 from layerinf.evaluation.rankings import (RANKINGS, FitScores, choose_ranking, combine, embedding_probs, flag_count,
                                           percentile_ranks, plant_flips, probe_aucs, self_confidence, side_by_side)
 from layerinf.stages.detect import detection_choice
@@ -147,9 +148,10 @@ def test_the_flagged_count_follows_the_estimated_noise_rate(rate):
     oos /= oos.sum(1, keepdims=True)
     d = detection_choice(labels, fits, oos, emb, RankConfig(), learned=True)
     true = int(noisy.sum())
-    assert abs(d["flagged"] - true) <= 0.15 * true
+    assert abs(d["flagged"] - true) <= 0.15 * true and d["flagged"] == d["noise"]["issues"]
     assert d["noise"]["low"] <= noisy.mean() <= d["noise"]["high"]
-    assert "estimated noise rate" in d["flagged_by"]
+    assert d["noise"]["issues_low"] <= noisy.mean() <= d["noise"]["issues_high"]
+    assert "confident learning calls mislabelled" in d["flagged_by"] and "calibrated" in d["flagged_by"]
     assert detection_choice(labels, fits, oos, emb, RankConfig(top=0.5), learned=True)["flagged"] == 1500
     assert flag_count(10, None, 0.26) == 3 and flag_count(10, 0.3, 0.9) == 3
 
@@ -166,3 +168,43 @@ def test_embedding_probs_are_out_of_sample():
 
     inside = LogisticRegression(max_iter=1000).fit(x, y).predict_proba(x)
     assert self_confidence(inside, y).mean() > 0.9
+
+
+def _weak_model(n: int, rate: float, error: float, seed: int):
+    """Two classes, ``rate`` of the labels flipped, and out-of-sample probabilities of a model that is wrong about
+    the true class on a share ``error`` of the rows, with confidences spread over (0.5, 1)."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 2, n)
+    noisy = np.zeros(n, bool)
+    noisy[rng.choice(n, int(rate * n), replace=False)] = True
+    given = np.where(noisy, 1 - true, true)
+    pred = np.where(rng.random(n) < error, 1 - true, true)
+    conf = rng.uniform(0.5, 1.0, n)
+    probs = np.empty((n, 2))
+    probs[np.arange(n), pred] = conf
+    probs[np.arange(n), 1 - pred] = 1 - conf
+    return probs, given, noisy
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_count_label_issues_is_cleanlabs_num_label_issues(seed):
+    cleanlab_count = pytest.importorskip("cleanlab.count", reason="cleanlab is an optional extra: layerinf[compare]")
+    rng = np.random.default_rng(seed)
+    k = 2 + seed
+    probs = rng.dirichlet(np.ones(k) * 0.7, 400)
+    labels = np.where(rng.random(400) < 0.7, probs.argmax(1), rng.integers(0, k, 400))
+    assert count_label_issues(probs, labels) == cleanlab_count.num_label_issues(labels, probs)
+    probs, labels, _ = _weak_model(1000, 0.2, 0.2, seed)
+    assert count_label_issues(probs, labels) == cleanlab_count.num_label_issues(labels, probs)
+
+
+def test_the_flagged_count_is_the_issue_count_not_the_inflated_calibrated_rate():
+    """A model wrong on 20 % of the rows, 20 % of the labels flipped: the rows it is unsure of are counted as noisy
+    in proportion by the calibrated rate, which overshoots; the count of rows called mislabelled stays closer to
+    the truth, and it is what is flagged."""
+    probs, labels, noisy = _weak_model(4000, 0.2, 0.2, 5)
+    est = estimate_noise_rate(probs, labels, n_boot=50)
+    true = noisy.sum()
+    assert abs(est.issues - true) < abs(est.rate * len(labels) - true)
+    assert est.issues == count_label_issues(probs, labels)
+    assert est.issues_low <= est.issues / len(labels) <= est.issues_high

@@ -126,9 +126,10 @@ def test_source_mode_finds_injected_noise(user_result):
     t = res.table
     assert t["source_idx"].tolist() == t["index"].tolist()  # no cap: split idx = row in the user's file
     flagged = t.loc[t["suspect"], "source_idx"].to_numpy()
-    ndr = mask[flagged].sum() / mask.sum()
-    print(f"\nNDR@30 on the test's own mask ({mask.sum()} flipped of {len(mask)}): {ndr:.3f} (chance 0.30)")
-    assert ndr > 0.30
+    precision = mask[flagged].mean()  # flagging at random: the flipped share of all rows
+    print(f"\nflipped among the {len(flagged)} flagged: {precision:.3f} (chance {mask.mean():.3f}; "
+          f"{mask.sum()} flipped of {len(mask)})")
+    assert precision > mask.mean()
 
 
 @pytest.mark.slow

@@ -306,8 +306,8 @@ class RankConfig(Checked):
     group: str | None = opt(None, "Layer group (default: the second attention group, the paper's pick).")
     aggregator: str = opt("vote", "Aggregator (Vote's κ: vote_kappa, of the score section).",
                           choices=_aggregator_names, builtin=PAPER_AGGREGATORS)
-    top: float | None = opt(None, "Fraction of the rows flagged as suspects, in (0, 1); none = as many as the "
-                            "estimated noise rate (confident learning on out-of-sample probabilities).",
+    top: float | None = opt(None, "Fraction of the rows flagged as suspects, in (0, 1); none = as many as "
+                            "confident learning calls mislabelled (on out-of-sample probabilities).",
                             lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     ranking: str = opt("auto", "Which ranking orders the rows: auto (the one that best finds labels flipped on "
                        "purpose inside the cross-fit: the probe) | combined (rank average of the three below) | "

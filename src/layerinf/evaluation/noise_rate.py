@@ -13,6 +13,14 @@ Learning: Estimating Uncertainty in Dataset Labels", JAIR 70, 2021, §3.1–3.2)
    to 1, giving ``Q[i, j]`` ≈ P(given label i, true label j);
 4. the estimated noise rate is the off-diagonal mass ``1 − trace(Q)``.
 
+**How many rows.** :func:`count_label_issues` counts the examples themselves rather than the calibrated mass:
+those in the off-diagonal of the (uncalibrated) confident joint whose most probable class is not the given
+label — cleanlab's ``num_label_issues`` (its default ``"off_diagonal"`` method, which cleanlab documents as its
+most accurate estimate of the number of label issues). The calibrated rate rescales every row to the
+given-label counts, so the examples with no class at its threshold are counted as if they were noisy in the
+same proportion as the confident ones; with moderately accurate models that inflates the rate (a model error
+looks like a flipped label). ``NoiseEstimate.issues`` (with its bootstrap interval) is what ``suspects`` flags.
+
 The probabilities should be **out-of-sample** (cross-validated, as in the paper): a model that has fitted
 the flipped labels assigns them high probability and the estimate is biased low. The uncertainty is a
 percentile bootstrap over examples (the thresholds, the joint and the calibration are recomputed on every
@@ -45,6 +53,7 @@ __all__ = [
     "NoiseEstimate",
     "adaptive_kappa",
     "confident_joint",
+    "count_label_issues",
     "estimate_noise_rate",
     "mean_ci",
     "noise_rate_from_joint",
@@ -119,6 +128,24 @@ def _joint(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return joint, t
 
 
+def _issues(p: np.ndarray, y: np.ndarray, t: np.ndarray) -> int:
+    above = p >= t[None, :] - 1e-12
+    best = np.where(above, p, -np.inf).argmax(axis=1)
+    off = above.any(axis=1) & (best != y)
+    bumped = p.copy()
+    bumped[np.arange(len(y)), y] += 1e-6  # a tie with the given label is not an issue (as cleanlab)
+    return int(np.count_nonzero(off & (bumped.argmax(axis=1) != y)))
+
+
+def count_label_issues(probs: Any, labels: Any) -> int:
+    """How many examples confident learning calls mislabelled: off the diagonal of the confident joint (a class
+    other than the given one reaches its threshold and is the most probable of those that do) and not predicted
+    as the given label. Equals ``cleanlab.count.num_label_issues(labels, probs)`` (tested)."""
+    p, y = _check(probs, labels)
+    _, t = _joint(p, y)
+    return _issues(p, y, t)
+
+
 def noise_rate_from_joint(joint: np.ndarray, label_counts: np.ndarray) -> tuple[float, np.ndarray]:
     """Calibrate the confident joint (rows rescaled to the given-label counts, then normalised) and return
     ``(1 − trace(Q), Q)``. A row with no confident example keeps its mass on the diagonal (no evidence of noise)."""
@@ -150,6 +177,9 @@ class NoiseEstimate:
     per_class: list[float]  # P(true ≠ i | given label i), from the calibrated joint
     joint: list[list[float]]  # calibrated joint Q (given × true), sums to 1
     thresholds: list[float]
+    issues: int = 0  # count_label_issues: the examples confident learning calls mislabelled
+    issues_low: float = 0.0  # its bootstrap interval, as fractions of n
+    issues_high: float = 0.0
     level: float = 0.95
     n_boot: int = 0
     out_of_sample: bool = True
@@ -183,21 +213,26 @@ def estimate_noise_rate(probs: Any, labels: Any, *, n_boot: int = 1000, level: f
     rate, Q = noise_rate_from_joint(joint, counts)
     rowsum = Q.sum(axis=1)
     per_class = [float(1 - Q[i, i] / rowsum[i]) if rowsum[i] > 0 else float("nan") for i in range(k)]
+    issues = _issues(p, y, t)
     low = high = rate
+    n = len(y)
+    issues_low = issues_high = issues / n if n else 0.0
     if n_boot:
         rng = np.random.default_rng(seed)
-        n = len(y)
-        boot = np.empty(n_boot)
+        boot, boot_issues = np.empty(n_boot), np.empty(n_boot)
         for b in range(n_boot):
             idx = rng.integers(0, n, n)
-            jb, _ = _joint(p[idx], y[idx])
+            jb, tb = _joint(p[idx], y[idx])
             boot[b], _ = noise_rate_from_joint(jb, np.bincount(y[idx], minlength=k))
+            boot_issues[b] = _issues(p[idx], y[idx], tb) / n
         boot = boot[np.isfinite(boot)]
         a = (1 - level) / 2
         low, high = (float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))) if boot.size else (rate, rate)
-    return NoiseEstimate(rate=rate, low=low, high=high, n=int(len(y)), num_classes=int(k), per_class=per_class,
-                         joint=Q.tolist(), thresholds=[float(x) for x in t], level=float(level), n_boot=int(n_boot),
-                         out_of_sample=bool(out_of_sample))
+        issues_low, issues_high = float(np.quantile(boot_issues, a)), float(np.quantile(boot_issues, 1 - a))
+    return NoiseEstimate(rate=rate, low=low, high=high, n=int(n), num_classes=int(k), per_class=per_class,
+                         joint=Q.tolist(), thresholds=[float(x) for x in t], issues=int(issues),
+                         issues_low=float(issues_low), issues_high=float(issues_high), level=float(level),
+                         n_boot=int(n_boot), out_of_sample=bool(out_of_sample))
 
 
 # --------------------------------------------------------------------------------------------- κ rule
