@@ -17,7 +17,8 @@ cleanlab: ``find_label_issues``; rankings without a flagged set: the lowest ⌊r
 
 Resumable: each set's layerinf run is cached stage by stage under ``--work``, and a finished set's metrics are kept
 in ``<work>/<set>/metrics.json`` (its CPU-seconds are those of the first, complete run). Results:
-``bench/results/detection.csv`` and the table in ``docs/detection.md`` (between the bench markers).
+``bench/results/detection.csv`` and the table in ``docs/detection.md`` (between the bench markers); a set not
+run this time keeps its earlier rows there, with the date it was measured (``--sets`` picks what is run).
 
 Run: ``.venv/bin/python bench/bench_detection.py`` (needs ``pip install 'layerinf[compare]'`` for cleanlab).
 """
@@ -62,6 +63,7 @@ SETS = {  # name: (task, rows, flip rate per class (class 0, class 1))
     "sst2-1000-classcond35-5": ("SST-2", 1000, (0.05, 0.35)),
     "mrpc-1000-uniform20": ("MRPC", 1000, (0.20, 0.20)),
 }
+FIRST_MEASURED = "2026-12-07"  # the sets measured before the CSV had a date column
 NAMES = {"SST-2": ("negative", "positive"), "MRPC": ("different", "paraphrase")}
 
 
@@ -177,14 +179,21 @@ def cleanlab_rows(set_name: str, probs: np.ndarray, labels: np.ndarray, mask: np
     return row(set_name, name, quality, mask, flagged=issues, cpu=cpu)
 
 
-def bench_set(name: str, work: Path) -> list[dict]:
+def bench_set(name: str, work: Path, redo_detection: bool = False) -> list[dict]:
     folder = work / name
     done = folder / "metrics.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    earlier = json.loads(done.read_text()) if done.is_file() else None
+    if earlier is not None and not redo_detection:
+        return earlier
+    if earlier is not None:  # only the last stage (which ranking, how many rows) is redone; the folds are reused
+        import shutil
+
+        shutil.rmtree(folder / "out" / "suspects", ignore_errors=True)
     data, mask = build_set(name, folder)
     pair = SETS[name][0] == "MRPC"
     cpu_li = run_layerinf(data, folder, pair)
+    if earlier is not None:  # the CPU-seconds stay those of the complete run
+        cpu_li = earlier[0]["cpu_s"]
     table = pd.read_csv(folder / "out" / "suspects" / "suspects.csv", keep_default_na=False)
     table = table.sort_values("source_idx").reset_index(drop=True)
     summary = json.loads((folder / "out" / "suspects" / "summary.json").read_text())
@@ -229,7 +238,8 @@ def markdown(df: pd.DataFrame) -> str:
     for r in df.itertuples(index=False):
         cpu = "" if pd.isna(r.cpu_s) else f"{r.cpu_s:.0f}"
         lines.append(f"| {r.set} | {r.ranking} | {r.roc_auc:.3f} [{r.auc_lo:.3f}, {r.auc_hi:.3f}] | {r.ndr_30:.3f} | "
-                     f"{r.flagged} / {r.true_flips} | {r.precision:.3f} | {r.recall:.3f} | {cpu} | {r.note} |")
+                     f"{r.flagged} / {r.true_flips} | {r.precision:.3f} | {r.recall:.3f} | {cpu} | "
+                     f"{'' if pd.isna(r.note) else r.note} |")
     return "\n".join(lines)
 
 
@@ -239,6 +249,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "detection")
     ap.add_argument("--csv", type=Path, default=ROOT / "bench" / "results" / "detection.csv")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "detection.md")
+    ap.add_argument("--redo-detection", action="store_true",
+                    help="a finished set: redo only its last stage (after a change to how the ranking is chosen or "
+                    "how many rows are flagged), reusing its fold models; its CPU-seconds stay the complete run's")
     args = ap.parse_args(argv)
     if not GLUE.is_dir():
         print(f"bench_detection: {GLUE} is absent (the GLUE TSVs); nothing to do", file=sys.stderr)
@@ -246,15 +259,26 @@ def main(argv=None) -> int:
     all_rows = []
     for name in [s for s in args.sets.split(",") if s]:
         t0 = time.time()
-        rows = bench_set(name, args.work)
+        rows = bench_set(name, args.work, args.redo_detection)
         print(f"{name}: done in {time.time() - t0:.0f} s", flush=True)
         print(markdown(pd.DataFrame(rows)), flush=True)
         all_rows += rows
-    df = pd.DataFrame(all_rows)
+    today = dt.date.today().isoformat()
+    df = pd.DataFrame(all_rows).assign(date=today)
+    if args.csv.is_file():  # the sets not run this time keep their earlier rows (and the date they were measured)
+        old = pd.read_csv(args.csv, keep_default_na=False, na_values=[""])
+        if "date" not in old.columns:
+            old["date"] = FIRST_MEASURED
+        old = old[~old["set"].isin(df["set"])]
+        df = pd.concat([old, df], ignore_index=True)
+        df["_order"] = df["set"].map({name: i for i, name in enumerate(SETS)}).fillna(len(SETS))
+        df = df.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.csv, index=False, float_format="%.4f")
+    dates = ", ".join(f"{s_} {d}" for s_, d in df.drop_duplicates("set")[["set", "date"]].itertuples(index=False))
     stamp = (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}; "
-             f"measured {dt.date.today().isoformat()} with `python bench/bench_detection.py`.")
+             f"measured with `python bench/bench_detection.py`, one set at a time, per set: "
+             f"{dates}.")
     block = f"<!-- bench:start -->\n{stamp}\n\n{markdown(df)}\n<!-- bench:end -->"
     text = args.docs.read_text() if args.docs.is_file() else "# Detection\n\n<!-- bench:start -->\n<!-- bench:end -->\n"
     head, rest = text.split("<!-- bench:start -->", 1)
