@@ -237,8 +237,11 @@ def sweep(config: Path, grid: list[str], out: Path = Path("runs/sweep"), workers
     console = _console()
     results = run_sweep(config, parsed, out, workers=workers, echo=_echo(console),
                         **given(sweep, kwargs))
-    console.print(f"{len(results)} result rows from {results['unit'].nunique() if len(results) else 0} units "
-                  f"→ {SweepLayout(out).results('csv')} · next: layerinf report {out}", markup=False, highlight=False)
+    if len(results):
+        done = f"{len(results)} result rows from {results['unit'].nunique()} units → {SweepLayout(out).results('csv')}"
+    else:  # detection only (filter.retrain: false): the units' scores are the results
+        done = "no retraining results (with filter.retrain: false the units are only scored: OUT/<unit>/scores)"
+    console.print(f"{done} · next: layerinf report {out}", markup=False, highlight=False)
 
 
 @command("report", [_arg("path", Path, "A run or sweep directory."),

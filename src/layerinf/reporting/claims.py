@@ -295,7 +295,8 @@ def _claims(st: Study) -> list[Claim]:
     has_c = _influence(st.canc).notna().any().any() and _influence(st.acc).notna().any().any()
     out.append(Claim("4", "The cancellation effect C predicts accuracy only weakly (Spearman ρ within ±0.3)",
                      "ρ −0.3 to 0.2", _Rho(st.canc, st.acc, None) if has_c else None,
-                     kind="within", threshold=-0.3, upper=0.3, reason="no cancellation values", fmt="{:+.2f}"))
+                     kind="within", threshold=-0.3, upper=0.3,
+                     reason="needs cancellation values and accuracy after retraining on the runs", fmt="{:+.2f}"))
 
     # 5. Value-B highest layer-wise NDR
     mod_runs = np.array(sorted(st.modules))

@@ -123,6 +123,9 @@ def summary_lines(study: Study, B: int, seed: int) -> list[str]:
     if study.excluded:
         lines.append(f"{len(study.excluded)} run(s) left out because their unfiltered retraining did not beat the "
                      f"majority class (the model did not learn): {', '.join(study.excluded)}.")
+    elif not study.acc.notna().any().any():
+        lines.append("Detection only (nothing retrained): no run is checked for learning by its unfiltered "
+                     "retraining, and the claims that need accuracy after filtering are not measured.")
     else:
         lines.append("No run was left out (no unfiltered retraining stayed at the majority class).")
     return lines
