@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                     "names, so a smoke test never mixes with the real runs), e.g. --set data.max_train=100")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # the configs name ../shared/data/glue relative to the repository root
-    from layerinf.reporting.claims import export_study_inputs, inputs_manifest
+    from layerinf.reporting.claims_inputs import export_study_inputs, inputs_manifest
     from layerinf.workflows.sweep import unit_name
 
     out, inputs = Path(args.out), Path(args.inputs)

@@ -130,7 +130,7 @@ def test_end_to_end_sweep_report_and_claims_md(tmp_path):
     for row in measured.reset_index().itertuples():
         assert row.verdict == _expected(row), row
     # the committed form of the same runs (the study across sessions): the same numbers and verdicts from it
-    from layerinf.reporting.claims import export_study_inputs, inputs_manifest, read_study_inputs
+    from layerinf.reporting.claims_inputs import export_study_inputs, inputs_manifest, read_study_inputs
 
     inputs = export_study_inputs(out, tmp_path / "inputs" / "tiny", seconds=12.5)
     kept, _ = read_study_inputs(inputs)
@@ -171,7 +171,7 @@ def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue
     a later session finds committed), the page is written from it, and a second invocation runs nothing."""
     import importlib.util
 
-    from layerinf.reporting.claims import inputs_manifest, read_study_inputs
+    from layerinf.reporting.claims_inputs import inputs_manifest, read_study_inputs
 
     if not (Path(__file__).parents[2] / "shared" / "data" / "glue" / "SST-2").is_dir():
         pytest.skip("the study's configs name ../shared/data/glue/SST-2, which is absent")

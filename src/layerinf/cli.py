@@ -23,7 +23,7 @@ import typer
 from layerinf.config import (SCALE_OUT, DataConfig, FilterConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig,
                              ScoreConfig, TrainConfig, runtime_options_except)
 from layerinf.cli_options import _arg, _opt, _options, given
-from layerinf.errors import LayerinfError, on_sigint
+from layerinf.errors import LayerinfError, on_sigint, quiet_lost_interrupt
 from layerinf.store.layout import RunLayout, SweepLayout
 
 app = typer.Typer(
@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     if (threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread, and
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # a caller's own handler stays
         signal.signal(signal.SIGINT, on_sigint)  # a Ctrl-C swallowed by a destructor is raised again (errors.py)
+        sys.unraisablehook = quiet_lost_interrupt  # … and is not printed as a traceback where it was swallowed
     try:
         code = app(args=args, standalone_mode=False, prog_name="layerinf")
     except LayerinfError as exc:

@@ -28,6 +28,16 @@ def on_sigint(signum=None, frame=None) -> None:
     raise KeyboardInterrupt
 
 
+def quiet_lost_interrupt(unraisable) -> None:
+    """``sys.unraisablehook`` (installed with ``on_sigint``): a Ctrl-C that landed in a destructor is not printed
+    as "Exception ignored … Traceback" — the flag carries it to the next ``raise_if_interrupted`` — while every
+    other unraisable error is reported as Python does."""
+    import sys
+
+    if not (_interrupt_requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        sys.__unraisablehook__(unraisable)
+
+
 def raise_if_interrupted() -> None:
     """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed, even when the first one was swallowed."""
     if _interrupt_requested:

@@ -74,6 +74,8 @@ REPORT_FIGURES = "figures"
 RECORDS_DIR = "records"  # retrain/records/<key>.json: one record per retraining, written as each one finishes
 RESULTS = "results"
 SWEEP_FILE = "sweep.json"
+# a study's committed inputs (reporting.claims_inputs): <folder>/inputs.json, results.csv, modules.csv
+INPUTS_MANIFEST, INPUTS_RESULTS, INPUTS_MODULES = "inputs.json", "results.csv", "modules.csv"
 UNITS_DIR = "units"
 
 # suspects/
