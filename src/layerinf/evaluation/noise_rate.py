@@ -110,10 +110,20 @@ def confident_joint(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     per-class thresholds ``t`` (Northcutt et al. 2021, eq. 1–2). A class with no labelled example gets
     threshold +inf (nothing is ever assigned to it)."""
     p, y = _check(probs, labels)
-    return _joint(p, y)
+    joint, t, _ = _joint(p, y)
+    return joint, t
 
 
-def _joint(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def count_label_issues(probs: Any, labels: Any) -> int:
+    """How many examples confident learning calls mislabelled: off the diagonal of the confident joint (a class
+    other than the given one reaches its threshold and is the most probable of those that do) and not predicted
+    as the given label. Equals ``cleanlab.count.num_label_issues(labels, probs)`` (tested)."""
+    p, y = _check(probs, labels)
+    return _joint(p, y)[2]
+
+
+def _joint(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The confident joint, the thresholds and the number of label issues, from one confident assignment."""
     k = p.shape[1]
     counts = np.bincount(y, minlength=k).astype(np.float64)
     sums = np.bincount(y, weights=p[np.arange(len(y)), y], minlength=k)  # Σ p_j(x) over x labelled j
@@ -125,25 +135,10 @@ def _joint(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = above.any(axis=1)
     joint = np.zeros((k, k))
     np.add.at(joint, (y[keep], best[keep]), 1.0)
-    return joint, t
-
-
-def _issues(p: np.ndarray, y: np.ndarray, t: np.ndarray) -> int:
-    above = p >= t[None, :] - 1e-12
-    best = np.where(above, p, -np.inf).argmax(axis=1)
-    off = above.any(axis=1) & (best != y)
     bumped = p.copy()
     bumped[np.arange(len(y)), y] += 1e-6  # a tie with the given label is not an issue (as cleanlab)
-    return int(np.count_nonzero(off & (bumped.argmax(axis=1) != y)))
-
-
-def count_label_issues(probs: Any, labels: Any) -> int:
-    """How many examples confident learning calls mislabelled: off the diagonal of the confident joint (a class
-    other than the given one reaches its threshold and is the most probable of those that do) and not predicted
-    as the given label. Equals ``cleanlab.count.num_label_issues(labels, probs)`` (tested)."""
-    p, y = _check(probs, labels)
-    _, t = _joint(p, y)
-    return _issues(p, y, t)
+    issues = int(np.count_nonzero(keep & (best != y) & (bumped.argmax(axis=1) != y)))
+    return joint, t, issues
 
 
 def noise_rate_from_joint(joint: np.ndarray, label_counts: np.ndarray) -> tuple[float, np.ndarray]:
@@ -209,11 +204,10 @@ def estimate_noise_rate(probs: Any, labels: Any, *, n_boot: int = 1000, level: f
         raise LayerinfError(f"n_boot={n_boot!r} must be a whole number ≥ 0", "use e.g. 1000 (0: no interval)")
     k = p.shape[1]
     counts = np.bincount(y, minlength=k)
-    joint, t = _joint(p, y)
+    joint, t, issues = _joint(p, y)
     rate, Q = noise_rate_from_joint(joint, counts)
     rowsum = Q.sum(axis=1)
     per_class = [float(1 - Q[i, i] / rowsum[i]) if rowsum[i] > 0 else float("nan") for i in range(k)]
-    issues = _issues(p, y, t)
     low = high = rate
     n = len(y)
     issues_low = issues_high = issues / n if n else 0.0
@@ -222,9 +216,9 @@ def estimate_noise_rate(probs: Any, labels: Any, *, n_boot: int = 1000, level: f
         boot, boot_issues = np.empty(n_boot), np.empty(n_boot)
         for b in range(n_boot):
             idx = rng.integers(0, n, n)
-            jb, tb = _joint(p[idx], y[idx])
+            jb, _, issues_b = _joint(p[idx], y[idx])
             boot[b], _ = noise_rate_from_joint(jb, np.bincount(y[idx], minlength=k))
-            boot_issues[b] = _issues(p[idx], y[idx], tb) / n
+            boot_issues[b] = issues_b / n
         boot = boot[np.isfinite(boot)]
         a = (1 - level) / 2
         low, high = (float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))) if boot.size else (rate, rate)

@@ -30,40 +30,13 @@ def run_ids(df: pd.DataFrame) -> list[str]:
 
 def load_study_inputs(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The results (``collapsed`` flagged; for sweeps scored but not retrained, their score tables) and the
-    stacked ``modules`` frames of one or more runs / sweeps. With several, each run's name is prefixed with its
-    sweep folder's name, so that the runs of all of them are pooled."""
-    from layerinf.errors import LayerinfError
-    from layerinf.reporting.results import load_detection
-    from layerinf.reporting.uncertainty import flag_collapsed
-
+    stacked ``modules`` frames of one or more runs / sweeps / inputs folders. With several, each run's name is
+    prefixed with its folder's name, so that the runs of all of them are pooled."""
     frames, mods = [], []
     for path in map(Path, paths):
-        if is_study_inputs(path):  # a folder of committed inputs (export_study_inputs), not a run or sweep
-            res, m = read_study_inputs(path)
-            if len(paths) > 1:
-                res["unit"] = f"{path.name}/" + res["unit"].astype(str)
-                if len(m):
-                    m["_run"] = f"{path.name}/" + m["_run"].astype(str)
-            frames.append(res)
-            if len(m):
-                mods.append(m)
-            continue
-        try:
-            res = flag_collapsed(load_results(path), path)
-        except LayerinfError:  # detection only (filter.retrain: false)
-            res = load_detection(path)
-            if res.empty:
-                raise
-        units = unit_dirs(path)
-        m = read_units(units, "modules")
-        names = run_ids(res)
-        if "unit" in res.columns:
-            if len(m):
-                m["_run"] = m["_unit"].map({i: u.name for i, u in enumerate(units)})
-        elif len(m):
-            m["_run"] = names[0]
+        res, m = read_study_inputs(path) if is_study_inputs(path) else _read_run_or_sweep(path)
         if len(paths) > 1:
-            res["unit"] = [f"{path.name}/{r}" for r in names]
+            res["unit"] = [f"{path.name}/{r}" for r in run_ids(res)]
             if len(m):
                 m["_run"] = f"{path.name}/" + m["_run"].astype(str)
         frames.append(res)
@@ -71,6 +44,26 @@ def load_study_inputs(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame,
             mods.append(m)
     results = pd.concat(frames, ignore_index=True)
     return results, (pd.concat(mods, ignore_index=True) if mods else pd.DataFrame())
+
+
+def _read_run_or_sweep(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run or sweep folder's results and ``modules`` frames (``_run``: the run's name)."""
+    from layerinf.errors import LayerinfError
+    from layerinf.reporting.results import load_detection
+    from layerinf.reporting.uncertainty import flag_collapsed
+
+    try:
+        res = flag_collapsed(load_results(path), path)
+    except LayerinfError:  # detection only (filter.retrain: false)
+        res = load_detection(path)
+        if res.empty:
+            raise
+    units = unit_dirs(path)
+    m = read_units(units, "modules")
+    if len(m):
+        m["_run"] = (m["_unit"].map({i: u.name for i, u in enumerate(units)}) if "unit" in res.columns
+                     else run_ids(res)[0])
+    return res, m
 
 
 _MODULE_COLUMNS = ["_run", "kind", "ndr_30"]
