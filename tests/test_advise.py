@@ -14,7 +14,8 @@ from layerinf.evaluation import detection
 from layerinf.evaluation.noise_rate import (adaptive_kappa, confident_joint, estimate_noise_rate, mean_ci,
                                             planted_metrics, softmax)
 from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
-from layerinf.workflows.advise import advise, check_probe_args, min_train_size, recommended_rank_config
+from layerinf.workflows.advise import (advise, check_probe_args, min_train_size, noise_plan, probe_train_size,
+                                      recommended_rank_config)
 from helpers import chromium_driver
 
 # ------------------------------------------------------------------------------------- planted metrics
@@ -171,7 +172,10 @@ def test_summary_and_recommendation():
     (dict(probe_rate=0), r"probe_rate=0 is outside \(0, 0.5\]"),
     (dict(probe_rate=0.6), r"probe_rate=0.6 is outside \(0, 0.5\]"),
     (dict(probes=0), r"probes=0 must be a whole number ≥ 1"),
-    (dict(max_train=40), r"40 examples: a probe at probe_rate 0.1 plants only 4 flip"),
+    (dict(max_train=40, noise_folds=0), r"40 examples: a probe at probe_rate 0.1 plants only 4 flip"),
+    (dict(max_train=120), r"each probe trains on 80 of the 120 training examples \(2 of 3 folds\): a probe at "
+                          r"probe_rate 0.1 plants only 8 flip"),
+    (dict(noise_folds=-1), r"noise_folds=-1"),
     (dict(noise_rate=0.2), r"advise does not take noise_rate"),
     (dict(noise_folds=1), r"noise_folds=1"),
 ])
@@ -180,12 +184,23 @@ def test_bad_input_writes_nothing(tmp_path, kwargs, match):
     with pytest.raises(LayerinfError, match=match) as err:
         advise(out, source="demo", echo=None, progress=False, **kwargs)
     assert not out.exists(), "nothing may be written for bad input"
-    if "max_train" in kwargs:
+    if kwargs.get("max_train") == 40:
         assert f"at least {min_train_size(0.1)} training examples" in str(err.value) and min_train_size(0.1) == 100
+    elif "max_train" in kwargs:  # cross-fitted probes: a third of the rows is held out of each
+        assert "at least 150 training examples" in str(err.value) and "noise_folds=0" in str(err.value)
 
 
 def test_min_train_size_and_args():
     assert min_train_size(0.1) == 100 and min_train_size(0.5) == 20 and min_train_size(0.3) == 34
+    assert min_train_size(0.1, folds=3) == 150 and min_train_size(0.1, folds=2) == 200
+    assert check_probe_args(0.1, 3) == (0.1, 3, None, 1.5)
+
+
+def test_noise_plan():
+    """Default: the probes are the noise estimate's folds; one probe or an explicit K: separate runs; 0: none."""
+    assert noise_plan(None, 3) == (3, True) and noise_plan(None, 2) == (2, True)
+    assert noise_plan(None, 1) == (2, False) and noise_plan(4, 3) == (4, False) and noise_plan(0, 3) == (0, False)
+    assert [probe_train_size(n, k) for n, k in ((10, 0), (10, 2), (10, 3), (11, 3))] == [10, 5, 6, 7]
     assert check_probe_args(0.5, 1, 0) == (0.5, 1, 0, 1.5)
     with pytest.raises(LayerinfError, match="criterion"):
         check_probe_args(0.1, 1, criterion="accuracy")
@@ -260,3 +275,43 @@ def test_page_in_chromium(tiny_advice):
         driver.quit()
     assert images and all(ok and w > 0 for ok, w in images)
     assert title.startswith("layerinf advise") and tables >= 2
+
+
+SHARED_ADVISE = dict(TINY_ADVISE, probes=2, noise_folds=None, probe_rate=0.4)
+
+
+@pytest.mark.slow
+def test_probes_share_their_fits_with_the_noise_estimate(tmp_path):
+    """Default: probe k trains on every fold but k (plus its planted flips), and fold k's out-of-sample
+    probabilities are probe k's best checkpoint's — checked row by row against an unbatched forward pass."""
+    import torch
+
+    from layerinf.stages.data import load_data
+    from layerinf.stages.finetune import FinetuneStage
+    from layerinf.store.rundir import RunDir
+
+    out = tmp_path / "out"
+    res = advise(out, source="demo", echo=None, **SHARED_ADVISE)
+    assert not list((out / "probes").glob("fold*")), "no separate fold runs"
+    assert res.noise is not None and res.recommendation["probe_folds"] == 2
+    base = load_data(out)
+    fold_of = np.load(out / "noise" / "folds.npy")
+    probs = np.load(out / "noise" / "probs.npy")
+    assert sorted(np.bincount(fold_of)) == [25, 25] and probs.shape == (50, 2) and not np.isnan(probs).any()
+    for k, pdir in enumerate(res.probe_dirs):
+        probe = load_data(pdir)
+        rows = base.train[fold_of != k]
+        assert list(probe.train["text"]) == list(rows["text"]), "probe k trains on the other folds, in order"
+        changed = probe.train["label"].to_numpy() != rows["label"].to_numpy()
+        np.testing.assert_array_equal(changed, probe.train["noisy"].to_numpy())
+        assert changed.sum() == 10
+        loaded, cfg = FinetuneStage(RunDir(pdir)).model(probe, "best", "cpu")
+        model = loaded.model.eval()
+        for i in np.flatnonzero(fold_of == k)[:6]:
+            enc = loaded.tokenizer(base.train["text"].iloc[i], truncation=True, max_length=cfg.max_length,
+                                   return_tensors="pt")
+            with torch.no_grad():
+                want = torch.softmax(model(**enc).logits.double(), -1)[0].numpy()
+            np.testing.assert_allclose(probs[i], want, atol=1e-5)
+    page = (out / "advise" / "index.html").read_text()
+    assert "cross-fitted: each trained on 1 of 2 folds, 25 examples" in page

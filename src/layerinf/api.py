@@ -303,7 +303,7 @@ def suspects(out_dir, *, source: str | None = None, run=None, adapter=None, forc
     return find_suspects(out_dir, source=source, run=run, adapter=adapter, force=force, progress=progress, **options)
 
 
-def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2,
+def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probes: int = 3, noise_folds: int | None = None,
            kappa_factor: float = 1.5, criterion: str = "ndr_30", force: bool = False, progress: bool = True,
            echo=print, **options):
     """Which (method, layer group, aggregator) finds bad labels best on YOUR data (planted-flip probes), and Vote's

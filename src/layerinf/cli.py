@@ -360,7 +360,8 @@ def _advise_presets():
                            "probe, in (0, 0.5]."),
                     _opt("probes", int, 3, "Probes: each one fine-tuning + one gradient pass (2 or more give a 95 % "
                          "interval)."),
-                    _opt("noise_folds", int, 2, "Folds of the cross-fitted noise-rate estimate (0: skip; κ stays "
+                    _opt("noise_folds", Optional[int], None, "Noise-rate estimate: default, from the probes' own "
+                         "cross-fitted models (no extra fine-tuning); K ≥ 2: K separate fold runs; 0: skip (κ stays "
                          "--vote-kappa; instruction data: no estimate)."),
                     _opt("kappa_factor", float, 1.5, "Vote's κ for your data = clip(factor × estimated noise rate, "
                          "0.05, 0.5)."),
@@ -369,7 +370,7 @@ def _advise_presets():
                     FORCE],
          (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig),
          exclude=WORKFLOW_EXCLUDE, presets=_advise_presets())
-def advise(out: Path, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2, kappa_factor: float = 1.5,
+def advise(out: Path, probe_rate: float = 0.1, probes: int = 3, noise_folds: Optional[int] = None, kappa_factor: float = 1.5,
            criterion: str = "ndr_30", force: bool = False, **kwargs):
     """Which layers to trust on YOUR data: plant label flips, score every configuration, recommend one (and κ)."""
     from layerinf.api import advise as run_advise

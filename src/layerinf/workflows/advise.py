@@ -4,27 +4,31 @@ an estimated noise rate. The design, its choices and its validation: docs/adviso
 Layout of ``OUT`` (a run directory; every sub-run is one too)::
 
     OUT/data/               the user's data as given (no noise injected; caps and split seed as configured)
-    OUT/probes/source/      OUT/data's training and dev sets (and the fold training sets) as JSONL copies
+    OUT/probes/source/      OUT/data's dev set and each probe's (or fold run's) training set as JSONL copies
     OUT/probes/<seed>/      one probe: data (planted flips) → finetune → grads → scores
-    OUT/probes/fold<k>/     cross-fitting: a model fine-tuned on every fold but k (data → finetune)
+    OUT/probes/fold<k>/     only with separate fold runs (noise_folds ≥ 2): fine-tuned on every fold but k
     OUT/noise/              out-of-sample probabilities, fold ids, the noise-rate estimate (estimate.json)
     OUT/advise/             table.parquet|csv, probes.parquet|csv, heatmap.png, recommendation.json, index.html
 
-**Probes.** Probe seed ``s`` (``data.seed + 1 …``) copies OUT/data's training set and flips ``⌊probe_rate · n⌋``
-labels with ``DataConfig(noise_rate=probe_rate, seed=s)``: uniformly among the **training** examples only
-(influence and test examples keep the user's labels), **whatever their label** — nobody knows which labels are
-wrong already, so a flip may hit a mislabelled example (with two classes it then restores the true label). The
-probe's ``noisy`` mask is exactly the planted flips; the metrics count only them as noisy (real noise counts
-as clean). The seed also draws the probe's influence / test halves and its training seed, so the spread over
-probes covers data, noise and training randomness (mean and Student-t 95 % interval over probes).
+**Probes are cross-fitted** (the default, with ≥ 2 probes): OUT/data's training set is cut into ``probes``
+stratified folds (seeded by ``data.seed``) and probe k trains on every fold but k; its best checkpoint predicts
+fold k, and those out-of-sample probabilities give the noise estimate at no extra fine-tuning
+(``workflows.advise_noise``). Probe seed ``s`` (``data.seed + 1 …``) flips ``⌊probe_rate · n_k⌋`` of its
+``n_k`` training labels with ``DataConfig(noise_rate=probe_rate, seed=s)``: uniformly among the **training**
+examples only (influence and test examples keep the user's labels), **whatever their label** — nobody knows
+which labels are wrong already, so a flip may hit a mislabelled example (with two classes it then restores the
+true label). The probe's ``noisy`` mask is exactly the planted flips; the metrics count only them as noisy
+(real noise counts as clean). The seed also draws the probe's influence / test halves and its training seed,
+so the spread over probes covers data, noise and training randomness (mean and Student-t 95 % interval over
+probes). With ``noise_folds`` = 0 or ≥ 2, or a single probe, every probe trains on the whole training set.
 
 **Instruction (SFT) data** differ (``workflows.probe_data``): each probe re-prepares the user's source with its own
 seed (its own split, the same sizes; no ``OUT/probes/source/`` copies) and plants ``data.noise_kind`` response
 noise; there is no noise stage (``OUT/noise/`` is absent, κ stays ``vote_kappa``).
 
 **Cost.** Data prepared once (OUT/data); each probe is one fine-tuning + one gradient pass (scoring is cheap next to
-those); the noise estimate is ``noise_folds`` fine-tunings on (folds − 1)/folds of the data. Stages are cached:
-more probes later compute only the new ones.
+those); the noise estimate adds one forward pass (separate fold runs: ``noise_folds`` fine-tunings more). Stages
+are cached: a rerun computes only what changed (a new probe count re-cuts the folds, so every probe is redone).
 """
 
 from __future__ import annotations
@@ -43,20 +47,20 @@ import pandas as pd
 from layerinf.config import (SCALE_OUT, DataConfig, GradsConfig, ModelConfig, RankConfig, RuntimeConfig, ScoreConfig,
                              TrainConfig, runtime_options_except, split_options)
 from layerinf.errors import LayerinfError
-from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, estimate_noise_rate, planted_metrics, softmax
+from layerinf.evaluation.noise_rate import KAPPA_FACTOR, NoiseEstimate, planted_metrics
 from layerinf.stages.base import Inputs, StageBase
 from layerinf.stages.data import DataStage, load_data
 from layerinf.stages.task import task_for
-from layerinf.stages.finetune import FinetuneStage, encode_splits
+from layerinf.stages.finetune import FinetuneStage
 from layerinf.stages.grads import GradsStage
 from layerinf.stages.score import ScoreStage
-from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, FINETUNE, HEATMAP_FILE, NOISE, NOISE_ESTIMATE_FILE,
-                                   NOISE_FOLDS_FILE, NOISE_PROBS_FILE, PAGE_FILE, PROBE_TABLE, PROBES_DIR,
+from layerinf.store.layout import (ADVISE, ADVISE_TABLE, DATA, HEATMAP_FILE, NOISE, PAGE_FILE, PROBE_TABLE, PROBES_DIR,
                                    RECOMMENDATION_FILE, SCORES, SOURCE_DIR, table_file)
 from layerinf.store.rundir import RunDir, atomic_write_bytes, atomic_write_json
+from layerinf.workflows.advise_noise import N_BOOT, NoiseStage, fold_ids, run_noise
 from layerinf.workflows.advise_page import AdviceConfig, recommend, render_heatmap, render_page, summarize
 from layerinf.workflows.defaults import ADVISE_DEFAULTS, small_data_recipe
-from layerinf.workflows.probe_data import probe_config, probe_seeds, source_config, write_source
+from layerinf.workflows.probe_data import probe_config, probe_seeds, write_source
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, GradsConfig, ScoreConfig, RuntimeConfig)
 NOT_OPTIONS = {"noise_rate", "noise_rates"}  # the advisor plants its own flips (probe_rate); runtime: what its stages use
@@ -64,7 +68,6 @@ NOT_TAKEN = SCALE_OUT | runtime_options_except("finetune", "grads", "score")
 MIN_PLANTED = 10  # planted flips per probe below which NDR is too coarse to compare configurations
 MAX_PROBE_RATE = 0.5
 CRITERIA = ("ndr_30", "ndr_10", "auc_ndr", "roc_auc")
-N_BOOT = 1000
 
 
 def advise_options() -> list[tuple[type, dataclasses.Field]]:
@@ -83,33 +86,50 @@ def _whole(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer))
 
 
-def min_train_size(probe_rate: float, min_planted: int = MIN_PLANTED) -> int:
-    """The smallest training set in which ``probe_rate`` plants at least ``min_planted`` flips."""
+def probe_train_size(n: int, folds: int = 0) -> int:
+    """Training examples of a probe: all ``n``, or those outside the largest of ``folds`` cross-fitting folds."""
+    return n - math.ceil(n / folds) if folds else n
+
+
+def min_train_size(probe_rate: float, min_planted: int = MIN_PLANTED, folds: int = 0) -> int:
+    """The smallest training set in which ``probe_rate`` plants at least ``min_planted`` flips per probe (whose
+    training part is ``probe_train_size(n, folds)``)."""
     from layerinf.data.noise import noise_count
 
     n = max(1, math.ceil(min_planted / probe_rate - 1e-9))
-    while noise_count(n, probe_rate) < min_planted:
+    while noise_count(probe_train_size(n, folds), probe_rate) < min_planted:
         n += 1
     return n
 
 
-def check_probe_args(probe_rate: Any, probes: Any, noise_folds: Any = 2, kappa_factor: Any = KAPPA_FACTOR,
-                     criterion: str = "ndr_30") -> tuple[float, int, int, float]:
-    """Validate the advisor's own arguments (each a ``LayerinfError`` with a fix)."""
+def check_probe_args(probe_rate: Any, probes: Any, noise_folds: Any = None, kappa_factor: Any = KAPPA_FACTOR,
+                     criterion: str = "ndr_30") -> tuple[float, int, int | None, float]:
+    """Validate the advisor's own arguments (each a ``LayerinfError`` with a fix); ``noise_folds`` None: the
+    noise estimate shares the probes' fits (``noise_plan``)."""
     if not _number(probe_rate) or not 0 < float(probe_rate) <= MAX_PROBE_RATE:
         raise LayerinfError(f"probe_rate={probe_rate!r} is outside (0, {MAX_PROBE_RATE}]",
                             "use a fraction such as 0.1 (10 % of the training labels flipped per probe)")
     if not _whole(probes) or probes < 1:
         raise LayerinfError(f"probes={probes!r} must be a whole number ≥ 1",
                             "use e.g. 3 (each probe is one fine-tuning; ≥ 2 give a confidence interval)")
-    if not _whole(noise_folds) or noise_folds < 0 or noise_folds == 1:
+    if noise_folds is not None and (not _whole(noise_folds) or noise_folds < 0 or noise_folds == 1):
         raise LayerinfError(f"noise_folds={noise_folds!r} must be 0 (no noise estimate) or a whole number ≥ 2",
-                            "use 2 (cross-fitted probabilities, ≈ one extra fine-tuning) or 0 to skip")
+                            "leave it out (the estimate shares the probes' fine-tunings), use 0 to skip it, or ≥ 2 "
+                            "for separate cross-fitting runs (one more fine-tuning each)")
     if not _number(kappa_factor) or float(kappa_factor) <= 0:
         raise LayerinfError(f"kappa_factor={kappa_factor!r} must be a positive number", "use e.g. 1.5")
     if criterion not in CRITERIA:
         raise LayerinfError(f"unknown criterion {criterion!r}", f"use one of {', '.join(CRITERIA)}")
-    return float(probe_rate), int(probes), int(noise_folds), float(kappa_factor)
+    return float(probe_rate), int(probes), None if noise_folds is None else int(noise_folds), float(kappa_factor)
+
+
+def noise_plan(noise_folds: int | None, probes: int) -> tuple[int, bool]:
+    """(folds of the noise estimate, whether the probes are those folds): by default (``None``) the probes are
+    cross-fitted over ``probes`` folds and the estimate costs no fine-tuning of its own; with one probe, or an
+    explicit ``noise_folds`` ≥ 2, separate fold runs; 0: no estimate (docs/advisor.md, ``workflows.advise_noise``)."""
+    if noise_folds is None:
+        return (probes, True) if probes >= 2 else (2, False)
+    return int(noise_folds), False
 
 
 def _configs(source: str | None, options: dict[str, Any]):
@@ -140,17 +160,23 @@ def _prepare_in_memory(data: DataConfig, sft_raw=None):
     return task_for(data).prepare(data, noise_rate=0.0, raw=sft_raw)
 
 
-def check_size(prepared, probe_rate: float, noise_folds: int) -> None:
-    """Enough training examples for ``MIN_PLANTED`` planted flips, and every class for the noise folds."""
+def check_size(prepared, probe_rate: float, noise_folds: int, probe_folds: int = 0) -> None:
+    """Enough training examples per probe (``probe_folds``: the probes' cross-fitting folds, 0: none) for
+    ``MIN_PLANTED`` planted flips, and every class for the noise folds."""
     from layerinf.data.noise import noise_count
 
-    n, planted = len(prepared.train), noise_count(len(prepared.train), probe_rate)
+    n = probe_train_size(len(prepared.train), probe_folds)
+    planted = noise_count(n, probe_rate)
     if planted < MIN_PLANTED:
+        where = (f"each probe trains on {n} of the {len(prepared.train)} training examples ({probe_folds - 1} of "
+                 f"{probe_folds} folds)" if probe_folds else f"the training set has {n} examples")
+        need = min_train_size(probe_rate, folds=probe_folds)
         raise LayerinfError(
-            f"the training set has {n} examples: a probe at probe_rate {probe_rate:g} plants only {planted} flip(s), "
+            f"{where}: a probe at probe_rate {probe_rate:g} plants only {planted} flip(s), "
             f"fewer than the {MIN_PLANTED} needed to compare configurations",
-            f"give at least {min_train_size(probe_rate)} training examples (raise max_train or add data), or raise "
-            f"probe_rate (at most {MAX_PROBE_RATE}, which needs at least {min_train_size(MAX_PROBE_RATE)} examples)")
+            f"give at least {need} training examples (raise max_train or add data), or raise probe_rate (at most "
+            f"{MAX_PROBE_RATE})" + (", or pass noise_folds=0 (probes on every example, no noise estimate)"
+                                    if probe_folds else ""))
     if not noise_folds:
         return
     counts = np.bincount(prepared.train["label"].to_numpy(), minlength=prepared.num_classes)
@@ -187,106 +213,13 @@ def probe_rows(prepared, scores: ScoreStage, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ------------------------------------------------------------------------------------- the noise stage
-
-
-def fold_ids(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Stratified fold id (0..folds−1) of every training example, seeded."""
-    from sklearn.model_selection import StratifiedKFold
-
-    out = np.full(len(labels), -1, dtype=np.int64)
-    for f, (_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(labels, labels)):
-        out[held] = f
-    return out
-
-
-def held_out_probs(finetuned, fold_data, prepared, rows: np.ndarray, device: str, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of ``prepared.train`` rows by the best checkpoint of a fold run (``finetuned``: its
-    finished ``FinetuneStage``, ``fold_data``: its prepared data)."""
-    import torch
-
-    loaded, model_cfg = finetuned.model(fold_data, "best", device)
-    enc = encode_splits(prepared, loaded.tokenizer, model_cfg.max_length)["train"]
-    model = loaded.model.eval()
-    dev = next(model.parameters()).device
-    logits = []
-    with torch.no_grad():
-        for batch in enc.batches(batch_size, rows=rows):
-            inputs = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-            logits.append(model(**inputs).logits.float().cpu().numpy())
-    return softmax(np.concatenate(logits))
-
-
-class NoiseStage(StageBase):
-    """OUT/noise: out-of-sample probabilities of the training set (from the fold runs) and the estimate."""
-
-    name = NOISE
-    upstream = (DATA,)
-    artifacts = (NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE)
-
-    def __init__(self, run_dir, fold_dirs=(), fold_of: np.ndarray | None = None):
-        super().__init__(run_dir)
-        self.fold_dirs, self.fold_of = [Path(p) for p in fold_dirs], fold_of
-
-    def check_upstream(self) -> dict[str, str]:
-        inputs = super().check_upstream()
-        for p in self.fold_dirs:
-            inputs[self.run_dir.layout.input_key(RunDir(p).layout, FINETUNE)] = RunDir(p).fingerprint(FINETUNE)
-        return inputs
-
-    def key(self, n_boot: int) -> dict:
-        return {"folds": len(self.fold_dirs), "n_boot": int(n_boot)}
-
-    def inputs(self) -> Inputs:
-        """This folder's data, and each fold run's data and fine-tuned model (``parts``)."""
-        return Inputs(self.run_dir, self.upstream,
-                      parts=[Inputs(p, (DATA, FINETUNE), verify=True) for p in self.fold_dirs])
-
-    def compute(self, st, n_boot: int, *, inputs, progress=True, device="cpu") -> dict:
-        prepared = inputs[DATA]
-        labels = prepared.train["label"].to_numpy(np.int64)
-        probs = np.full((len(labels), prepared.num_classes), np.nan)
-        for f, fold in enumerate(inputs.parts):
-            held = np.flatnonzero(self.fold_of == f)
-            probs[held] = held_out_probs(fold.stage(FINETUNE), fold[DATA], prepared, held, device)
-        est = estimate_noise_rate(probs, labels, n_boot=n_boot, seed=int(prepared.meta.get("seed", 0)))
-        est.extra = {"folds": len(self.fold_dirs), "accuracy_vs_given_labels": float((probs.argmax(1) == labels).mean()),
-                     "majority_share": float(np.bincount(labels).max() / len(labels))}
-        np.save(st.out(NOISE_PROBS_FILE), probs.astype(np.float32))
-        np.save(st.out(NOISE_FOLDS_FILE), self.fold_of)
-        atomic_write_json(st.out(NOISE_ESTIMATE_FILE), est.to_dict())
-        return {"rate": est.rate, "low": est.low, "high": est.high, "folds": len(self.fold_dirs)}
-
-    def load(self) -> NoiseEstimate:
-        return NoiseEstimate(**json.loads((self.path / NOISE_ESTIMATE_FILE).read_text(encoding="utf-8")))
-
-
-def run_noise(out: RunDir, base, data: DataConfig, model: ModelConfig, train: TrainConfig, folds: int, *, device: str,
-              progress: bool = True, force: bool = False, n_boot: int = N_BOOT, runtime=None) -> NoiseEstimate:
-    """Cross-fitting (one fold run per fold under OUT/probes/fold<k>/) and the noise stage."""
-    src = out.root / PROBES_DIR / SOURCE_DIR
-    dev_file = write_source(base, None, src / "dev.jsonl", "dev")
-    fold_of = fold_ids(base.train["label"].to_numpy(np.int64), folds, data.seed)
-    fold_dirs = []
-    for f in range(folds):
-        train_file = write_source(base, np.flatnonzero(fold_of != f), src / f"fold{f}.jsonl")
-        fold_dir = out.root / PROBES_DIR / f"fold{f}"
-        fr = RunDir(fold_dir)
-        with fr.guard(), fr.locked():
-            DataStage(fr).run(source_config(base, train_file, dev_file, noise_rate=0.0, seed=data.seed), force=force,
-                              progress=progress)
-            FinetuneStage(fr, runtime=runtime).run(model, train, force=force, progress=progress, device=device)
-        fold_dirs.append(fold_dir)
-    return NoiseStage(out, fold_dirs, fold_of).run(n_boot, force=force, progress=progress, device=device)
-
-
 def estimate_noise(out_dir, *, source: str, noise_folds: int = 2, progress: bool = True, force: bool = False,
                    **options) -> NoiseEstimate:
     """Only the advisor's noise-rate estimate (OUT/data, the fold runs, OUT/noise); options as for ``advise``."""
     from layerinf.model import resolve_device
 
     check_probe_args(0.1, 1, noise_folds)
-    if noise_folds < 2:
+    if noise_folds is None or noise_folds < 2:
         raise LayerinfError("estimate_noise needs noise_folds ≥ 2", "use noise_folds=2")
     data, model, train, _, _, runtime, _ = _configs(source, options)
     device = str(resolve_device(runtime.device))
@@ -370,31 +303,37 @@ class AdviseResult:
     heatmap = property(lambda self: self.folder / HEATMAP_FILE)
 
 
-def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probes: int = 3, noise_folds: int = 2,
-           kappa_factor: float = KAPPA_FACTOR, criterion: str = "ndr_30", progress: bool = True, force: bool = False,
-           echo: Callable[[str], None] | None = print, **options) -> AdviseResult:
+def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probes: int = 3,
+           noise_folds: int | None = None, kappa_factor: float = KAPPA_FACTOR, criterion: str = "ndr_30",
+           progress: bool = True, force: bool = False, echo: Callable[[str], None] | None = print,
+           **options) -> AdviseResult:
     """Which (method, layer group, aggregator) finds bad labels best on YOUR data, and Vote's κ for it.
 
-    For each of ``probes`` seeds, ``probe_rate`` ∈ (0, 0.5] of the training labels are flipped (planted; only
-    training examples, uniformly, whatever their label), a LoRA model is fine-tuned, per-sample gradients are
+    For each of ``probes`` seeds, ``probe_rate`` ∈ (0, 0.5] of a probe's training labels are flipped (planted;
+    only training examples, uniformly, whatever their label), a LoRA model is fine-tuned, per-sample gradients are
     collected and every configuration of ``ScoreConfig`` is scored; NDR@10/30, AUC-NDR and ROC-AUC of the
     planted flips (real noise counted as clean) are averaged over probes with a Student-t 95 % interval. The best
     by ``criterion`` (default NDR@30; ties: AUC-NDR) is recommended with its paired margins over the runner-up
-    and over the paper's default (DataInf, second attention group, Vote). With ``noise_folds`` ≥ 2 the share of
-    wrong labels is estimated by confident learning on cross-fitted probabilities, and Vote's κ for the data is
+    and over the paper's default (DataInf, second attention group, Vote). The share of wrong labels is estimated
+    by confident learning on cross-fitted probabilities, and Vote's κ for the data is
     ``clip(kappa_factor × rate, 0.05, 0.5)``.
 
+    ``noise_folds``: None (default) shares the probes' fits with the estimate: with ``probes`` ≥ 2 the training
+    set is cut into ``probes`` stratified folds, probe k trains on every fold but k and predicts fold k; with one
+    probe, 2 separate fold runs. An explicit K ≥ 2: K separate fold runs (K more fine-tunings; the probes then
+    train on every example). 0: no estimate (κ stays ``vote_kappa``). See ``workflows.advise_noise``.
+
     Cost: the data are loaded once (OUT/data) and reused by every probe; each probe is one fine-tuning and one
-    gradient pass; scoring is cheap next to those; the noise estimate is ``noise_folds`` fine-tunings on
-    (folds − 1)/folds of the data. Finished stages are reused on a rerun.
+    gradient pass; scoring is cheap next to those; by default the noise estimate adds one forward pass over the
+    training set. Finished stages are reused on a rerun.
 
     Instruction (SFT) data (``data.task_type``): each probe plants ``data.noise_kind`` response noise (class words
     replaced, or responses swapped) in its own seeded split of your file; there is no noise-rate estimate (κ stays
     ``vote_kappa``). See ``workflows.probe_data``.
 
     Options: every field of DataConfig (not noise_rate), ModelConfig (``model=``), TrainConfig (``epochs``
-    default 3), GradsConfig, ScoreConfig and RuntimeConfig, by their usual names. Every argument, and the
-    training set's size against ``probe_rate`` (≥ 10 planted flips), is checked before anything is written.
+    default 3), GradsConfig, ScoreConfig and RuntimeConfig, by their usual names. Every argument, and each probe's
+    training set against ``probe_rate`` (≥ 10 planted flips), is checked before anything is written.
     Outputs in ``OUT/advise/``: table.csv|parquet, probes.csv|parquet, heatmap.png, recommendation.json,
     index.html (docs/advisor.md).
     """
@@ -413,6 +352,8 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     sft_raw = task.check_data(data, model)  # instruction data: the whole file loaded and tokenised, before any write
     if not task.class_probabilities:  # planted response noise (data.noise_kind): no noise-rate estimate
         noise_folds = 0  # (--noise-folds is ignored: it cross-fits class probabilities)
+    noise_folds, shared = noise_plan(noise_folds, probes)
+    probe_folds = noise_folds if shared else 0  # the probes' own cross-fitting folds (0: each trains on every row)
     check_tracin_checkpoints(grads)
     check_tracin_request(score.methods, grads)
     device = str(resolve_device(runtime.device))
@@ -423,39 +364,48 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
     out = RunDir(out_dir)
     if out.root.exists() and not out.root.is_dir():
         raise LayerinfError(f"{out.root} is a file, not a folder", "choose another output path")
-    check_size(_prepare_in_memory(data, sft_raw), probe_rate, noise_folds)  # reads only: nothing written yet
+    check_size(_prepare_in_memory(data, sft_raw), probe_rate, noise_folds, probe_folds)  # reads only: nothing written
     seeds = probe_seeds(data.seed, probes)
 
     with out.guard(), out.locked():
         base = DataStage(out).run(data, force=force, progress=progress)
     n = len(base.train)
-    planted = task.planted
+    n_probe = probe_train_size(n, probe_folds)
+    where = f" in {probe_folds - 1} of {probe_folds} folds ({n_probe} examples)" if probe_folds else ""
     say(f"[data] {n} training examples, {len(base.infl) + len(base.test)} dev examples; {probes} probe(s) × "
-        f"{noise_count(n, probe_rate)} {planted} ({probe_rate:.0%})")
+        f"{noise_count(n_probe, probe_rate)} {task.planted} ({probe_rate:.0%}){where}")
     if not task.class_probabilities:
         say("[noise] no noise-rate estimate for instruction data (it needs class probabilities): Vote's κ stays "
             f"{score.vote_kappa:g} (--vote-kappa)")
     with out.locked():
         noise = None
-        if noise_folds:
+        if noise_folds and not shared:
             noise = run_noise(out, base, data, model, train, noise_folds, device=device, progress=progress,
                               force=force, runtime=runtime)
-            say(f"[noise] estimated share of wrong labels in your data: {noise} (confident learning, "
-                f"{noise_folds}-fold cross-fitted)")
         src = out.root / PROBES_DIR / SOURCE_DIR
-        train_file = dev_file = None
+        train_files, dev_file = [None] * probes, None
+        fold_of = fold_ids(base.train["label"].to_numpy(np.int64), probe_folds, data.seed) if shared else None
         if task.class_probabilities:  # labels to flip: probes read OUT/data's splits back (else: see probe_data)
-            train_file, dev_file = write_source(base, None, src / "all.jsonl"), write_source(base, None, src / "dev.jsonl", "dev")
+            dev_file = write_source(base, None, src / "dev.jsonl", "dev")
+            train_files = ([write_source(base, np.flatnonzero(fold_of != k), src / f"fold{k}.jsonl")
+                            for k in range(probes)] if shared else [write_source(base, None, src / "all.jsonl")] * probes)
         probe_dirs = []
-        for i, s in enumerate(seeds, 1):
+        for i, (s, train_file) in enumerate(zip(seeds, train_files), 1):
             pdir = out.root / PROBES_DIR / str(s)
             run_probe(pdir, probe_config(base, data, train_file, dev_file, noise_rate=probe_rate, seed=s), model, train,
                       grads, score, device=device, progress=progress, force=force, runtime=runtime)
             probe_dirs.append(pdir)
             say(f"[probe {i}/{probes}] seed {s}: fine-tuned, gradients collected, every configuration scored")
+        if shared:  # fold k's rows predicted by probe k (trained on the other folds)
+            noise = NoiseStage(out, probe_dirs, fold_of).run(N_BOOT, force=force, progress=progress, device=device)
+        if noise is not None:
+            how = "the probes' models" if shared else "separate fold runs"
+            say(f"[noise] estimated share of wrong labels in your data: {noise} (confident learning, "
+                f"{noise_folds}-fold cross-fitted, {how})")
         cfg = AdviceConfig(probe_rate=probe_rate, seeds=tuple(seeds), criterion=criterion, kappa_factor=kappa_factor,
                            vote_kappa=score.vote_kappa, default_key=f"datainf/{default_group(num_layers)}/vote")
         context = {"model": model.name, "source": str(data.source), "n_train": n, "num_layers": int(num_layers),
+                   **({"probe_folds": probe_folds, "n_probe_train": n_probe} if shared else {}),
                    **task.advice_context(lambda: load_data(probe_dirs[0]))}
         stage = AdviseStage(out, probe_dirs, with_noise=noise is not None, context=context)
         rec = stage.run(cfg, force=force, progress=progress)

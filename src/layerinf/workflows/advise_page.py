@@ -288,7 +288,10 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
     if noise:
         noise_html = (f"Estimated share of wrong labels in your data (as given): <b>{_ci({'mean': noise['rate'], 'low': noise['low'], 'high': noise['high']}, pct=True)}</b> — "
                       f"confident learning (Northcutt et al. 2021) on {e(str(noise['extra'].get('folds', '?')))}-fold "
-                      "cross-fitted probabilities; the interval is a bootstrap over examples and ignores the model's "
+                      "cross-fitted probabilities"
+                      + (" (each fold predicted by the probe that did not train on it, whose training labels held the "
+                         "planted flips too)" if rec.get("probe_folds") else "")
+                      + "; the interval is a bootstrap over examples and ignores the model's "
                       "own uncertainty.")
         acc, major = noise["extra"].get("accuracy_vs_given_labels"), noise["extra"].get("majority_share")
         if acc is not None:
@@ -355,7 +358,10 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
         f"<style>{_CSS}</style></head><body>"
         "<h1>Which layers to trust on your data</h1>"
         f"<p class=\"sub\">model {e(str(rec.get('model', '?')))} · {rec.get('n_train', '?')} training examples · "
-        f"{rec['probes']} probe(s) at {rec['probe_rate']:.0%} planted flips · {rec['configurations']} configurations · "
+        f"{rec['probes']} probe(s) at {rec['probe_rate']:.0%} planted flips"
+        + (f" (cross-fitted: each trained on {rec['probe_folds'] - 1} of {rec['probe_folds']} folds, "
+           f"{rec.get('n_probe_train', '?')} examples)" if rec.get("probe_folds") else "")
+        + f" · {rec['configurations']} configurations · "
         f"criterion: planted {e(cname)} (higher = better; random ≈ {0.3 if crit == 'ndr_30' else 0.1 if crit == 'ndr_10' else 0.5})</p>"
         f"<div class=\"box pick\">{pick}</div>"
         f"<div class=\"box\">{caveat}</div>"
