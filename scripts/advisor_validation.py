@@ -1,13 +1,17 @@
-"""Validate the noise-probe advisor on data with KNOWN noise that the advisor does not see (issue #15).
+"""Validate the noise-probe advisor on data with KNOWN noise that the advisor does not see (issues #15, #22).
 
-For each dataset (the embedded demo and GLUE SST-2, MRPC, CoLA) a small training set gets 20 % real label
-flips; its noisy labels are written to a JSONL file and handed to ``advise`` as "the user's data" (the mask
-stays here). The advisor plants its own probe flips on top, picks a configuration and estimates the noise rate.
-Then a "target" run fine-tunes on the user's data as given and scores every configuration, and we compare, on
-the TRUE flips: NDR@30 of the advisor's pick, of the paper's default (DataInf, second attention group, Vote),
-of the best configuration in hindsight, and of random (0.30). A second study runs SST-2 at true noise rates 5,
-10, 20 and 40 %: Vote's κ from the advisor's noise estimate (κ = clip(f × rate, 0.05, 0.5)) against the fixed
-κ = 0.30, for the default configuration, and a grid of factors f.
+For each dataset (the embedded demo and GLUE SST-2, MRPC, CoLA) a training set of ``N_TRAIN`` rows gets 20 % real
+label flips (data seed 0); its noisy labels are written to a JSONL file and handed to ``advise`` as "the user's
+data" (the mask stays here). The advisor (its defaults: the small-data recipe, 3 cross-fitted probes) plants its
+own probe flips on top, picks a configuration and estimates the noise rate. Then "target" runs fine-tune, with the
+same recipe, on the user's data as given (seed 0) and on **held-out seeds** 1 and 2 (another sample of rows, other
+flips, another training seed: data the advisor never saw), score every configuration, and we compare, on the TRUE
+flips: NDR@30 of the advisor's pick, of the paper's default (DataInf, second attention group, Vote), of the best
+configuration in hindsight, of the model's own loss and of random (0.30). Every fit's health is recorded; a dataset
+whose models did not learn (the probes' cross-fitted accuracy, or a target run's, not above the majority class) is
+listed apart and left out of the summary. A second study runs SST-2 at true noise rates 5, 10, 20 and 40 %:
+Vote's κ from the advisor's noise estimate (κ = clip(f × rate, 0.05, 0.5)) against the fixed κ = 0.30, for the
+default configuration, and a grid of factors f.
 
 Writes ``OUT/results.json`` after every step and the tables into docs/advisor.md (between the markers
 ``<!-- validation:begin -->`` and ``<!-- validation:end -->``), so a run cut short keeps what finished.
@@ -31,9 +35,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = dict(model="minilm", max_length=48, epochs=3, batch_size=8, progress=False)
-N_TRAIN, N_DEV, TRUE_RATE = 300, 200, 0.20
-PROBE_RATE, PROBES, NOISE_FOLDS = 0.10, 2, 2
+SETTINGS = dict(model="minilm", max_length=64, progress=False)  # + the advisor's defaults: the small-data recipe
+PAIR_MAX_LENGTH = 128  # sentence pairs (MRPC)
+N_TRAIN, N_DEV, TRUE_RATE = 500, 200, 0.20
+PROBE_RATE, PROBES, NOISE_FOLDS = 0.10, 3, None  # None: the estimate from the probes' own folds (the default)
+KAPPA_NOISE_FOLDS = 2  # the κ study's estimate (no probes there): separate fold runs
+TARGET_SEEDS = (0, 1, 2)  # 0: the data the advisor saw; 1, 2: held-out seeds
 KAPPA_RATES = (0.05, 0.10, 0.20, 0.40)
 KAPPA_GRID = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
 FACTORS = (0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -44,22 +51,26 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def user_data(source: str, rate: float, folder: Path):
+def user_data(source: str, rate: float, folder: Path, seed: int = 0):
     """A noisy 'user' training file + clean dev file; returns (train file, dev file, hidden mask, prepared)."""
     from layerinf.data import prepare
-    from layerinf.workflows.advise import write_source
+    from layerinf.workflows.probe_data import write_source
 
-    prepared = prepare(source, max_train=N_TRAIN, max_dev=N_DEV, noise_rate=rate, seed=0)
+    prepared = prepare(source, max_train=N_TRAIN, max_dev=N_DEV, noise_rate=rate, seed=seed)
     train = write_source(prepared, None, folder / "user_train.jsonl")
     dev = write_source(prepared, None, folder / "user_dev.jsonl", "dev")
     return train, dev, prepared.train["noisy"].to_numpy(bool), prepared
 
 
-def file_options(prepared, train: Path, dev: Path) -> dict:
+def file_options(prepared, train: Path, dev: Path, seed: int = 0) -> dict:
     pair = bool(prepared.train["text_pair"].notna().any())
     return dict(source=str(train), dev_source=str(dev), text_column="text", label_column="label",
                 text_pair_column="text_pair" if pair else None, label_names=list(prepared.label_names),
-                max_train=None, max_dev=None, seed=0)
+                max_train=None, max_dev=None, seed=seed)
+
+
+def max_length(prepared) -> int:
+    return PAIR_MAX_LENGTH if prepared.train["text_pair"].notna().any() else SETTINGS["max_length"]
 
 
 def hidden_mask(run, mask: np.ndarray) -> np.ndarray:
@@ -70,23 +81,47 @@ def hidden_mask(run, mask: np.ndarray) -> np.ndarray:
     return mask[src]
 
 
-def target_run(folder: Path, opts: dict, score_opts: dict, include_we: bool = True):
-    """Fine-tune on the user's data as given and score (no mask: the scores are compared with it here)."""
+def target_run(folder: Path, opts: dict, score_opts: dict, include_we: bool = True, length: int | None = None):
+    """Fine-tune on the user's data as given, with the advisor's small-data recipe, and score (no mask: the scores
+    are compared with it here)."""
     from layerinf.config import DataConfig, GradsConfig, ModelConfig, ScoreConfig, TrainConfig
     from layerinf.stages.data import DataStage
     from layerinf.stages.finetune import FinetuneStage
     from layerinf.stages.grads import GradsStage
     from layerinf.stages.score import ScoreStage
     from layerinf.store.rundir import RunDir
+    from layerinf.workflows.defaults import SMALL_DATA_RECIPE, small_data_recipe
 
     run = RunDir(folder)
     with run.locked():
         DataStage(run).run(DataConfig(**{k: v for k, v in opts.items()}, noise_rate=0.0), progress=False)
-        FinetuneStage(run).run(ModelConfig(name=SETTINGS["model"], max_length=SETTINGS["max_length"]),
-                               TrainConfig(epochs=SETTINGS["epochs"], batch_size=SETTINGS["batch_size"]), progress=False)
+        given = {k: SETTINGS[k] for k in ("epochs", "min_steps") if k in SETTINGS}  # (--smoke)
+        train = small_data_recipe(TrainConfig(**{**SMALL_DATA_RECIPE, **given}), SETTINGS["model"], {}, False)
+        FinetuneStage(run).run(ModelConfig(name=SETTINGS["model"], max_length=length or SETTINGS["max_length"]),
+                               train, progress=False)
         GradsStage(run).run(GradsConfig(include_we=include_we), progress=False)
         ScoreStage(run).run(ScoreConfig(**score_opts), progress=False)
     return run
+
+
+def target_health(run) -> dict:
+    """Did a target run's model learn? (its fine-tuning's health check: influence-set accuracy vs majority class)"""
+    from layerinf.store.layout import FINETUNE
+
+    health = (run.stage_info(FINETUNE).get("summary", {}).get("health") or {})
+    infl = health.get("infl") or {}
+    return {"learned": bool(health.get("learned")), "accuracy": infl.get("accuracy"), "majority": infl.get("majority")}
+
+
+def seed_entry(table: pd.DataFrame, pick: str, default_key: str) -> dict:
+    """The pick's and the default's NDR@30 on one target run's true flips, the pick's rank, the best, the loss."""
+    influence = table[~table["key"].str.contains("/-/")].reset_index(drop=True)
+    baselines = table[table["key"].str.contains("/-/")].set_index("key")["ndr_30"]
+    return {"pick_true": float(influence.loc[influence["key"] == pick, "ndr_30"].iloc[0]),
+            "pick_rank": int(influence.index[influence["key"] == pick][0]) + 1, "n_configs": len(influence),
+            "default_true": float(influence.loc[influence["key"] == default_key, "ndr_30"].iloc[0]),
+            "best_key": influence.loc[0, "key"], "best_true": float(influence.loc[0, "ndr_30"]),
+            "baselines_true": {k: float(v) for k, v in baselines.items()}}
 
 
 def true_ndr(run, mask: np.ndarray) -> pd.DataFrame:
@@ -129,30 +164,74 @@ def _p(v, pct=False):
     return f"{v:.1%}" if pct else f"{v:.3f}"
 
 
+def _learned(r: dict) -> bool:
+    """Every model behind a dataset's row learned: the probes (cross-fitted accuracy above the majority class, the
+    advisor's trust guard) and every target run (its health check)."""
+    seeds = r.get("seeds", {})
+    return bool(r.get("trusted")) and bool(seeds) and all(v.get("learned") for v in seeds.values())
+
+
+def _mean_ci(values) -> str:
+    """Mean and Student-t 95 % interval of paired differences (n/a when fewer than 2)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return f"{v.mean():+.3f}" if len(v) else "n/a"
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return f"{v.mean():+.3f} [{v.mean() - half:+.3f}, {v.mean() + half:+.3f}]"
+
+
 def tables(res: dict) -> str:
     out = [BEGIN, "", f"_Written by `scripts/advisor_validation.py` on {time.strftime('%Y-%m-%d %H:%M')}; "
-           f"MiniLM, {N_TRAIN} training / {N_DEV} dev examples, max_length {SETTINGS['max_length']}, "
-           f"{SETTINGS['epochs']} epochs of batch {SETTINGS['batch_size']}, {PROBES} probes at {PROBE_RATE:.0%}, {NOISE_FOLDS}-fold noise estimate, "
-           f"true noise {TRUE_RATE:.0%} hidden from the advisor; 2 shared CPU cores._", ""]
+           f"MiniLM, {N_TRAIN} training / {N_DEV} dev examples, max_length {SETTINGS['max_length']} "
+           f"({PAIR_MAX_LENGTH} for pairs), the small-data recipe (3 epochs, at least 150 steps of batch 32, lr 1e-3), "
+           f"{PROBES} cross-fitted probes at {PROBE_RATE:.0%} (the advisor's defaults), true noise {TRUE_RATE:.0%} "
+           f"hidden from the advisor; target runs on the advisor's data (seed 0) and on held-out seeds "
+           f"{', '.join(str(t) for t in TARGET_SEEDS[1:])}; 2 CPU cores._", ""]
     rows = res.get("datasets", {})
+    learned = {n: r for n, r in rows.items() if _learned(r)}
     if rows:
-        out += ["**NDR@30 on the TRUE (hidden) flips** — the advisor's pick vs the paper's default, the best "
-                "configuration in hindsight and random. Planted = the pick's NDR@30 on the advisor's own planted "
-                "flips (mean [95 % t-interval over the probes]). The pick's rank is among all "
-                "configurations on the true flips.", "",
-                "| data | advisor's pick | planted NDR@30 | pick (true) | pick rank | default (true) | "
-                "best in hindsight (true) | model's own loss (true) | random | ρ planted~true | minutes |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += ["**Did the models learn?** The probes' cross-fitted accuracy against the given (noisy) labels, and "
+                "each target run's influence-set accuracy, against the majority class. Only datasets where every "
+                "model learned are in the comparison below.", "",
+                "| data | probes' cross-fitted accuracy | majority class | target runs: accuracy (majority), learned | in the comparison |",
+                "| --- | --- | --- | --- | --- |"]
         for name, r in rows.items():
+            seeds = r.get("seeds", {})
+            tgt = "; ".join(f"seed {k}: {_p(v.get('accuracy'), True)} ({_p(v.get('majority'), True)}) "
+                            f"{'yes' if v.get('learned') else 'no'}" for k, v in seeds.items()) or "n/a"
+            out.append(f"| {name} | {_p(r['noise'].get('accuracy'), True)} | {_p(r.get('majority'), True)} | {tgt} | "
+                       f"{'yes' if name in learned else '**no** (did not learn)'} |")
+        out.append("")
+    if learned:
+        out += ["**NDR@30 on the TRUE (hidden) flips** — the advisor's pick vs the paper's default, the best "
+                "configuration in hindsight, the model's own loss and random, on the data the advisor saw (seed 0). "
+                "Planted = the pick's NDR@30 on the advisor's own planted flips (mean [95 % t-interval over the "
+                "probes]). The pick's rank is among all configurations on the true flips. The last column: pick − "
+                "default on the held-out seeds (other rows, other flips, another training seed).", "",
+                "| data | advisor's pick | planted NDR@30 | pick (true) | pick rank | default (true) | "
+                "best in hindsight (true) | model's own loss (true) | random | ρ planted~true | held-out: pick − default | minutes |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, r in learned.items():
             pl = r["planted"]
             ci = f" [{_p(pl['low'])}, {_p(pl['high'])}]" if pl.get("low") is not None else ""
+            held = ", ".join(f"{v['pick_true'] - v['default_true']:+.3f}" for k, v in r.get("seeds", {}).items()
+                             if k != "0") or "n/a"
             out.append(f"| {name} | {r['pick']} | {_p(pl['mean'])}{ci} | **{_p(r['pick_true'])}** | "
                        f"{r['pick_rank']}/{r['n_configs']} | {_p(r['default_true'])} | "
                        f"{_p(r['best_true'])} ({r['best_key']}) | {_p(r.get('baselines_true', {}).get('loss/-/-'))} | "
-                       f"0.300 | {_p(r.get('spearman'))} | {r['minutes']:.1f} |")
-        wins = [r["pick_true"] - r["default_true"] for r in rows.values()]
-        out += ["", f"Pick − default on the true flips: {', '.join(f'{w:+.3f}' for w in wins)} "
-                f"(mean {np.mean(wins):+.3f} over {len(wins)} dataset(s)).", ""]
+                       f"0.300 | {_p(r.get('spearman'))} | {held} | {r['minutes']:.1f} |")
+        same = [r["pick_true"] - r["default_true"] for r in learned.values()]
+        held = [v["pick_true"] - v["default_true"] for r in learned.values() for k, v in r.get("seeds", {}).items()
+                if k != "0"]
+        loss = [v["pick_true"] - v["baselines_true"].get("loss/-/-", np.nan) for r in learned.values()
+                for v in r.get("seeds", {}).values()]
+        out += ["", f"Pick − default on the true flips, the advisor's own data: {', '.join(f'{w:+.3f}' for w in same)} "
+                f"(mean {np.mean(same):+.3f} over {len(same)} dataset(s)); held-out seeds: "
+                f"{_mean_ci(held)} over {len(held)} run(s). Pick − the model's own loss, every target run: "
+                f"{_mean_ci(loss)} over {len(loss)} run(s).", ""]
+    if rows:
         out += ["**Noise-rate estimate** (confident learning on cross-fitted probabilities; true rate 20 %). The "
                 "estimate sets κ = clip(1.5 × rate, 0.05, 0.5) only when the cross-fitted accuracy beats the "
                 "majority class by 5 points; otherwise the advisor keeps κ = 0.30:", "",
@@ -268,8 +347,8 @@ def main(argv=None) -> int:
         return 0
     global N_TRAIN, N_DEV, KAPPA_RATES
     if args.smoke:
-        N_TRAIN, N_DEV, KAPPA_RATES = 100, 40, (0.2, 0.4)
-        SETTINGS.update(max_length=24, epochs=1)
+        N_TRAIN, N_DEV, KAPPA_RATES = 160, 40, (0.2, 0.4)
+        SETTINGS.update(max_length=24, epochs=1, min_steps=None)
 
     import torch
 
@@ -311,28 +390,33 @@ def main(argv=None) -> int:
             folder = args.out / name
             train, dev, mask, prepared = user_data(source, TRUE_RATE, folder)
             opts = file_options(prepared, train, dev)
+            length = max_length(prepared)
             log(f"{name}: advise ({int(mask.sum())} hidden flips of {len(mask)})")
             adv = advise(folder / "advise", probe_rate=PROBE_RATE, probes=PROBES, noise_folds=NOISE_FOLDS,
-                         echo=log, **opts, **SETTINGS)
-            log(f"{name}: target run")
-            run = target_run(folder / "target", opts, {})
-            truth = hidden_mask(run, mask)
-            table = true_ndr(run, truth)
-            influence = table[~table["key"].str.contains("/-/")].reset_index(drop=True)
-            pick = adv.best["key"]
-            rec = adv.recommendation
+                         echo=log, **opts, **{**SETTINGS, "max_length": length})
+            pick, rec = adv.best["key"], adv.recommendation
             nz = rec["noise"]
+            targets = {}
+            for seed in TARGET_SEEDS:
+                log(f"{name}: target run, seed {seed}")
+                where = folder / ("target" if seed == 0 else f"target-seed{seed}")
+                if seed == 0:
+                    t_opts, t_mask = opts, mask
+                else:
+                    t_train, t_dev, t_mask, t_prep = user_data(source, TRUE_RATE, where / "user", seed)
+                    t_opts = file_options(t_prep, t_train, t_dev, seed)
+                run = target_run(where, t_opts, {}, length=length)
+                truth = hidden_mask(run, t_mask)
+                table = true_ndr(run, truth)
+                targets[seed] = (run, truth, table)
+            per_seed = {str(seed): {**seed_entry(table, pick, default_key), **target_health(run)}
+                        for seed, (run, truth, table) in targets.items()}
+            run, truth, table = targets[0]
             res["datasets"][name] = {
-                "pick": pick, "planted": rec["best"]["ndr_30"],
-                "pick_true": float(influence.loc[influence["key"] == pick, "ndr_30"].iloc[0]),
-                "pick_rank": int(influence.index[influence["key"] == pick][0]) + 1, "n_configs": len(influence),
-                "default_true": float(influence.loc[influence["key"] == default_key, "ndr_30"].iloc[0]),
-                "best_key": influence.loc[0, "key"], "best_true": float(influence.loc[0, "ndr_30"]),
-                "baselines_true": {k: float(v) for k, v in table[table["key"].str.contains("/-/")]
-                                   .set_index("key")["ndr_30"].items()},
+                "pick": pick, "planted": rec["best"]["ndr_30"], **per_seed["0"], "seeds": per_seed,
                 "noise": {"rate": nz["rate"], "low": nz["low"], "high": nz["high"],
                           "accuracy": nz["extra"]["accuracy_vs_given_labels"]},
-                "kappa": rec["vote_kappa"], "minutes": (time.time() - t0) / 60,
+                "kappa": rec["vote_kappa"], "minutes": (time.time() - t0) / 60, "max_length": length,
                 "true_table": table.to_dict("records"),
             }
             res["datasets"][name].update(planted_vs_true(folder / "advise", res["datasets"][name]["true_table"]))
@@ -340,16 +424,17 @@ def main(argv=None) -> int:
             if name == "SST-2":
                 res["kappa"][f"{TRUE_RATE:.2f}"] = kappa_entry(run, group, truth, nz["rate"], folder / "advise")
                 run_for[f"{TRUE_RATE:.2f}"] = (run, truth)
-            log(f"{name}: pick {pick} true NDR@30 {res['datasets'][name]['pick_true']:.3f}, default "
-                f"{res['datasets'][name]['default_true']:.3f}, best {res['datasets'][name]['best_true']:.3f} "
-                f"({(time.time() - t0) / 60:.1f} min)")
+            r = res["datasets"][name]
+            held = ", ".join(f"{v['pick_true'] - v['default_true']:+.3f}" for k, v in per_seed.items() if k != "0")
+            log(f"{name}: pick {pick} true NDR@30 {r['pick_true']:.3f}, default {r['default_true']:.3f}, best "
+                f"{r['best_true']:.3f}; held-out seeds: pick − default {held} ({(time.time() - t0) / 60:.1f} min)")
         else:
             rate = step[1]
             folder = args.out / f"SST-2-noise{int(rate * 100):02d}"
             train, dev, mask, prepared = user_data(str(args.glue / "SST-2"), rate, folder)
             opts = file_options(prepared, train, dev)
             log(f"κ study at {rate:.0%}: noise estimate")
-            est = estimate_noise(folder / "advise", noise_folds=NOISE_FOLDS, **opts, **SETTINGS)
+            est = estimate_noise(folder / "advise", noise_folds=KAPPA_NOISE_FOLDS, **opts, **SETTINGS)
             log(f"κ study at {rate:.0%}: estimated {est}; target run")
             run = target_run(folder / "target", opts, {"methods": ["datainf"], "groups": [group],
                                                        "aggregators": ["vote"]}, include_we=False)
