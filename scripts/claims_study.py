@@ -38,6 +38,10 @@ GROUPS = {
     "SmolLM2-135M, instruction data (detection only)": ["smollm2-sft"],
 }
 NOTES = HERE / "NOTES.md"  # appended to docs/claims.md: what was retrained, what does not carry over
+# claim 8: `layerinf advise` on one seed's data, its pick judged on the other seeds' runs (held out). Only sweeps
+# that retrain every configuration, so that whatever the advisor picks has an accuracy to compare.
+ADVISE_SWEEPS = ("minilm-sst2", "minilm-mrpc")
+ADVISE_SEED = "0"
 
 
 def _layerinf() -> list[str]:
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="layerinf sweep --device (e.g. cuda)")
     ap.add_argument("--md", default="docs/claims.md", help="the generated page")
     ap.add_argument("--md-only", action="store_true", help="only rewrite the page from the result tables")
+    ap.add_argument("--no-advise", action="store_true", help=f"skip claim 8's `layerinf advise` run (on seed "
+                    f"{ADVISE_SEED}'s data of {', '.join(ADVISE_SWEEPS)}, its pick judged on the other seeds)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field in every sweep (a one-value grid key: it shows in the unit "
                     "names, so a smoke test never mixes with the real runs), e.g. --set data.max_train=100")
@@ -97,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             export_study_inputs(folder, inputs / name, unit, seconds=round(seconds, 1),
                                 command=" ".join(cmd[1:]), workers=args.workers, device=args.device or "cpu")
             print(f"→ {inputs / name} ({unit}, {_fmt(seconds)})", flush=True)
+        seeds = [x.strip() for x in args.seeds.split(",") if x.strip()]
+        if name in ADVISE_SWEEPS and not args.no_advise and len(seeds) > 1:
+            advise_pick(name, out, inputs, seeds, args.set, args.device)
     from layerinf.reporting.claims_page import write_claims_md
 
     groups = {title: [str(inputs / s) for s in sweeps] for title, sweeps in GROUPS.items()}
@@ -111,6 +120,61 @@ def main(argv: list[str] | None = None) -> int:
                          notes=notes)
     print(f"wrote {md}")
     return 0
+
+
+def advise_pick(name: str, out: Path, inputs: Path, seeds: list[str], overrides: list[str],
+                device: str | None) -> None:
+    """Claim 8: ``layerinf advise`` on seed ``ADVISE_SEED``'s training data as a user would hold them (the sweep's
+    noise injected, its mask not shown), with the sweep's model and recipe; the pick is recorded for the other
+    seeds' runs in ``inputs/<name>/advise_picks.csv`` (task, seed, config, chosen_on, seconds). Done once."""
+    import pandas as pd
+    import yaml
+
+    from layerinf.config import ExperimentConfig
+    from layerinf.reporting.claims import ADVISE_PICKS
+    from layerinf.stages.data import DataStage
+    from layerinf.store.rundir import RunDir, atomic_write_bytes
+    from layerinf.workflows.advise import recommended_rank_config
+    from layerinf.workflows.probe_data import write_source
+    from layerinf.workflows.sweep import plan_units
+
+    held = [s for s in seeds if s != ADVISE_SEED]
+    sets = {k: [yaml.safe_load(v)] for k, v in (kv.split("=", 1) for kv in overrides)}
+    unit, cfg, _ = plan_units(ExperimentConfig.from_yaml(HERE / f"{name}.yaml"),
+                              {"data.seed": [int(ADVISE_SEED)], **sets})[0]
+    picks_file = inputs / name / ADVISE_PICKS
+    old = pd.read_csv(picks_file, dtype=str) if picks_file.is_file() else pd.DataFrame(columns=["chosen_on"])
+    if (old["chosen_on"] == unit).any():
+        print(f"= {name}: advise's pick (chosen on {unit}) in {picks_file}, not run again", flush=True)
+        return
+    folder = out / name / f"advise-{unit}"
+    user = RunDir(folder / "user")
+    with user.locked():  # the sweep's data at this seed: noisy labels as given (the mask stays in this folder)
+        data = DataStage(user).run(cfg.data, progress=False)
+    train = write_source(data, None, folder / "user" / "train.jsonl")
+    dev = write_source(data, None, folder / "user" / "dev.jsonl", "dev")
+    cmd = [*_layerinf(), "advise", str(folder / "advise"), "--source", str(train), "--dev-source", str(dev),
+           "--text-column", "text", "--label-column", "label", "--model", cfg.model.name,
+           "--max-length", str(cfg.model.max_length), "--epochs", str(cfg.train.epochs), "--seed", ADVISE_SEED]
+    if data.train["text_pair"].notna().any():
+        cmd += ["--text-pair-column", "text_pair"]
+    for key in ("lr", "min_steps", "batch_size"):
+        value = getattr(cfg.train, key)
+        cmd += [f"--{key.replace('_', '-')}", str(value)] if value is not None else []
+    cmd += ["--device", device] if device else []
+    print("+", " ".join(cmd), flush=True)
+    start = time.monotonic()
+    if subprocess.call(cmd) != 0:
+        print(f"advise for {name} stopped; rerun the same command to continue", file=sys.stderr)
+        return
+    rc = recommended_rank_config(folder / "advise")
+    config = f"{rc['method']}/{rc['group']}/{rc['aggregator']}"
+    rows = pd.DataFrame({"task": data.task, "seed": held, "config": config, "chosen_on": unit,
+                         "seconds": round(time.monotonic() - start, 1)})
+    table = pd.concat([old[old["chosen_on"] != unit], rows], ignore_index=True)
+    picks_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(picks_file, table.to_csv(index=False).encode())
+    print(f"→ {picks_file} (advise's pick {config}, chosen on {unit}, for seeds {', '.join(held)})", flush=True)
 
 
 def _add_time(file: Path, key: str, seconds: float) -> float:

@@ -197,3 +197,35 @@ def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue
     assert study.main(argv) == 0
     out = capsys.readouterr().out
     assert "not run again" in out and "+ " not in out  # nothing was run
+
+
+@pytest.mark.slow
+def test_the_study_script_records_advises_pick_for_the_held_out_seeds(tmp_path):
+    """Claim 8's input: `layerinf advise` on seed 0's noisy data (the sweep's own data stage), its pick written for
+    seeds 1 and 2 with the task name of the sweep's results; a second call runs nothing."""
+    import importlib.util
+
+    import pandas as pd
+
+    from layerinf.workflows.advise import recommended_rank_config
+
+    if not (Path(__file__).parents[2] / "shared" / "data" / "glue" / "SST-2").is_dir():
+        pytest.skip("the study's configs name ../shared/data/glue/SST-2, which is absent")
+    spec = importlib.util.spec_from_file_location("claims_study", Path(__file__).parents[1] / "scripts" /
+                                                  "claims_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    sets = ["model.name=shape:tiny-bert", "data.max_train=160", "data.max_dev=30", "train.epochs=1"]
+    out, inputs = tmp_path / "runs", tmp_path / "inputs"
+    study.advise_pick("minilm-sst2", out, inputs, ["0", "1", "2"], sets, None)
+    picks = pd.read_csv(inputs / "minilm-sst2" / "advise_picks.csv", dtype=str)
+    (folder,) = (out / "minilm-sst2").glob("advise-seed=0,*")
+    rc = recommended_rank_config(folder / "advise")
+    assert list(picks["seed"]) == ["1", "2"] and set(picks["task"]) == {"SST-2"}
+    assert set(picks["config"]) == {f"{rc['method']}/{rc['group']}/{rc['aggregator']}"}
+    assert set(picks["chosen_on"]) == {folder.name.removeprefix("advise-")}
+    user = pd.read_json(folder / "user" / "train.jsonl", lines=True)
+    assert len(user) == 160 and set(user.columns) == {"text", "label"}  # the mask is not handed to advise
+    before = (inputs / "minilm-sst2" / "advise_picks.csv").read_bytes()
+    study.advise_pick("minilm-sst2", out, inputs, ["0", "1", "2"], sets, None)
+    assert (inputs / "minilm-sst2" / "advise_picks.csv").read_bytes() == before
