@@ -165,13 +165,9 @@ def test_end_to_end_sweep_report_and_claims_md(tmp_path):
     assert len(study2.excluded) == 6 and study2.excluded[0].startswith("sweep-2/")
 
 
-@pytest.mark.slow
-def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue_dir, tmp_path, capsys):
-    """scripts/claims_study.py on a tiny stand-in of one sweep: the finished run lands in the inputs folder (what
-    a later session finds committed), the page is written from it, and a second invocation runs nothing."""
+def _study_script():
+    """scripts/claims_study.py as a module (skips where ../shared/data/glue/SST-2, which its configs name, is absent)."""
     import importlib.util
-
-    from layerinf.reporting.claims_inputs import inputs_manifest, read_study_inputs
 
     if not (Path(__file__).parents[2] / "shared" / "data" / "glue" / "SST-2").is_dir():
         pytest.skip("the study's configs name ../shared/data/glue/SST-2, which is absent")
@@ -179,6 +175,16 @@ def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue
                                                   "claims_study.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+@pytest.mark.slow
+def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue_dir, tmp_path, capsys):
+    """scripts/claims_study.py on a tiny stand-in of one sweep: the finished run lands in the inputs folder (what
+    a later session finds committed), the page is written from it, and a second invocation runs nothing."""
+    from layerinf.reporting.claims_inputs import inputs_manifest, read_study_inputs
+
+    study = _study_script()
     inputs, md = tmp_path / "inputs", tmp_path / "claims.md"
     argv = ["--only", "minilm-sst2", "--seeds", "0", "--out", str(tmp_path / "runs"), "--inputs", str(inputs),
             "--md", str(md), "--set", "model.name=shape:tiny-bert", "--set", "data.max_train=40",
@@ -203,18 +209,11 @@ def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue
 def test_the_study_script_records_advises_pick_for_the_held_out_seeds(tmp_path):
     """Claim 8's input: `layerinf advise` on seed 0's noisy data (the sweep's own data stage), its pick written for
     seeds 1 and 2 with the task name of the sweep's results; a second call runs nothing."""
-    import importlib.util
-
     import pandas as pd
 
     from layerinf.workflows.advise import recommended_rank_config
 
-    if not (Path(__file__).parents[2] / "shared" / "data" / "glue" / "SST-2").is_dir():
-        pytest.skip("the study's configs name ../shared/data/glue/SST-2, which is absent")
-    spec = importlib.util.spec_from_file_location("claims_study", Path(__file__).parents[1] / "scripts" /
-                                                  "claims_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _study_script()
     sets = ["model.name=shape:tiny-bert", "data.max_train=160", "data.max_dev=30", "train.epochs=1"]
     out, inputs = tmp_path / "runs", tmp_path / "inputs"
     study.advise_pick("minilm-sst2", out, inputs, ["0", "1", "2"], sets, None)
