@@ -187,7 +187,7 @@ def test_bad_input_writes_nothing(tmp_path, kwargs, match):
     if kwargs.get("max_train") == 40:
         assert f"at least {min_train_size(0.1)} training examples" in str(err.value) and min_train_size(0.1) == 100
     elif "max_train" in kwargs:  # cross-fitted probes: a third of the rows is held out of each
-        assert "at least 150 training examples" in str(err.value) and "noise_folds=0" in str(err.value)
+        assert "at least 150 training examples" in str(err.value) and "noise_folds=2" in str(err.value)
 
 
 def test_min_train_size_and_args():
@@ -314,4 +314,21 @@ def test_probes_share_their_fits_with_the_noise_estimate(tmp_path):
                 want = torch.softmax(model(**enc).logits.double(), -1)[0].numpy()
             np.testing.assert_allclose(probs[i], want, atol=1e-5)
     page = (out / "advise" / "index.html").read_text()
-    assert "cross-fitted: each trained on 1 of 2 folds, 25 examples" in page
+    assert "cross-fitted: each trained on 1 of 2 folds, at least 25 examples" in page
+
+
+def test_check_size_names_the_option_that_sets_the_folds():
+    """A small class: with cross-fitted probes the error names the probes (the user set no noise_folds)."""
+    from types import SimpleNamespace
+
+    from layerinf.workflows.advise import check_size
+
+    labels = np.array([0] * 295 + [1] * 5)
+    prepared = SimpleNamespace(train=pd.DataFrame({"label": labels}), num_classes=2, label_names=["neg", "pos"])
+    with pytest.raises(LayerinfError, match=r"class 'pos' has 5 training example\(s\): too few for 3 cross-fitted "
+                                            r"probes") as err:
+        check_size(prepared, 0.1, 3, probe_folds=3)
+    assert "fewer probes" in str(err.value)
+    with pytest.raises(LayerinfError, match=r"too few for noise_folds=4"):
+        check_size(prepared, 0.1, 4)
+    check_size(prepared, 0.1, 2, probe_folds=2)  # 5 ≥ 2 × 2: fine

@@ -359,10 +359,12 @@ def _advise_presets():
                     _opt("probe_rate", float, 0.1, "Share of the training labels flipped (instruction data: responses replaced) per "
                            "probe, in (0, 0.5]."),
                     _opt("probes", int, 3, "Probes: each one fine-tuning + one gradient pass (2 or more give a 95 % "
-                         "interval)."),
+                         "interval; with 2 or more they are cross-fitting folds: each trains on (probes − 1)/probes "
+                         "of your rows)."),
                     _opt("noise_folds", Optional[int], None, "Noise-rate estimate: default, from the probes' own "
-                         "cross-fitted models (no extra fine-tuning); K ≥ 2: K separate fold runs; 0: skip (κ stays "
-                         "--vote-kappa; instruction data: no estimate)."),
+                         "cross-fitted models (no extra fine-tuning; with --probes 1: 2 separate fold runs); K ≥ 2: "
+                         "K separate fold runs on your labels alone; 0: skip (κ stays --vote-kappa; instruction "
+                         "data: no estimate)."),
                     _opt("kappa_factor", float, 1.5, "Vote's κ for your data = clip(factor × estimated noise rate, "
                          "0.05, 0.5)."),
                     _opt("criterion", str, "ndr_30", "Planted-flip metric that picks: ndr_30 | ndr_10 | auc_ndr | "

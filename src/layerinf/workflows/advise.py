@@ -175,15 +175,21 @@ def check_size(prepared, probe_rate: float, noise_folds: int, probe_folds: int =
             f"{where}: a probe at probe_rate {probe_rate:g} plants only {planted} flip(s), "
             f"fewer than the {MIN_PLANTED} needed to compare configurations",
             f"give at least {need} training examples (raise max_train or add data), or raise probe_rate (at most "
-            f"{MAX_PROBE_RATE})" + (", or pass noise_folds=0 (probes on every example, no noise estimate)"
-                                    if probe_folds else ""))
+            f"{MAX_PROBE_RATE})" + (", or use more probes (each then trains on more of the rows), or pass "
+                                    "noise_folds=2 (probes on every example, the estimate from 2 separate fold runs: "
+                                    "2 more fine-tunings)" if probe_folds else ""))
     if not noise_folds:
         return
     counts = np.bincount(prepared.train["label"].to_numpy(), minlength=prepared.num_classes)
     if counts.min() < 2 * noise_folds:
+        few = f"class '{prepared.label_names[int(counts.argmin())]}' has {int(counts.min())} training example(s)"
+        if probe_folds:  # the folds are the probes'
+            raise LayerinfError(
+                f"{few}: too few for {probe_folds} cross-fitted probes (each fold needs 2 per class)",
+                "use fewer probes (at least 2), add examples of that class, or noise_folds=0 (probes on every "
+                "example, no noise estimate)")
         raise LayerinfError(
-            f"class '{prepared.label_names[int(counts.argmin())]}' has {int(counts.min())} training example(s): "
-            f"too few for noise_folds={noise_folds} (each fold's model needs 2 per class)",
+            f"{few}: too few for noise_folds={noise_folds} (each fold's model needs 2 per class)",
             "use noise_folds=2, add examples of that class, or noise_folds=0 to skip the noise estimate")
 
 
@@ -387,7 +393,7 @@ def advise(out_dir, *, source: str | None = None, probe_rate: float = 0.1, probe
         fold_of = fold_ids(base.train["label"].to_numpy(np.int64), probe_folds, data.seed) if shared else None
         if task.class_probabilities:  # labels to flip: probes read OUT/data's splits back (else: see probe_data)
             dev_file = write_source(base, None, src / "dev.jsonl", "dev")
-            train_files = ([write_source(base, np.flatnonzero(fold_of != k), src / f"fold{k}.jsonl")
+            train_files = ([write_source(base, np.flatnonzero(fold_of != k), src / f"probe-fold{k}.jsonl")
                             for k in range(probes)] if shared else [write_source(base, None, src / "all.jsonl")] * probes)
         probe_dirs = []
         for i, (s, train_file) in enumerate(zip(seeds, train_files), 1):

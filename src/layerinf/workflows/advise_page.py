@@ -299,7 +299,10 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
             noise_html += f" (majority class: {major:.1%})." if major is not None else "."
             if not rec.get("noise_trusted", True):
                 noise_html += (" <b>The cross-fitted models barely beat the majority class: the estimate is not "
-                               "trustworthy and does not set κ</b> — train longer or on more data.")
+                               "trustworthy and does not set κ</b> — train longer or on more data"
+                               + (", or lower --probe-rate or pass --noise-folds 2 (models trained on your labels "
+                                  "alone, without the probes' planted flips)" if rec.get("probe_folds") else "")
+                               + ".")
     elif task_named(rec.get("task")).no_noise_estimate:
         noise_html = (f"The noise rate is not estimated for {task_named(rec.get('task')).no_noise_estimate} (it needs "
                       "class probabilities).")
@@ -359,7 +362,7 @@ def render_page(rec: dict, table: pd.DataFrame, per_probe: pd.DataFrame, png: by
         "<h1>Which layers to trust on your data</h1>"
         f"<p class=\"sub\">model {e(str(rec.get('model', '?')))} · {rec.get('n_train', '?')} training examples · "
         f"{rec['probes']} probe(s) at {rec['probe_rate']:.0%} planted flips"
-        + (f" (cross-fitted: each trained on {rec['probe_folds'] - 1} of {rec['probe_folds']} folds, "
+        + (f" (cross-fitted: each trained on {rec['probe_folds'] - 1} of {rec['probe_folds']} folds, at least "
            f"{rec.get('n_probe_train', '?')} examples)" if rec.get("probe_folds") else "")
         + f" · {rec['configurations']} configurations · "
         f"criterion: planted {e(cname)} (higher = better; random ≈ {0.3 if crit == 'ndr_30' else 0.1 if crit == 'ndr_10' else 0.5})</p>"

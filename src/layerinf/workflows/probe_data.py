@@ -1,7 +1,9 @@
 """The advisor's probe and fold data (``layerinf advise``, docs/advisor.md).
 
 Classification: OUT/data's splits are written as JSONL copies (``OUT/probes/source/``) and read back by each
-probe and fold run with no cap, so that every probe has OUT/data's training set and plants its flips in it.
+probe and fold run with no cap: a cross-fitted probe k (the default) reads the rows of every fold but k
+(``probe-fold<k>.jsonl``), a probe without folds the whole training set (``all.jsonl``), and plants its flips in
+them.
 Instruction (SFT) data: each probe re-prepares your source with the probe's seed (its own train / dev split, the
 same sizes) and plants ``data.noise_kind`` response noise (class words replaced, or responses swapped).
 """
