@@ -32,7 +32,8 @@ PAPER_METHODS = ("tracin", "cosine", "datainf")
 BUILTIN_METHODS = PAPER_METHODS + ("tracin_cp",)  # what layerinf.influence.registry registers (a test checks)
 PAPER_AGGREGATORS = ("mean", "rank", "vote")
 BASELINES = ("none", "random", "oracle")
-MODEL_BASELINES = ("loss", "self_influence")
+MODEL_BASELINES = ("loss", "self_influence")  # the default model baselines (read from the stored gradients)
+OOS_BASELINES = ("confident_learning",)  # need cross-fitted fold models (``run``: OOS_FOLDS more fine-tunings)
 RANKING_CHOICES = ("auto", "combined", "influence", "confidence", "embedding")  # layerinf.evaluation.rankings  # rankings by the model's own signals, no validation set
 CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name differs from its field name
 
@@ -274,8 +275,10 @@ class ScoreConfig(Checked):
                              "TF32 GEMMs; float32 elsewhere).", choices=("float32", "bfloat16", "float64", "tf32"))
     cancellation_norm: str = opt("l1", "l1 | l2 | l1_l2.", choices=("l1", "l2", "l1_l2"))
     model_baselines: list[str] = opt(help="Rankings from the model itself, scored like a configuration: loss (the "
-                                     "example's own loss) | self_influence (its gradient's squared norm).",
-                                     factory=lambda: list(MODEL_BASELINES), choices=MODEL_BASELINES)
+                                     "example's own loss) | self_influence (its gradient's squared norm) | "
+                                     "confident_learning (p(given label) out of sample, from 2 cross-fitted fold "
+                                     "models: 2 more fine-tunings; classification only).",
+                                     factory=lambda: list(MODEL_BASELINES), choices=MODEL_BASELINES + OOS_BASELINES)
 
 
 @dataclass(frozen=True)

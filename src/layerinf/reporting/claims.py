@@ -342,8 +342,8 @@ def _claims(st: Study) -> list[Claim]:
     out.append(Claim("7c", f"Influence ({label}) beats confident learning: NDR@30 (influence − confident learning)",
                      "– (ours)",
                      (lambda cols: _row_mean(d, cols)) if d is not None and np.isfinite(d).any() else None,
-                     margin=0.02, reason="the runs hold no confident-learning ranking (sweep runs score loss and "
-                     "self-influence; confident learning is computed by `layerinf suspects`)"))
+                     margin=0.02, reason="the runs hold no confident-learning ranking (add confident_learning to "
+                     "score.model_baselines: p(given label) under 2 cross-fitted fold models)"))
 
     # 8. advise's pick vs the paper's default, on held-out seeds
     d8 = np.full(n, np.nan)

@@ -29,7 +29,8 @@ from layerinf.store import score_sets
 from layerinf.store.gradstore import GradStore
 from layerinf.spec import ModuleSpec
 from layerinf.stages.base import StageBase
-from layerinf.store.layout import AGGREGATED_FILE, DATA, GRADS, MATRICES_DIR, SCORE_FRAMES, SCORE_TABLE, SCORES, matrix_file, table_file
+from layerinf.store.layout import (AGGREGATED_FILE, DATA, GRADS, MATRICES_DIR, NOISE, NOISE_PROBS_FILE, SCORE_FRAMES,
+                                   SCORE_TABLE, SCORES, matrix_file, table_file)
 
 NDR_LEVELS = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
 
@@ -227,6 +228,7 @@ def score_stores(
     device: str | None = None,
     checkpoints: "list[tuple[GradStore, GradStore, float]] | None" = None,
     chunk_size: int = 2048,
+    baseline_scores: "dict[str, np.ndarray] | None" = None,
 ) -> ScoreResult:
     """Score every method × group × aggregator from two gradient stores (pure orchestration of the math).
 
@@ -234,6 +236,7 @@ def score_stores(
     Per-module matrices are written to ``folder/matrices/<method>/<module>.npy`` (``layout.matrix_file``).
     ``checkpoints``: the ``(train_c, infl_c, η_c)`` stores of multi-checkpoint methods (``tracin_cp``).
     ``chunk_size``: training rows streamed at a time (``RuntimeConfig.chunk_size``: speed and memory only).
+    ``baseline_scores``: model baselines computed elsewhere (``confident_learning``: from cross-fitted models).
     """
     from tqdm.auto import tqdm
 
@@ -293,7 +296,8 @@ def score_stores(
         row["n_noisy"] = int(noisy.sum()) if noisy is not None else 0
         rows.append(row)
     for name in cfg.model_baselines:  # the model's own signals, ranked like a configuration (group/aggregator "-")
-        s = model_baseline_scores(name, train, chunk_size)
+        s = (np.asarray(baseline_scores[name], dtype=np.float64) if name in (baseline_scores or {})
+             else model_baseline_scores(name, train, chunk_size))
         columns[f"{name}/-/-"] = s
         row = {"method": name, "group": "-", "aggregator": "-", "modules": 0}
         if noisy is not None and noisy.any():
@@ -390,16 +394,42 @@ class ScoreStage(StageBase):
         correct = task_of(prepared).correct(infl.logits, infl.labels)  # SFT: greedy decoding gives the response
         noisy = prepared.train["noisy"].to_numpy(bool)
         res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
-                           device=device, checkpoints=checkpoints, chunk_size=self.runtime.chunk_size)
+                           device=device, checkpoints=checkpoints, chunk_size=self.runtime.chunk_size,
+                           baseline_scores=self._oos_baselines(cfg, prepared))
         for name in SCORE_FRAMES:
             getattr(res, name).to_parquet(st.out(table_file(name)), index=False)
         res.table.to_csv(st.out(table_file(SCORE_TABLE, "csv")), index=False)
         return {"configurations": len(res.table), "correct_infl": int(correct.sum()), "infl": int(len(correct))}
 
+    def check_upstream(self) -> dict[str, str]:
+        """DATA and GRADS; and the noise stage's out-of-sample probabilities when an out-of-sample model baseline
+        is asked for (``run`` makes them: ``workflows.advise_noise.run_noise``)."""
+        inputs = super().check_upstream()
+        if self._needs_oos:
+            self.run_dir.require(NOISE, "score.model_baselines has confident_learning: `layerinf run` makes the "
+                                        "cross-fitted probabilities it needs")
+            inputs[NOISE] = self.run_dir.fingerprint(NOISE)
+        return inputs
+
+    _needs_oos = False  # set by ``run`` from its config
+
+    def _oos_baselines(self, cfg: ScoreConfig, prepared) -> dict[str, np.ndarray]:
+        """``confident_learning``: p(given label) under the cross-fitted models' out-of-sample probabilities
+        (cleanlab's self-confidence label-quality score; the out-of-sample loss −log p orders the rows the same)."""
+        if "confident_learning" not in cfg.model_baselines:
+            return {}
+        from layerinf.evaluation.rankings import self_confidence
+
+        probs = np.load(self.run_dir.stage_path(NOISE) / NOISE_PROBS_FILE)
+        return {"confident_learning": self_confidence(probs, prepared.train["label"].to_numpy(np.int64))}
+
     def run(self, cfg: ScoreConfig, *, force: bool = False, progress: bool = True, device: str = "cpu") -> pd.DataFrame:
         """``StageBase.run``, but a finished score set with other options is kept, not replaced
         (``store.score_sets``): it goes to ``score_sets/<hash>/`` first, and a kept set with this run's key is
         restored instead of recomputed (``force``: recomputed). The table's ``attrs["score_set"]`` is its hash."""
+        from layerinf.config import OOS_BASELINES
+
+        self._needs_oos = bool(set(OOS_BASELINES) & set(cfg.model_baselines))
         inputs = self.check_upstream()
         self._check_groups(cfg)  # an unknown group fails before the current set is moved anywhere
         key = self.key(cfg)

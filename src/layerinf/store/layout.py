@@ -89,6 +89,7 @@ ANSWER_FILE = "answer.txt"  # report/: the first screen's sentences, as plain te
 
 # `layerinf advise` OUT/: advise/, noise/, probes/<seed>/, probes/fold<k>/, probes/source/
 ADVISE, NOISE, PROBES_DIR, SOURCE_DIR = "advise", "noise", "probes", "source"
+CROSSFIT_DIR = "crossfit"  # a run's fold models for out-of-sample probabilities (score.model_baselines)
 ADVISE_TABLE, PROBE_TABLE = "table", "probes"
 HEATMAP_FILE, RECOMMENDATION_FILE = "heatmap.png", "recommendation.json"
 NOISE_PROBS_FILE, NOISE_FOLDS_FILE, NOISE_ESTIMATE_FILE = "probs.npy", "folds.npy", "estimate.json"

@@ -108,15 +108,18 @@ class NoiseStage(StageBase):
 
 
 def run_noise(out: RunDir, base, data: DataConfig, model: ModelConfig, train: TrainConfig, folds: int, *, device: str,
-              progress: bool = True, force: bool = False, n_boot: int = N_BOOT, runtime=None) -> NoiseEstimate:
-    """Cross-fitting (one fold run per fold under OUT/probes/fold<k>/) and the noise stage."""
-    src = out.root / PROBES_DIR / SOURCE_DIR
+              progress: bool = True, force: bool = False, n_boot: int = N_BOOT, runtime=None,
+              where: str = PROBES_DIR) -> NoiseEstimate:
+    """Cross-fitting (one fold run per fold under OUT/<where>/fold<k>/, on ``base``'s training labels as they are)
+    and the noise stage (OUT/noise: out-of-sample probabilities of ``base.train``, in its order, and the estimate).
+    Used by ``advise`` (separate fold runs) and by ``run`` for the ``confident_learning`` model baseline."""
+    src = out.root / where / SOURCE_DIR
     dev_file = write_source(base, None, src / "dev.jsonl", "dev")
     fold_of = fold_ids(base.train["label"].to_numpy(np.int64), folds, data.seed)
     fold_dirs = []
     for f in range(folds):
         train_file = write_source(base, np.flatnonzero(fold_of != f), src / f"fold{f}.jsonl")
-        fold_dir = out.root / PROBES_DIR / f"fold{f}"
+        fold_dir = out.root / where / f"fold{f}"
         fr = RunDir(fold_dir)
         with fr.guard(), fr.locked():
             DataStage(fr).run(source_config(base, train_file, dev_file, noise_rate=0.0, seed=data.seed), force=force,

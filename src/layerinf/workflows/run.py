@@ -13,10 +13,12 @@ from typing import Callable
 
 import pandas as pd
 
-from layerinf.config import ExperimentConfig
+from layerinf.config import OOS_BASELINES, ExperimentConfig
 from layerinf.errors import LayerinfError
 from layerinf.store.layout import RETRAIN
 from layerinf.store.rundir import RunDir, atomic_write_json, check_writable_dir
+
+OOS_FOLDS = 2  # cross-fitted fold models for the out-of-sample model baselines (score.model_baselines)
 
 
 def resolve_device(name: str) -> str:
@@ -66,6 +68,10 @@ def check_config(cfg: ExperimentConfig) -> None:
     task = task_for(cfg.data)
     task.check_model(cfg.model)
     task.check_quantization(cfg.model)
+    oos = sorted(set(OOS_BASELINES) & set(cfg.score.model_baselines))
+    if oos and not task.class_probabilities:
+        raise LayerinfError(f"score.model_baselines: {', '.join(oos)} needs class probabilities, which "
+                            f"{task.name} data do not have", f"leave {', '.join(oos)} out of score.model_baselines")
     groups = set(cfg.score.groups) if cfg.score.groups is not None else set(layer_groups(specs, num_layers))
     for key in cfg.filter.configs or []:
         method, group, aggregator = key.split("/")
@@ -141,6 +147,14 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         GradsStage(run_dir, executor=executor, task_device=device, runtime=rt).run(
             cfg.grads, shards=rt.grad_shards, progress=progress, device=device)
         say("[3/5] per-sample gradients stored")
+        if set(OOS_BASELINES) & set(cfg.score.model_baselines):  # cross-fitted models: out-of-sample probabilities
+            from layerinf.store.layout import CROSSFIT_DIR
+            from layerinf.workflows.advise_noise import run_noise
+
+            est = run_noise(run_dir, data, cfg.data, cfg.model, cfg.train, OOS_FOLDS, device=device, progress=progress,
+                            runtime=rt, where=CROSSFIT_DIR)
+            say(f"[3/5] out-of-sample probabilities from {OOS_FOLDS} cross-fitted models (confident learning: "
+                f"{est.issues} label issues, noise rate {est})")
         table = ScoreStage(run_dir, echo=say, runtime=rt).run(cfg.score, progress=progress, device=device)
         best = f"best NDR@30 {table['ndr_30'].max():.3f} (random: 0.30)" if "ndr_30" in table else "no noise mask"
         say(f"[4/5] scored {len(table)} configurations; {best}")
