@@ -209,8 +209,6 @@ def test_the_study_script_keeps_each_finished_run_and_does_not_run_it_again(glue
 def test_the_study_script_records_advises_pick_for_the_held_out_seeds(tmp_path):
     """Claim 8's input: `layerinf advise` on seed 0's noisy data (the sweep's own data stage), its pick written for
     seeds 1 and 2 with the task name of the sweep's results; a second call runs nothing."""
-    import pandas as pd
-
     from layerinf.workflows.advise import recommended_rank_config
 
     study = _study_script()
@@ -228,3 +226,22 @@ def test_the_study_script_records_advises_pick_for_the_held_out_seeds(tmp_path):
     before = (inputs / "minilm-sst2" / "advise_picks.csv").read_bytes()
     study.advise_pick("minilm-sst2", out, inputs, ["0", "1", "2"], sets, None)
     assert (inputs / "minilm-sst2" / "advise_picks.csv").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_the_health_script_fine_tunes_each_sweep_once_and_says_whether_it_learned(tmp_path):
+    import importlib.util
+
+    _study_script()  # skips where ../shared/data/glue is absent
+    spec = importlib.util.spec_from_file_location("claims_health", Path(__file__).parents[1] / "scripts" /
+                                                  "claims_health.py")
+    health = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(health)
+    assert health.main(["--only", "minilm-sst2", "--out", str(tmp_path), "--set", "model.name=shape:tiny-bert",
+                        "--set", "data.max_train=40", "--set", "data.max_dev=30", "--set", "train.epochs=1",
+                        "--set", "train.min_steps=null"]) == 0
+    table = pd.read_csv(tmp_path / "health.csv")
+    row = table.iloc[0]
+    assert list(table["sweep"]) == ["minilm-sst2"] and row["model"] == "shape:tiny-bert"
+    assert row["majority"] > 0 and 0 <= row["accuracy"] <= 1 and isinstance(row["learned"], (bool, np.bool_))
+    assert row["learned"] == (row["ci_low"] > row["majority"])
