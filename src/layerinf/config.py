@@ -32,8 +32,7 @@ PAPER_METHODS = ("tracin", "cosine", "datainf")
 BUILTIN_METHODS = PAPER_METHODS + ("tracin_cp",)  # what layerinf.influence.registry registers (a test checks)
 PAPER_AGGREGATORS = ("mean", "rank", "vote")
 BASELINES = ("none", "random", "oracle")
-MODEL_BASELINES = ("loss", "self_influence")  # the default model baselines (read from the stored gradients)
-OOS_BASELINES = ("confident_learning",)  # need cross-fitted fold models (``run``: OOS_FOLDS more fine-tunings)
+MODEL_BASELINES, OOS_BASELINES = ("loss", "self_influence"), ("confident_learning",)  # OOS: cross-fitted models
 RANKING_CHOICES = ("auto", "combined", "influence", "confidence", "embedding")  # layerinf.evaluation.rankings  # rankings by the model's own signals, no validation set
 CLI_NAMES = {("model", "name"): "model"}  # the only option whose flat name differs from its field name
 
@@ -274,10 +273,8 @@ class ScoreConfig(Checked):
     compute_dtype: str = opt("float32", "float32 | bfloat16 (faster, ~1e-3 rel. error) | float64 | tf32 (CUDA: "
                              "TF32 GEMMs; float32 elsewhere).", choices=("float32", "bfloat16", "float64", "tf32"))
     cancellation_norm: str = opt("l1", "l1 | l2 | l1_l2.", choices=("l1", "l2", "l1_l2"))
-    model_baselines: list[str] = opt(help="Rankings from the model itself, scored like a configuration: loss (the "
-                                     "example's own loss) | self_influence (its gradient's squared norm) | "
-                                     "confident_learning (p(given label) out of sample, from 2 cross-fitted fold "
-                                     "models: 2 more fine-tunings; classification only).",
+    model_baselines: list[str] = opt(help="The model's own rankings, scored like a configuration: loss | self_influence "
+                                     "(‖g‖²) | confident_learning (p(label), 2 cross-fitted models; classification).",
                                      factory=lambda: list(MODEL_BASELINES), choices=MODEL_BASELINES + OOS_BASELINES)
 
 

@@ -29,8 +29,8 @@ from layerinf.store import score_sets
 from layerinf.store.gradstore import GradStore
 from layerinf.spec import ModuleSpec
 from layerinf.stages.base import StageBase
-from layerinf.store.layout import (AGGREGATED_FILE, DATA, GRADS, MATRICES_DIR, NOISE, NOISE_PROBS_FILE, SCORE_FRAMES,
-                                   SCORE_TABLE, SCORES, matrix_file, table_file)
+from layerinf.store.layout import (AGGREGATED_FILE, DATA, GRADS, MATRICES_DIR, NOISE, SCORE_FRAMES, SCORE_TABLE, SCORES,
+                                   matrix_file, table_file)
 
 NDR_LEVELS = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90)
 
@@ -395,7 +395,7 @@ class ScoreStage(StageBase):
         noisy = prepared.train["noisy"].to_numpy(bool)
         res = score_stores(train, infl, noisy, correct, grads.num_layers, cfg, st.tmp, progress=progress,
                            device=device, checkpoints=checkpoints, chunk_size=self.runtime.chunk_size,
-                           baseline_scores=self._oos_baselines(cfg, prepared))
+                           baseline_scores=self._oos_baselines(cfg, prepared, inputs))
         for name in SCORE_FRAMES:
             getattr(res, name).to_parquet(st.out(table_file(name)), index=False)
         res.table.to_csv(st.out(table_file(SCORE_TABLE, "csv")), index=False)
@@ -413,15 +413,24 @@ class ScoreStage(StageBase):
 
     _needs_oos = False  # set by ``run`` from its config
 
-    def _oos_baselines(self, cfg: ScoreConfig, prepared) -> dict[str, np.ndarray]:
+    def _oos_baselines(self, cfg: ScoreConfig, prepared, inputs) -> dict[str, np.ndarray]:
         """``confident_learning``: p(given label) under the cross-fitted models' out-of-sample probabilities
         (cleanlab's self-confidence label-quality score; the out-of-sample loss −log p orders the rows the same)."""
         if "confident_learning" not in cfg.model_baselines:
             return {}
         from layerinf.evaluation.rankings import self_confidence
 
-        probs = np.load(self.run_dir.stage_path(NOISE) / NOISE_PROBS_FILE)
+        probs = inputs.stage(NOISE).probs()
         return {"confident_learning": self_confidence(probs, prepared.train["label"].to_numpy(np.int64))}
+
+    def inputs(self):
+        """DATA and GRADS, and the noise stage when an out-of-sample model baseline is asked for."""
+        from layerinf.stages.base import Inputs
+        from layerinf.stages.noise import NoiseStage
+
+        if not self._needs_oos:
+            return super().inputs()
+        return Inputs(self.source, (*self.upstream, NOISE), stages={NOISE: NoiseStage(self.run_dir)})
 
     def run(self, cfg: ScoreConfig, *, force: bool = False, progress: bool = True, device: str = "cpu") -> pd.DataFrame:
         """``StageBase.run``, but a finished score set with other options is kept, not replaced
