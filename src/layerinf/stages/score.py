@@ -101,6 +101,13 @@ def _checkpoint_scores(method: str, spec: ModuleSpec, checkpoints, compute_dtype
                                 lrs=lrs).astype(np.float32)
 
 
+def needs_oos(cfg: ScoreConfig) -> bool:
+    """Whether a model baseline needs out-of-sample probabilities from cross-fitted models (``OOS_BASELINES``)."""
+    from layerinf.config import OOS_BASELINES
+
+    return bool(set(OOS_BASELINES) & set(cfg.model_baselines))
+
+
 def model_baseline_scores(name: str, train: GradStore, chunk_size: int = 2048) -> np.ndarray:
     """Scores from the model alone (higher = more helpful, like every score): ``loss`` is minus each training
     example's own loss on its given label (the usual "high loss = suspicious" ranking); ``self_influence`` is
@@ -436,9 +443,7 @@ class ScoreStage(StageBase):
         """``StageBase.run``, but a finished score set with other options is kept, not replaced
         (``store.score_sets``): it goes to ``score_sets/<hash>/`` first, and a kept set with this run's key is
         restored instead of recomputed (``force``: recomputed). The table's ``attrs["score_set"]`` is its hash."""
-        from layerinf.config import OOS_BASELINES
-
-        self._needs_oos = bool(set(OOS_BASELINES) & set(cfg.model_baselines))
+        self._needs_oos = needs_oos(cfg)
         inputs = self.check_upstream()
         self._check_groups(cfg)  # an unknown group fails before the current set is moved anywhere
         key = self.key(cfg)

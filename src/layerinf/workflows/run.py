@@ -68,10 +68,12 @@ def check_config(cfg: ExperimentConfig) -> None:
     task = task_for(cfg.data)
     task.check_model(cfg.model)
     task.check_quantization(cfg.model)
-    oos = sorted(set(OOS_BASELINES) & set(cfg.score.model_baselines))
-    if oos and not task.class_probabilities:
-        raise LayerinfError(f"score.model_baselines: {', '.join(oos)} needs class probabilities, which "
-                            f"{task.name} data do not have", f"leave {', '.join(oos)} out of score.model_baselines")
+    from layerinf.stages.score import needs_oos
+
+    if needs_oos(cfg.score) and not task.class_probabilities:
+        oos = ", ".join(sorted(set(OOS_BASELINES) & set(cfg.score.model_baselines)))
+        raise LayerinfError(f"score.model_baselines: {oos} needs class probabilities, which {task.name} data do not "
+                            "have", f"leave {oos} out of score.model_baselines")
     groups = set(cfg.score.groups) if cfg.score.groups is not None else set(layer_groups(specs, num_layers))
     for key in cfg.filter.configs or []:
         method, group, aggregator = key.split("/")
@@ -129,7 +131,7 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
     from layerinf.stages.retrain import RetrainStage
     from layerinf.stages.finetune import FinetuneStage
     from layerinf.stages.grads import GradsStage
-    from layerinf.stages.score import ScoreStage
+    from layerinf.stages.score import ScoreStage, needs_oos
 
     with run_dir.guard(), run_dir.locked():
         data = DataStage(run_dir).run(cfg.data, progress=progress)
@@ -147,7 +149,7 @@ def _run_stages(cfg: ExperimentConfig, run_dir: RunDir, executor, device: str, p
         GradsStage(run_dir, executor=executor, task_device=device, runtime=rt).run(
             cfg.grads, shards=rt.grad_shards, progress=progress, device=device)
         say("[3/5] per-sample gradients stored")
-        if set(OOS_BASELINES) & set(cfg.score.model_baselines):  # cross-fitted models: out-of-sample probabilities
+        if needs_oos(cfg.score):  # cross-fitted models: out-of-sample probabilities
             from layerinf.store.layout import CROSSFIT_DIR
             from layerinf.workflows.advise_noise import run_noise
 
